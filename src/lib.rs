@@ -1,0 +1,1 @@
+//! tidings: translate news articles into English and group them into events.
