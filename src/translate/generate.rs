@@ -1,0 +1,393 @@
+//! Greedy and beam search with the semantics of transformers' `generate` (v5): the same logits
+//! processors, the same beam bookkeeping (2·num_beams candidates per step, finished hypotheses
+//! scored by `sum_logprobs / generated_len^length_penalty`, the same early-stopping rules), so
+//! that the ids we produce equal the reference's exactly.
+//!
+//! Unlike the reference, rows whose result can no longer change leave the batch at once, so the
+//! decoder never spends work on them.
+
+use super::config::{EarlyStopping, GenerationConfig};
+use super::model::{Encoded, MarianModel};
+use super::TranslateError;
+
+type Result<T> = std::result::Result<T, TranslateError>;
+
+/// Score transformers gives to beams that must not win (not -inf, so arithmetic stays finite).
+const NEG_BIG: f32 = -1.0e9;
+
+/// The logits processors OPUS-MT generation configs use, applied to one row of scores.
+struct Processors<'a> {
+    gen: &'a GenerationConfig,
+}
+
+impl Processors<'_> {
+    /// `prefix` is the decoder input so far, decoder start token included (its length is
+    /// transformers' `cur_len`).
+    fn apply(&self, prefix: &[u32], scores: &mut [f32]) {
+        let cur_len = prefix.len();
+        // MinLengthLogitsProcessor
+        if cur_len < self.gen.min_length {
+            for &eos in &self.gen.eos_token_ids {
+                if let Some(s) = scores.get_mut(eos as usize) {
+                    *s = f32::NEG_INFINITY;
+                }
+            }
+        }
+        // NoBadWordsLogitsProcessor: a banned sequence's last token is forbidden when the
+        // prefix ends with the rest of it. A lone EOS is never banned.
+        for word in &self.gen.bad_words_ids {
+            let Some((&last, head)) = word.split_last() else {
+                continue;
+            };
+            if word.len() == 1 && self.gen.eos_token_ids.contains(&last) {
+                continue;
+            }
+            if prefix.ends_with(head) {
+                if let Some(s) = scores.get_mut(last as usize) {
+                    *s = f32::NEG_INFINITY;
+                }
+            }
+        }
+        // ForcedEOSTokenLogitsProcessor: the last allowed step can only be EOS.
+        if let Some(eos) = self.gen.forced_eos_token_id {
+            if cur_len + 1 == self.gen.max_length {
+                scores.fill(f32::NEG_INFINITY);
+                if let Some(s) = scores.get_mut(eos as usize) {
+                    *s = 0.0;
+                }
+            }
+        }
+    }
+}
+
+/// log_softmax of one row, computed as torch does: x - max - log(sum(exp(x - max))).
+fn log_softmax_in_place(row: &mut [f32]) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f32 = row.iter().map(|&x| (x - max).exp()).sum();
+    let log_sum = sum.ln();
+    for x in row.iter_mut() {
+        *x = *x - max - log_sum;
+    }
+}
+
+/// Index of the first maximum (torch.argmax's choice on ties).
+fn argmax(row: &[f32]) -> u32 {
+    let mut best = 0usize;
+    for (i, &x) in row.iter().enumerate() {
+        if x > row[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// The `k` largest values with their indices, largest first; ties keep the lower index first.
+fn top_k(values: &[f32], k: usize) -> Vec<(usize, f32)> {
+    let mut idx: Vec<usize> = (0..values.len()).collect();
+    let order = |a: &usize, b: &usize| values[*b].total_cmp(&values[*a]).then(a.cmp(b));
+    let k = k.min(idx.len());
+    if k < idx.len() {
+        idx.select_nth_unstable_by(k, order);
+        idx.truncate(k);
+    }
+    idx.sort_by(order);
+    idx.into_iter().map(|i| (i, values[i])).collect()
+}
+
+fn length_normalised(score: f32, generated_len: usize, length_penalty: f32) -> f32 {
+    // Python evaluates `len ** penalty` in double precision; torch then divides in f32.
+    score / (generated_len as f64).powf(length_penalty as f64) as f32
+}
+
+/// Greedy decoding of one encoded batch. Returns each row's generated ids: no decoder start
+/// token, EOS kept when generated, no padding.
+pub fn greedy(
+    model: &MarianModel,
+    encoded: &Encoded,
+    gen: &GenerationConfig,
+) -> Result<Vec<Vec<u32>>> {
+    let n = encoded.hidden.dim(0)?;
+    let processors = Processors { gen };
+    let mut state = model.start_decoding(encoded, None)?;
+    // Decoder inputs so far per row, decoder start token included.
+    let mut prefixes: Vec<Vec<u32>> = vec![vec![gen.decoder_start_token_id]; n];
+    let mut active: Vec<usize> = (0..n).collect();
+    while !active.is_empty() {
+        let tokens: Vec<u32> = active
+            .iter()
+            .map(|&r| *prefixes[r].last().unwrap_or(&gen.decoder_start_token_id))
+            .collect();
+        let logits = model.decode_step(&tokens, &mut state)?.to_vec2::<f32>()?;
+        let mut keep = Vec::with_capacity(active.len());
+        let mut still_active = Vec::with_capacity(active.len());
+        for (slot, (&row, mut scores)) in active.iter().zip(logits).enumerate() {
+            processors.apply(&prefixes[row], &mut scores);
+            let next = argmax(&scores);
+            prefixes[row].push(next);
+            let done = gen.eos_token_ids.contains(&next) || prefixes[row].len() >= gen.max_length;
+            if !done {
+                keep.push(slot as u32);
+                still_active.push(row);
+            }
+        }
+        if still_active.len() != active.len() && !still_active.is_empty() {
+            state.select(&keep)?;
+        }
+        active = still_active;
+    }
+    Ok(prefixes.into_iter().map(|p| p[1..].to_vec()).collect())
+}
+
+/// One sentence's beam search bookkeeping, mirroring transformers' per-batch-item tensors.
+struct BeamItem {
+    /// Running beams: generated ids (without decoder start) and accumulated log-prob.
+    running: Vec<(Vec<u32>, f32)>,
+    /// Finished slots: ids, length-normalised score, and whether the slot holds a real
+    /// hypothesis (transformers' `is_sent_finished`); initial slots are placeholders.
+    finished: Vec<(Vec<u32>, f32, bool)>,
+    /// transformers' `is_early_stop_heuristic_unsatisfied`.
+    improvable: bool,
+}
+
+impl BeamItem {
+    fn new(num_beams: usize) -> Self {
+        let running = (0..num_beams)
+            .map(|b| (Vec::new(), if b == 0 { 0.0 } else { NEG_BIG }))
+            .collect();
+        let finished = (0..num_beams)
+            .map(|_| (Vec::new(), NEG_BIG, false))
+            .collect();
+        Self {
+            running,
+            finished,
+            improvable: true,
+        }
+    }
+
+    fn all_finished(&self) -> bool {
+        self.finished.iter().all(|f| f.2)
+    }
+}
+
+/// Beam search over one encoded batch, returning the best hypothesis of each row.
+pub fn beam_search(
+    model: &MarianModel,
+    encoded: &Encoded,
+    gen: &GenerationConfig,
+) -> Result<Vec<Vec<u32>>> {
+    let k = gen.num_beams;
+    if k <= 1 {
+        return greedy(model, encoded, gen);
+    }
+    let n = encoded.hidden.dim(0)?;
+    let vocab = model.config().target_vocab_size();
+    let processors = Processors { gen };
+    let candidates_per_item = 2.max(1 + gen.eos_token_ids.len()) * k;
+    let expand: Vec<u32> = (0..n as u32)
+        .flat_map(|r| std::iter::repeat_n(r, k))
+        .collect();
+    let mut state = model.start_decoding(encoded, Some(&expand))?;
+    let mut items: Vec<BeamItem> = (0..n).map(|_| BeamItem::new(k)).collect();
+    // Items still decoding, in the order of their row blocks in `state`.
+    let mut active: Vec<usize> = (0..n).collect();
+    // transformers' cur_len: decoder input length, the start token included.
+    let mut cur_len = 1usize;
+    let mut prefix = Vec::with_capacity(gen.max_length);
+    while !active.is_empty() {
+        let tokens: Vec<u32> = active
+            .iter()
+            .flat_map(|&i| {
+                items[i]
+                    .running
+                    .iter()
+                    .map(|(ids, _)| *ids.last().unwrap_or(&gen.decoder_start_token_id))
+            })
+            .collect();
+        let logits = model.decode_step(&tokens, &mut state)?.to_vec2::<f32>()?;
+
+        let mut next_rows: Vec<u32> = Vec::with_capacity(active.len() * k);
+        let mut still_active = Vec::with_capacity(active.len());
+        for (block, &item_idx) in active.iter().enumerate() {
+            let item = &mut items[item_idx];
+            // Accumulated log-probs of every (beam, token) continuation, flattened beam-major.
+            let mut flat = Vec::with_capacity(k * vocab);
+            for (b, (ids, score)) in item.running.iter().enumerate() {
+                let mut row = logits[block * k + b].clone();
+                log_softmax_in_place(&mut row);
+                prefix.clear();
+                prefix.push(gen.decoder_start_token_id);
+                prefix.extend_from_slice(ids);
+                processors.apply(&prefix, &mut row);
+                flat.extend(row.into_iter().map(|lp| lp + score));
+            }
+            let top = top_k(&flat, candidates_per_item);
+            let hits_max_length = cur_len + 1 >= gen.max_length;
+            let candidates: Vec<(usize, u32, f32, bool)> = top
+                .into_iter()
+                .map(|(flat_idx, lp)| {
+                    let beam = flat_idx / vocab;
+                    let token = (flat_idx % vocab) as u32;
+                    let hits = hits_max_length || gen.eos_token_ids.contains(&token);
+                    (beam, token, lp, hits)
+                })
+                .collect();
+            let extend = |beam: usize, token: u32| {
+                let mut ids = item.running[beam].0.clone();
+                ids.push(token);
+                ids
+            };
+
+            // Next running beams: the best continuations that did not stop.
+            let running_scores: Vec<f32> = candidates
+                .iter()
+                .map(|&(_, _, lp, hits)| if hits { lp + NEG_BIG } else { lp })
+                .collect();
+            let chosen = top_k(&running_scores, k);
+            let new_running: Vec<(Vec<u32>, f32)> = chosen
+                .iter()
+                .map(|&(c, s)| (extend(candidates[c].0, candidates[c].1), s))
+                .collect();
+            let parents: Vec<usize> = chosen.iter().map(|&(c, _)| candidates[c].0).collect();
+
+            // Finished hypotheses: only the top num_beams candidates may finish.
+            let beams_full = gen.early_stopping == EarlyStopping::Yes && item.all_finished();
+            let mut merged: Vec<(Vec<u32>, f32, bool)> = std::mem::take(&mut item.finished);
+            for (rank, &(beam, token, lp, hits)) in candidates.iter().enumerate() {
+                let just_finished = hits && rank < k;
+                let mut s = length_normalised(lp, cur_len, gen.length_penalty);
+                if beams_full {
+                    s += NEG_BIG;
+                }
+                if !item.improvable {
+                    s += NEG_BIG;
+                }
+                if !just_finished {
+                    s += NEG_BIG;
+                }
+                merged.push((extend(beam, token), s, just_finished));
+            }
+            let merged_scores: Vec<f32> = merged.iter().map(|m| m.1).collect();
+            let keep = top_k(&merged_scores, k);
+            item.finished = keep.iter().map(|&(i, _)| merged[i].clone()).collect();
+            item.running = new_running;
+
+            // Early-stop heuristic, evaluated at the new length.
+            let best_len = if gen.early_stopping == EarlyStopping::Never && gen.length_penalty > 0.0
+            {
+                gen.max_length - 1
+            } else {
+                cur_len
+            };
+            let best_possible = length_normalised(item.running[0].1, best_len, gen.length_penalty);
+            let worst_finished = item
+                .finished
+                .iter()
+                .map(|f| f.1)
+                .fold(f32::INFINITY, f32::min);
+            item.improvable &= item.finished.iter().any(|f| {
+                let worst = if f.2 { worst_finished } else { NEG_BIG };
+                best_possible > worst
+            });
+            let all_hit = candidates.iter().all(|c| c.3);
+            let done = !item.improvable
+                || (gen.early_stopping == EarlyStopping::Yes && item.all_finished())
+                || all_hit;
+            if !done {
+                still_active.push(item_idx);
+                next_rows.extend(parents.iter().map(|&p| (block * k + p) as u32));
+            }
+        }
+        cur_len += 1;
+        if !still_active.is_empty() {
+            state.select(&next_rows)?;
+        }
+        active = still_active;
+    }
+    Ok(items
+        .into_iter()
+        .map(|item| {
+            item.finished
+                .into_iter()
+                .next()
+                .map(|f| f.0)
+                .unwrap_or_default()
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_k_orders_by_value_then_index() {
+        let v = [0.5, 2.0, -1.0, 2.0, f32::NEG_INFINITY, 1.0];
+        let got: Vec<usize> = top_k(&v, 4).into_iter().map(|(i, _)| i).collect();
+        assert_eq!(got, vec![1, 3, 5, 0]);
+        assert_eq!(top_k(&v, 10).len(), v.len());
+    }
+
+    #[test]
+    fn log_softmax_normalises() {
+        let mut row = vec![1.0f32, 2.0, 3.0, f32::NEG_INFINITY];
+        log_softmax_in_place(&mut row);
+        let total: f32 = row.iter().map(|x| x.exp()).sum();
+        assert!((total - 1.0).abs() < 1e-6);
+        assert_eq!(row[3], f32::NEG_INFINITY);
+        assert!(row[2] > row[1] && row[1] > row[0]);
+    }
+
+    #[test]
+    fn argmax_takes_first_of_ties() {
+        assert_eq!(argmax(&[1.0, 3.0, 3.0, 2.0]), 1);
+    }
+
+    fn gen_config() -> GenerationConfig {
+        GenerationConfig {
+            num_beams: 1,
+            max_length: 5,
+            min_length: 0,
+            length_penalty: 1.0,
+            early_stopping: EarlyStopping::Heuristic,
+            bad_words_ids: vec![vec![3], vec![0], vec![1, 2]],
+            eos_token_ids: vec![0],
+            pad_token_id: 3,
+            decoder_start_token_id: 3,
+            forced_eos_token_id: Some(0),
+        }
+    }
+
+    #[test]
+    fn processors_ban_pad_keep_eos_and_match_multi_token_words() {
+        let gen = gen_config();
+        let p = Processors { gen: &gen };
+        let mut scores = vec![0.0f32; 5];
+        p.apply(&[3, 1], &mut scores);
+        // pad banned, lone-EOS ban ignored, `2` banned after `1`.
+        assert_eq!(scores[3], f32::NEG_INFINITY);
+        assert_eq!(scores[0], 0.0);
+        assert_eq!(scores[2], f32::NEG_INFINITY);
+        assert_eq!(scores[4], 0.0);
+        let mut scores = vec![0.0f32; 5];
+        p.apply(&[3, 4], &mut scores);
+        assert_eq!(scores[2], 0.0);
+    }
+
+    #[test]
+    fn forced_eos_on_the_last_step() {
+        let gen = gen_config();
+        let p = Processors { gen: &gen };
+        let mut scores = vec![1.0f32; 5];
+        p.apply(&[3, 1, 1, 1], &mut scores); // cur_len 4 == max_length - 1
+        assert_eq!(
+            scores,
+            vec![
+                0.0,
+                f32::NEG_INFINITY,
+                f32::NEG_INFINITY,
+                f32::NEG_INFINITY,
+                f32::NEG_INFINITY
+            ]
+        );
+    }
+}
