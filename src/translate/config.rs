@@ -224,6 +224,7 @@ struct RawGeneration {
     decoder_start_token_id: Option<u32>,
     forced_eos_token_id: Option<u32>,
     min_length: Option<usize>,
+    renormalize_logits: Option<bool>,
 }
 
 /// When beam search may stop before `max_length` (transformers' `early_stopping`).
@@ -252,6 +253,9 @@ pub struct GenerationConfig {
     pub pad_token_id: u32,
     pub decoder_start_token_id: u32,
     pub forced_eos_token_id: Option<u32>,
+    /// Re-apply log_softmax after the other processors (real OPUS-MT configs set this), so
+    /// beam scores stay normalised once banned tokens are removed.
+    pub renormalize_logits: bool,
 }
 
 impl GenerationConfig {
@@ -274,6 +278,7 @@ impl GenerationConfig {
             pad_token_id: model.pad_token_id,
             decoder_start_token_id: model.decoder_start_token_id,
             forced_eos_token_id: model.forced_eos_token_id,
+            renormalize_logits: false,
         }
     }
 
@@ -318,6 +323,9 @@ impl GenerationConfig {
         }
         if let Some(id) = raw.decoder_start_token_id {
             self.decoder_start_token_id = id;
+        }
+        if let Some(r) = raw.renormalize_logits {
+            self.renormalize_logits = r;
         }
         if raw.forced_eos_token_id.is_some() {
             self.forced_eos_token_id = raw.forced_eos_token_id;

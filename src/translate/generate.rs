@@ -58,6 +58,15 @@ impl Processors<'_> {
             }
         }
     }
+
+    /// The processors, then LogitNormalization when the config asks for it. Greedy search
+    /// skips the normalisation: it shifts a row by a constant, which cannot change its argmax.
+    fn apply_normalised(&self, prefix: &[u32], scores: &mut [f32]) {
+        self.apply(prefix, scores);
+        if self.gen.renormalize_logits {
+            log_softmax_in_place(scores);
+        }
+    }
 }
 
 /// log_softmax of one row, computed as torch does: x - max - log(sum(exp(x - max))).
@@ -217,7 +226,7 @@ pub fn beam_search(
                 prefix.clear();
                 prefix.push(gen.decoder_start_token_id);
                 prefix.extend_from_slice(ids);
-                processors.apply(&prefix, &mut row);
+                processors.apply_normalised(&prefix, &mut row);
                 flat.extend(row.into_iter().map(|lp| lp + score));
             }
             let top = top_k(&flat, candidates_per_item);
@@ -354,6 +363,7 @@ mod tests {
             pad_token_id: 3,
             decoder_start_token_id: 3,
             forced_eos_token_id: Some(0),
+            renormalize_logits: false,
         }
     }
 
