@@ -1,5 +1,10 @@
 //! tidings: translate news articles into English and group them into events.
+//!
+//! One module per responsibility: `hub` finds model files, `weights` reads tensors, `tokenize`
+//! turns text into ids and back, `translate` runs Marian models, `manifest` says which model
+//! serves which language, `device` picks CPU or GPU.
 
 pub mod device;
+pub mod hub;
 pub mod manifest;
 pub mod translate;
