@@ -8,3 +8,4 @@ pub mod device;
 pub mod hub;
 pub mod manifest;
 pub mod translate;
+pub mod weights;
