@@ -1,1 +1,2 @@
 //! tidings: translate news articles into English and group them into events.
+pub mod tokenize;
