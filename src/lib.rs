@@ -7,5 +7,6 @@
 pub mod device;
 pub mod hub;
 pub mod manifest;
+pub mod tokenize;
 pub mod translate;
 pub mod weights;
