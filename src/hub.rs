@@ -284,6 +284,11 @@ impl ModelRepo {
         }
     }
 
+    /// Whether [`ModelRepo::refetch`] can download (a Hub model, online).
+    pub fn can_refetch(&self) -> bool {
+        matches!(&self.backend, Backend::Hub(hub) if hub.remote.is_some())
+    }
+
     /// Drops the cached copy of `file` and downloads it again (Hub and online only).
     pub fn refetch(&self, file: &str) -> Result<PathBuf, HubError> {
         validate_file_name(file)?;

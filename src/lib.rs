@@ -4,6 +4,7 @@
 //! turns text into ids and back, `translate` runs Marian models, `manifest` says which model
 //! serves which language, `device` picks CPU or GPU.
 
+pub mod bench;
 pub mod device;
 pub mod hub;
 pub mod manifest;

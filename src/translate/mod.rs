@@ -3,11 +3,14 @@
 pub mod config;
 pub mod generate;
 pub mod model;
+pub mod random;
+pub mod translator;
 
 use std::path::PathBuf;
 
 pub use config::{EarlyStopping, GenerationConfig, MarianConfig};
 pub use model::MarianModel;
+pub use translator::{TranslateOptions, Translation, Translator};
 
 /// Everything that can go wrong between a model folder and a translation.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +29,12 @@ pub enum TranslateError {
     },
     #[error("{path} is corrupt: {reason}")]
     CorruptFile { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Hub(#[from] crate::hub::HubError),
+    #[error(transparent)]
+    Tokenize(#[from] crate::tokenize::TokenizeError),
+    #[error(transparent)]
+    WeightsFile(#[from] crate::weights::WeightsError),
     #[error("tensor computation failed: {0}")]
     Tensor(#[from] candle_core::Error),
 }

@@ -86,45 +86,105 @@ fn with_refetch<T>(
     }
 }
 
+/// Files of a Marian repo that must be present.
+pub const REQUIRED_FILES: &[&str] = &["config.json", "source.spm", "target.spm", "vocab.json"];
+/// Files used when present.
+pub const OPTIONAL_FILES: &[&str] = &[
+    "generation_config.json",
+    "tokenizer_config.json",
+    "target_vocab.json",
+];
+/// Weights, in order of preference: safetensors needs no unpickling and can be memory-mapped.
+pub const WEIGHT_FILES: &[&str] = &["model.safetensors", "pytorch_model.bin"];
+
+/// Local paths of a Marian repo's files, downloaded as needed.
+#[derive(Debug, Clone)]
+pub struct MarianFiles {
+    /// The folder holding them side by side (a cache snapshot or the local folder).
+    pub folder: std::path::PathBuf,
+    pub config: std::path::PathBuf,
+    pub generation_config: Option<std::path::PathBuf>,
+    /// File name and path of the weights.
+    pub weights: (&'static str, std::path::PathBuf),
+}
+
+/// An optional file: absent, or (offline) never looked up, both mean "not there".
+fn optional(repo: &ModelRepo, file: &str) -> Result<Option<std::path::PathBuf>> {
+    match repo.get_optional(file) {
+        Ok(p) => Ok(p),
+        Err(crate::hub::HubError::OfflineMiss { .. }) => {
+            tracing::debug!("{file} is not in the cache; going on without it (offline)");
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Make sure every file a Marian model needs is local; download what is missing.
+pub fn fetch_files(repo: &ModelRepo) -> Result<MarianFiles> {
+    let mut folder = None;
+    let mut config = None;
+    for file in REQUIRED_FILES {
+        let path = repo.get(file)?;
+        if *file == "config.json" {
+            folder = path.parent().map(Path::to_path_buf);
+            config = Some(path);
+        }
+    }
+    let mut generation_config = None;
+    for file in OPTIONAL_FILES {
+        let path = optional(repo, file)?;
+        if *file == "generation_config.json" {
+            generation_config = path;
+        }
+    }
+    let mut weights = None;
+    let mut offline_miss = None;
+    for &file in WEIGHT_FILES {
+        match repo.get_optional(file) {
+            Ok(Some(p)) => {
+                weights = Some((file, p));
+                break;
+            }
+            Ok(None) => {}
+            Err(e @ crate::hub::HubError::OfflineMiss { .. }) => {
+                offline_miss.get_or_insert(e);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let weights = match (weights, offline_miss) {
+        (Some(w), _) => w,
+        (None, Some(miss)) => return Err(miss.into()),
+        (None, None) => {
+            return Err(TranslateError::Weights(format!(
+                "{} has neither model.safetensors nor pytorch_model.bin",
+                repo.describe()
+            )))
+        }
+    };
+    match (folder, config) {
+        (Some(folder), Some(config)) => Ok(MarianFiles {
+            folder,
+            config,
+            generation_config,
+            weights,
+        }),
+        _ => Err(TranslateError::Config(
+            "config.json has no parent folder".into(),
+        )),
+    }
+}
+
 impl Translator {
     /// Load a model from a Hub repo or a local folder laid out like one.
     pub fn load(repo: &ModelRepo, device: &Device) -> Result<Self> {
-        let config_path = repo.get("config.json")?;
-        let generation_path = repo.get_optional("generation_config.json")?;
-        let (config, generation) = with_refetch(repo, "config.json", config_path, |p| {
-            load_configs(p, generation_path.as_deref())
+        let files = fetch_files(repo)?;
+        let (config, generation) = with_refetch(repo, "config.json", files.config.clone(), |p| {
+            load_configs(p, files.generation_config.as_deref())
         })?;
-
-        let tokenizer_dir = repo.get("source.spm")?;
-        // The tokenizer files sit side by side (a snapshot folder or the local folder).
-        for file in ["target.spm", "vocab.json"] {
-            repo.get(file)?;
-        }
-        let _ = repo.get_optional("tokenizer_config.json")?;
-        let _ = repo.get_optional("target_vocab.json")?;
-        let dir = tokenizer_dir
-            .parent()
-            .ok_or_else(|| TranslateError::Config("source.spm has no parent folder".into()))?
-            .to_path_buf();
-        let tokenizer = MarianTokenizer::from_dir(&dir)?;
-
-        let (weights_name, weights_path) = match repo.get_optional("model.safetensors")? {
-            Some(p) => ("model.safetensors", p),
-            None => match repo.get_optional("pytorch_model.bin")? {
-                Some(p) => ("pytorch_model.bin", p),
-                None => {
-                    return Err(TranslateError::Weights(format!(
-                        "{} has neither model.safetensors nor pytorch_model.bin{}",
-                        repo.describe(),
-                        if repo.is_offline() {
-                            " in the local cache (offline mode): run `tidings models download` for it where the Hub is reachable"
-                        } else {
-                            ""
-                        }
-                    )))
-                }
-            },
-        };
+        let tokenizer = MarianTokenizer::from_dir(&files.folder)?;
+        let (weights_name, weights_path) = files.weights.clone();
         let tensors = with_refetch(repo, weights_name, weights_path, |p| {
             Ok(weights::read_tensors(p, device)?)
         })?;
@@ -163,6 +223,11 @@ impl Translator {
             generation,
             info,
         })
+    }
+
+    /// Take the loaded parts apart (e.g. to drive the model directly in a benchmark).
+    pub fn into_parts(self) -> (MarianModel, MarianTokenizer, GenerationConfig) {
+        (self.model, self.tokenizer, self.generation)
     }
 
     pub fn info(&self) -> &ModelInfo {
@@ -253,7 +318,7 @@ impl Translator {
         }
         // Longest first: the slowest batch runs while memory is fresh, and lengths in a batch
         // are close. Stable, so equal lengths keep input order.
-        work.sort_by(|a, b| b.1.len().cmp(&a.1.len()));
+        work.sort_by_key(|w| std::cmp::Reverse(w.1.len()));
         for chunk in work.chunks(opts.batch_size.max(1)) {
             let rows: Vec<Vec<u32>> = chunk.iter().map(|(_, ids)| ids.clone()).collect();
             let generated = self.generate_batch(&rows, &gen)?;

@@ -1,0 +1,104 @@
+//! Command-line parsing and dispatch. Each subcommand lives in its own module.
+
+use clap::{Parser, Subcommand};
+
+mod bench;
+mod models;
+mod translate;
+
+const ABOUT: &str =
+    "Translate news articles into English with open OPUS-MT models, on your own hardware.";
+
+const LONG_ABOUT: &str = "\
+Translate news articles into English with open OPUS-MT (Marian) models from the Hugging Face
+Hub, run in Rust with candle on the CPU (or CUDA/Metal when built with those features).
+
+Models are downloaded once into the Hugging Face cache ($HF_HOME/hub, default ~/.cache/huggingface)
+and reused; set HF_HUB_OFFLINE=1 or pass --offline to never touch the network, and HF_ENDPOINT to
+use a mirror. A model can also be a local folder laid out like a Hub repo.
+
+Examples:
+  echo 'Der Bundestag hat am 22. Mai abgestimmt.' | tidings translate --from de
+  tidings translate --from ru --beam 4 --json article.txt
+  tidings models list
+  tidings models download --lang cs";
+
+#[derive(Debug, Parser)]
+#[command(name = "tidings", version, about = ABOUT, long_about = LONG_ABOUT)]
+pub struct Cli {
+    /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors on stderr, no progress bars.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Translate text, one segment per input line, into English.
+    Translate(translate::TranslateArgs),
+    /// List the model manifest, or download models into the cache for offline use.
+    Models(models::ModelsArgs),
+    /// Measure translation speed on this machine (needs no download with --random-weights).
+    Bench(bench::BenchArgs),
+}
+
+/// Model-source flags shared by every command that loads a model.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SourceArgs {
+    /// Use only the local cache; never touch the network (also HF_HUB_OFFLINE=1).
+    #[arg(long)]
+    pub offline: bool,
+    /// A TOML manifest whose [[model]] entries add to or override the built-in one.
+    #[arg(long, env = "TIDINGS_MANIFEST", value_name = "FILE")]
+    pub manifest: Option<std::path::PathBuf>,
+}
+
+impl SourceArgs {
+    pub fn hub_options(&self, quiet: bool) -> tidings::hub::HubOptions {
+        let mut opts = tidings::hub::HubOptions::from_env();
+        opts.offline |= self.offline;
+        opts.progress = !quiet;
+        opts
+    }
+}
+
+pub fn init_logging(verbose: u8, quiet: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info,tidings=debug",
+        (false, _) => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Translate(args) => translate::run(args, cli.quiet),
+        Command::Models(args) => models::run(args, cli.quiet),
+        Command::Bench(args) => bench::run(args, cli.quiet),
+    }
+}
+
+/// "outer: inner: innermost", skipping causes already quoted by their parent.
+pub fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !out.contains(&c) {
+            out.push_str(": ");
+            out.push_str(&c);
+        }
+    }
+    out
+}

@@ -1,0 +1,114 @@
+//! `tidings models`: what the manifest offers, and fetching models for offline use.
+
+use serde::Serialize;
+use tidings::hub::{ModelRepo, ModelSource};
+use tidings::manifest::Manifest;
+
+use super::SourceArgs;
+
+#[derive(Debug, clap::Args)]
+pub struct ModelsArgs {
+    #[command(subcommand)]
+    action: ModelsAction,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum ModelsAction {
+    /// List the languages and the model that serves each.
+    List {
+        /// One JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        source: SourceArgs,
+    },
+    /// Download a model's files into the Hugging Face cache, for later offline use.
+    #[command(
+        after_help = "Examples:\n  tidings models download --lang de\n  tidings models download Helsinki-NLP/opus-mt-ru-en --revision main"
+    )]
+    Download {
+        /// Hub model id (org/name).
+        #[arg(value_name = "HUB_ID", required_unless_present = "lang")]
+        repo: Option<String>,
+        /// Download the manifest's model for this language instead.
+        #[arg(long, value_name = "LANG", conflicts_with = "repo")]
+        lang: Option<String>,
+        #[arg(long, value_name = "REV")]
+        revision: Option<String>,
+        #[command(flatten)]
+        source: SourceArgs,
+    },
+}
+
+#[derive(Serialize)]
+struct Row<'a> {
+    lang: &'a str,
+    name: &'a str,
+    repo: &'a str,
+    revision: &'a str,
+    license: &'a str,
+    fallback: bool,
+}
+
+pub fn run(args: ModelsArgs, quiet: bool) -> anyhow::Result<()> {
+    match args.action {
+        ModelsAction::List { json, source } => {
+            let manifest = Manifest::load(source.manifest.as_deref())?;
+            let rows: Vec<Row> = manifest
+                .entries()
+                .iter()
+                .map(|e| Row {
+                    lang: &e.lang,
+                    name: &e.name,
+                    repo: &e.repo,
+                    revision: &e.revision,
+                    license: &e.license,
+                    fallback: e.fallback,
+                })
+                .collect();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!(
+                    "{:<5} {:<32} {:<34} {:<10} LICENSE",
+                    "LANG", "NAME", "REPO", "REVISION"
+                );
+                for r in rows {
+                    println!(
+                        "{:<5} {:<32} {:<34} {:<10} {}",
+                        r.lang, r.name, r.repo, r.revision, r.license
+                    );
+                }
+            }
+            Ok(())
+        }
+        ModelsAction::Download {
+            repo,
+            lang,
+            revision,
+            source,
+        } => {
+            let manifest = Manifest::load(source.manifest.as_deref())?;
+            let spec = super::translate::model_source(
+                repo.as_deref(),
+                lang.as_deref(),
+                revision.as_deref(),
+                &manifest,
+            )?;
+            if let ModelSource::Local(path) = &spec {
+                anyhow::bail!("{} is a local folder: nothing to download", path.display());
+            }
+            let repo = ModelRepo::open(spec, &source.hub_options(quiet))?;
+            let files = tidings::translate::translator::fetch_files(&repo)?;
+            eprintln!("{}", files.folder.display());
+            println!(
+                "{} is cached{}",
+                repo.describe(),
+                repo.commit()
+                    .map(|c| format!(" at commit {c}"))
+                    .unwrap_or_default()
+            );
+            Ok(())
+        }
+    }
+}

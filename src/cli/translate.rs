@@ -1,0 +1,184 @@
+//! `tidings translate`: one segment per input line in, one translation per line out.
+
+use std::io::{BufWriter, Read, Write};
+
+use anyhow::{bail, Context};
+use serde::Serialize;
+use tidings::device::{self, DeviceChoice};
+use tidings::hub::{ModelRepo, ModelSource};
+use tidings::manifest::Manifest;
+use tidings::translate::translator::{TranslateOptions, Translator};
+
+use super::SourceArgs;
+
+const AFTER_HELP: &str = "\
+Each input line is one segment; the output has exactly one line per input line, in order (an
+empty line stays empty). With --json each output line is an object:
+  {\"text\": \"...\", \"source_token_ids\": [...], \"token_ids\": [...]}
+where source_token_ids are the encoder's input ids (</s> included) and token_ids the generated
+ids (no decoder start token, no padding).
+
+Examples:
+  tidings translate --from de article.txt
+  echo 'Прага, 23 октября.' | tidings translate --from ru --json
+  tidings translate --model Helsinki-NLP/opus-mt-fr-en --revision main --beam 4 news.txt
+  tidings translate --model ./my-opus-mt-folder --offline -";
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = AFTER_HELP)]
+pub struct TranslateArgs {
+    /// Source language (de, ru, cs, ...): picks the model from the manifest.
+    #[arg(long, short = 'f', value_name = "LANG")]
+    from: Option<String>,
+    /// A Hub model id (org/name) or a local folder; wins over --from.
+    #[arg(long, short = 'm', value_name = "HUB_ID|DIR")]
+    model: Option<String>,
+    /// Branch, tag or commit of --model on the Hub (default: the manifest's, else main).
+    #[arg(long, value_name = "REV")]
+    revision: Option<String>,
+    /// Beam width (1 = greedy). Default: the model's generation config.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    beam: Option<u32>,
+    /// Most tokens generated per segment. Default: the model's max_length.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    max_new_tokens: Option<u32>,
+    /// Segments per batch.
+    #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    batch_size: u32,
+    /// Where to run: cpu, cuda, metal or auto (auto falls back to the CPU).
+    #[arg(long, value_name = "D", default_value = "auto", env = "TIDINGS_DEVICE")]
+    device: DeviceChoice,
+    /// One JSON object per output line.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    source: SourceArgs,
+    /// Input file, or - for standard input.
+    #[arg(value_name = "FILE|-", default_value = "-")]
+    input: String,
+}
+
+#[derive(Serialize)]
+struct JsonLine<'a> {
+    text: &'a str,
+    source_token_ids: &'a [u32],
+    token_ids: &'a [u32],
+}
+
+/// Resolve `--model` / `--from` into a model source.
+pub fn model_source(
+    model: Option<&str>,
+    from: Option<&str>,
+    revision: Option<&str>,
+    manifest: &Manifest,
+) -> anyhow::Result<ModelSource> {
+    if let Some(spec) = model {
+        return Ok(ModelSource::parse(spec, revision)?);
+    }
+    let Some(lang) = from else {
+        bail!(
+            "say which model to use: --from LANG (one of {}) or --model HUB_ID|DIR",
+            manifest.languages().join(", ")
+        );
+    };
+    let entry = manifest.resolve(lang)?;
+    if entry.lang != tidings::manifest::normalise_lang(lang) {
+        tracing::warn!(
+            "no dedicated model for \"{lang}\"; using the fallback {}",
+            entry.repo
+        );
+    }
+    Ok(ModelSource::parse(
+        &entry.repo,
+        Some(revision.unwrap_or(&entry.revision)),
+    )?)
+}
+
+fn read_input(input: &str) -> anyhow::Result<Vec<String>> {
+    let mut bytes = Vec::new();
+    let name = if input == "-" {
+        std::io::stdin()
+            .read_to_end(&mut bytes)
+            .context("cannot read standard input")?;
+        "standard input".to_string()
+    } else {
+        std::fs::File::open(input)
+            .and_then(|mut f| f.read_to_end(&mut bytes))
+            .with_context(|| format!("cannot read {input}"))?;
+        input.to_string()
+    };
+    let mut lines = Vec::new();
+    for (n, line) in bytes.split(|&b| b == b'\n').enumerate() {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let text = std::str::from_utf8(line)
+            .with_context(|| format!("line {} of {name} is not valid UTF-8", n + 1))?;
+        lines.push(text.to_string());
+    }
+    // A final newline ends the last line; it does not start an empty one.
+    if bytes.ends_with(b"\n") {
+        lines.pop();
+    }
+    Ok(lines)
+}
+
+pub fn run(args: TranslateArgs, quiet: bool) -> anyhow::Result<()> {
+    let manifest = Manifest::load(args.source.manifest.as_deref())?;
+    let source = model_source(
+        args.model.as_deref(),
+        args.from.as_deref(),
+        args.revision.as_deref(),
+        &manifest,
+    )?;
+    let lines = read_input(&args.input)?;
+    let device = device::open(args.device)?;
+    let repo = ModelRepo::open(source, &args.source.hub_options(quiet))?;
+    let translator = Translator::load(&repo, &device)
+        .with_context(|| format!("cannot load the model {}", repo.describe()))?;
+    let opts = TranslateOptions {
+        num_beams: args.beam.map(|b| b as usize),
+        max_new_tokens: args.max_new_tokens.map(|n| n as usize),
+        batch_size: args.batch_size as usize,
+    };
+
+    let progress = if quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(lines.len() as u64)
+    };
+    progress.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} translating [{bar:30}] {pos}/{len} segments, {per_sec}, eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    // Translate a window at a time: batches inside a window are length-sorted, and each
+    // window's lines are written (in order) as soon as it is done, so a long input streams and
+    // an interruption keeps everything already printed.
+    let window = (opts.batch_size * 8).max(1);
+    for chunk in lines.chunks(window) {
+        let texts: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        let translations = translator.translate(&texts, &opts, |n| progress.inc(n as u64))?;
+        progress.inc((texts.len() - texts.iter().filter(|t| !t.trim().is_empty()).count()) as u64);
+        for t in &translations {
+            if args.json {
+                let line = JsonLine {
+                    text: &t.text,
+                    source_token_ids: &t.source_token_ids,
+                    token_ids: &t.token_ids,
+                };
+                serde_json::to_writer(&mut out, &line)?;
+                out.write_all(b"\n")?;
+            } else {
+                // A translation never spans lines: the output stays one line per input line.
+                writeln!(out, "{}", t.text.replace(['\n', '\r'], " "))?;
+            }
+        }
+        out.flush()?;
+    }
+    progress.finish_and_clear();
+    Ok(())
+}

@@ -1,0 +1,236 @@
+//! The `tidings` binary, run as a user would run it.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde::Deserialize;
+
+fn tidings(args: &[&str], stdin: &str, home: &Path) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args(args)
+        .env("HF_HOME", home)
+        .env("HF_ENDPOINT", "http://127.0.0.1:9") // nothing listens there: no real network
+        .env_remove("HF_HUB_OFFLINE")
+        .env_remove("TIDINGS_MANIFEST")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run tidings");
+    // A command that fails early may exit before reading its input: a broken pipe here is fine.
+    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
+    child.wait_with_output().unwrap()
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+#[derive(Deserialize)]
+struct Generated {
+    max_new_tokens: usize,
+    alone: Vec<Vec<u32>>,
+}
+
+#[derive(Deserialize)]
+struct Reference {
+    inputs: Vec<String>,
+    source_ids: Vec<Vec<u32>>,
+    greedy: Generated,
+    beam4: Generated,
+}
+
+#[derive(Deserialize)]
+struct Line {
+    text: String,
+    source_token_ids: Vec<u32>,
+    token_ids: Vec<u32>,
+}
+
+#[test]
+fn translate_json_ids_equal_transformers() {
+    let home = tempfile::tempdir().unwrap();
+    for name in ["marian-tiny-swish", "marian-tiny-relu", "marian-tiny-sep"] {
+        let dir = fixture(name);
+        let r: Reference =
+            serde_json::from_slice(&std::fs::read(dir.join("reference.json")).unwrap()).unwrap();
+        // One segment per line: inputs that are blank or span lines can't be given this way.
+        let picked: Vec<usize> = (0..r.inputs.len())
+            .filter(|&i| !r.inputs[i].trim().is_empty() && !r.inputs[i].contains(['\n', '\r']))
+            .collect();
+        let stdin: String = picked
+            .iter()
+            .map(|&i| format!("{}\n", r.inputs[i]))
+            .collect();
+        for (beam, g) in [("1", &r.greedy), ("4", &r.beam4)] {
+            let max = g.max_new_tokens.to_string();
+            let out = tidings(
+                &[
+                    "translate",
+                    "--model",
+                    dir.to_str().unwrap(),
+                    "--beam",
+                    beam,
+                    "--max-new-tokens",
+                    &max,
+                    "--batch-size",
+                    "4",
+                    "--json",
+                    "--device",
+                    "cpu",
+                ],
+                &stdin,
+                home.path(),
+            );
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let lines: Vec<Line> = String::from_utf8(out.stdout)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            assert_eq!(
+                lines.len(),
+                picked.len(),
+                "{name}: one output line per input line"
+            );
+            for (line, &i) in lines.iter().zip(&picked) {
+                assert_eq!(line.source_token_ids, r.source_ids[i], "{name} input {i}");
+                assert_eq!(line.token_ids, g.alone[i], "{name} beam {beam} input {i}");
+                assert!(!line.text.contains('\n'));
+            }
+        }
+    }
+}
+
+#[test]
+fn plain_output_keeps_line_count_and_blank_lines() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = fixture("marian-tiny-swish");
+    let out = tidings(
+        &[
+            "translate",
+            "--model",
+            dir.to_str().unwrap(),
+            "--max-new-tokens",
+            "5",
+            "-",
+        ],
+        "Guten Morgen.\n\nPraha, 23. října.\n",
+        home.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text:?}");
+    assert_eq!(lines[1], "");
+}
+
+fn fails_with(args: &[&str], stdin: &str, needles: &[&str]) {
+    let home = tempfile::tempdir().unwrap();
+    let out = tidings(args, stdin, home.path());
+    assert!(!out.status.success(), "{args:?} should fail");
+    let err = String::from_utf8_lossy(&out.stderr);
+    for n in needles {
+        assert!(err.contains(n), "{args:?}: stderr lacks {n:?}:\n{err}");
+    }
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn unknown_language_lists_supported_ones() {
+    // With no fallback in the user's manifest the error must list what is supported.
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("m.toml");
+    std::fs::write(
+        &manifest,
+        "[[model]]\nlang = \"mul\"\nrepo = \"x/y\"\nfallback = false\n",
+    )
+    .unwrap();
+    // The built-in fallback is replaced by a non-fallback "mul" entry.
+    fails_with(
+        &[
+            "translate",
+            "--from",
+            "xx",
+            "--manifest",
+            manifest.to_str().unwrap(),
+            "-",
+        ],
+        "hello\n",
+        &["\"xx\"", "de", "ru", "cs"],
+    );
+}
+
+#[test]
+fn offline_miss_names_the_file_and_how_to_fetch_it() {
+    fails_with(
+        &["translate", "--from", "de", "--offline", "-"],
+        "Hallo\n",
+        &[
+            "Helsinki-NLP/opus-mt-de-en",
+            "config.json",
+            "tidings models download",
+        ],
+    );
+}
+
+#[test]
+fn unreadable_and_non_utf8_input_are_clear_errors() {
+    let dir = fixture("marian-tiny-swish");
+    fails_with(
+        &[
+            "translate",
+            "--model",
+            dir.to_str().unwrap(),
+            "/no/such/file.txt",
+        ],
+        "",
+        &["/no/such/file.txt"],
+    );
+    let bad = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(bad.path(), b"ok line\n\xff\xfe broken\n").unwrap();
+    fails_with(
+        &[
+            "translate",
+            "--model",
+            dir.to_str().unwrap(),
+            bad.path().to_str().unwrap(),
+        ],
+        "",
+        &["line 2", "UTF-8"],
+    );
+}
+
+#[test]
+fn missing_model_folder_and_missing_flags_are_clear_errors() {
+    fails_with(&["translate", "-"], "x\n", &["--from", "--model"]);
+    let empty = tempfile::tempdir().unwrap();
+    fails_with(
+        &["translate", "--model", empty.path().to_str().unwrap(), "-"],
+        "x\n",
+        &["config.json"],
+    );
+}
+
+#[test]
+fn models_list_json_is_scriptable() {
+    let home = tempfile::tempdir().unwrap();
+    let out = tidings(&["models", "list", "--json"], "", home.path());
+    assert!(out.status.success());
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(rows
+        .iter()
+        .any(|r| r["lang"] == "cs" && r["repo"] == "Helsinki-NLP/opus-mt-cs-en"));
+    assert!(rows.iter().any(|r| r["fallback"] == true));
+}

@@ -1,0 +1,196 @@
+//! Parity with Hugging Face `transformers`: for each tiny random-weight Marian fixture (made by
+//! scripts/make_fixtures.py), our tokenizer, model and generation must reproduce what
+//! `MarianTokenizer` and `MarianMTModel.generate` recorded in reference.json.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+use serde::Deserialize;
+use tidings::hub::{HubOptions, ModelRepo, ModelSource};
+use tidings::translate::{TranslateOptions, Translator};
+
+#[derive(Deserialize)]
+struct Generated {
+    num_beams: usize,
+    max_new_tokens: usize,
+    alone: Vec<Vec<u32>>,
+    batches: Vec<Vec<usize>>,
+    batched: Vec<Vec<u32>>,
+    texts: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct Reference {
+    inputs: Vec<String>,
+    source_ids: Vec<Vec<u32>>,
+    first_step_logits: Vec<Vec<f32>>,
+    greedy: Generated,
+    beam4: Generated,
+}
+
+fn fixtures() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .expect("tests/fixtures exists")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("marian-"))
+        })
+        .collect();
+    dirs.sort();
+    assert!(
+        dirs.len() >= 3,
+        "expected the three Marian fixtures, found {dirs:?}"
+    );
+    dirs
+}
+
+fn load(dir: &Path) -> (Translator, Reference) {
+    let source = ModelSource::parse(dir.to_str().unwrap(), None).unwrap();
+    let repo = ModelRepo::open(source, &HubOptions::default()).unwrap();
+    let translator =
+        Translator::load(&repo, &Device::Cpu).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let reference: Reference =
+        serde_json::from_slice(&std::fs::read(dir.join("reference.json")).unwrap()).unwrap();
+    assert!(reference.inputs.len() >= 20);
+    (translator, reference)
+}
+
+fn name(dir: &Path) -> String {
+    dir.file_name().unwrap().to_string_lossy().into_owned()
+}
+
+#[test]
+fn source_ids_equal_marian_tokenizer() {
+    for dir in fixtures() {
+        let (t, r) = load(&dir);
+        for (text, want) in r.inputs.iter().zip(&r.source_ids) {
+            assert_eq!(&t.encode(text).unwrap(), want, "{}: {text:?}", name(&dir));
+        }
+    }
+}
+
+/// Within 1e-4 of the reference, element by element.
+#[test]
+fn first_step_logits_match() {
+    for dir in fixtures() {
+        let (t, r) = load(&dir);
+        let mut worst = 0f32;
+        for (ids, want) in r.source_ids.iter().zip(&r.first_step_logits) {
+            let got = t
+                .model()
+                .first_step_logits(std::slice::from_ref(ids))
+                .unwrap();
+            assert_eq!(got[0].len(), want.len());
+            for (a, b) in got[0].iter().zip(want) {
+                let err = (a - b).abs();
+                worst = worst.max(err);
+                assert!(err <= 1e-4, "{}: logit {a} vs {b}", name(&dir));
+            }
+        }
+        eprintln!(
+            "{}: largest first-step logit difference {worst:e}",
+            name(&dir)
+        );
+    }
+}
+
+fn check_generation(t: &Translator, r: &Reference, g: &Generated, what: &str) {
+    let opts = TranslateOptions {
+        num_beams: Some(g.num_beams),
+        max_new_tokens: Some(g.max_new_tokens),
+        batch_size: 1,
+    };
+    let gen = t.generation_config(&opts);
+    // Each sentence alone.
+    for (i, ids) in r.source_ids.iter().enumerate() {
+        let got = t.generate_batch(std::slice::from_ref(ids), &gen).unwrap();
+        assert_eq!(
+            got[0], g.alone[i],
+            "{what}: input {i} {:?} alone",
+            r.inputs[i]
+        );
+    }
+    // The reference's padded batches (one mixes a 1-token and a ~100-token sentence): each
+    // sentence inside a batch equals the reference and equals itself alone.
+    let mut lengths_mixed = false;
+    for batch in &g.batches {
+        let rows: Vec<Vec<u32>> = batch.iter().map(|&i| r.source_ids[i].clone()).collect();
+        let lens: Vec<usize> = rows.iter().map(Vec::len).collect();
+        lengths_mixed |= lens.iter().min() <= Some(&2) && lens.iter().max() >= Some(&90);
+        let got = t.generate_batch(&rows, &gen).unwrap();
+        for (&i, out) in batch.iter().zip(got) {
+            assert_eq!(out, g.batched[i], "{what}: input {i} in batch {batch:?}");
+            assert_eq!(out, g.alone[i], "{what}: input {i} batched != alone");
+        }
+    }
+    assert!(
+        lengths_mixed,
+        "{what}: no batch mixes a 1-token and a ~100-token sentence"
+    );
+    // Through the whole pipeline: text in, text out, in input order, several batch sizes.
+    let texts: Vec<&str> = r.inputs.iter().map(String::as_str).collect();
+    for batch_size in [1, 5, 32] {
+        let opts = TranslateOptions {
+            batch_size,
+            ..opts.clone()
+        };
+        let out = t.translate(&texts, &opts, |_| {}).unwrap();
+        assert_eq!(out.len(), texts.len());
+        for (i, tr) in out.iter().enumerate() {
+            if texts[i].trim().is_empty() {
+                // Blank segments are passed through without running the model.
+                assert!(tr.text.is_empty() && tr.token_ids.is_empty());
+                continue;
+            }
+            assert_eq!(tr.token_ids, g.alone[i], "{what}: translate() input {i}");
+            assert_eq!(tr.source_token_ids, r.source_ids[i]);
+            assert_eq!(tr.text, g.texts[i], "{what}: decoded text of input {i}");
+        }
+    }
+}
+
+#[test]
+fn greedy_ids_equal_generate() {
+    for dir in fixtures() {
+        let (t, r) = load(&dir);
+        assert_eq!(r.greedy.num_beams, 1);
+        check_generation(&t, &r, &r.greedy, &format!("{} greedy", name(&dir)));
+    }
+}
+
+#[test]
+fn beam4_ids_equal_generate() {
+    for dir in fixtures() {
+        let (t, r) = load(&dir);
+        assert_eq!(r.beam4.num_beams, 4);
+        check_generation(&t, &r, &r.beam4, &format!("{} beam 4", name(&dir)));
+    }
+}
+
+#[test]
+fn outputs_cover_early_eos_and_max_length() {
+    // Guards the fixtures themselves: generation must be exercised on both ways of ending.
+    for dir in fixtures() {
+        let (t, r) = load(&dir);
+        let eos = t.tokenizer().eos_id();
+        for g in [&r.greedy, &r.beam4] {
+            let ended_by_eos = g
+                .alone
+                .iter()
+                .filter(|ids| ids.last() == Some(&eos))
+                .count();
+            let hit_max = g
+                .alone
+                .iter()
+                .filter(|ids| ids.len() == g.max_new_tokens)
+                .count();
+            assert!(
+                ended_by_eos > 0 && hit_max > 0,
+                "{}: {ended_by_eos} eos, {hit_max} max",
+                name(&dir)
+            );
+        }
+    }
+}
