@@ -14,6 +14,7 @@ Run from anywhere:  python scripts/make_fixtures.py   (versions: scripts/require
 from __future__ import annotations
 
 import io
+import copy
 import json
 import math
 import pickle
@@ -194,16 +195,20 @@ FIXTURES = [
 # on positions rather than repeating one token; the last decoder layer norm gets a large gain so
 # that logits are spread out and near ties are rare.
 EMB_STD = 0.35
-LIN_STD = 0.3
-QK_STD = 1.2  # sharp attention: outputs depend more on the source and on positions
+LIN_STD = 0.2
+QK_STD = 0.4  # sharpish attention: outputs depend on the source and positions; much sharper
+# saturates softmax and makes f32 logits ill-conditioned (see MAX_F32_ERROR)
 BIAS_STD = 0.2
 LN_STD = 0.15
-OUT_LN_GAIN = 4.0
+OUT_LN_GAIN = 3.0
 EOS_BIAS_GRID = [x / 2 for x in range(0, 81)]
-SEED_TRIALS = 24
+SEED_TRIALS = 40
 # robustness: outputs must not change when every logit gets this much random noise
 NOISE_STD = 2e-4
 NOISE_TRIALS = 3
+# conditioning: transformers' own f32 first-step logits must be this close to a float64 run, so
+# that two correct f32 implementations agree well within the 1e-4 the parity test asserts
+MAX_F32_ERROR = 3e-5
 
 
 def log(*args):
@@ -700,6 +705,20 @@ def tune_eos_bias(cfg, tok, inputs: list[str], seed: int):
     return best
 
 
+def f32_error(model, source_ids: list[list[int]], start: int) -> float:
+    """Largest |f32 - f64| over the first-step logits of every input."""
+    model64 = copy.deepcopy(model).double()
+    worst = 0.0
+    with torch.no_grad():
+        for ids in source_ids:
+            src = torch.tensor([ids])
+            dec = torch.tensor([[start]])
+            a = model(input_ids=src, decoder_input_ids=dec).logits[0, -1].double()
+            b = model64(input_ids=src, decoder_input_ids=dec).logits[0, -1]
+            worst = max(worst, float((a - b).abs().max()))
+    return worst
+
+
 def decision_margins(model, source_ids: list[list[int]], length_penalty: float):
     """Run the re-implementation on every input: outputs, decision margins, and how many outputs
     change when the logits get a little noise (what a different f32 implementation might add)."""
@@ -783,6 +802,10 @@ def build_fixture(fx: dict, src_lines: list[str]) -> dict:
             continue
         (_, eos_bias, lengths) = tuned
         model = new_model(cfg, seed, eos_bias)
+        err = f32_error(model, source_ids, start)
+        if err > MAX_F32_ERROR:
+            log(f"  seed {seed}: f32 logits {err:.2e} from float64, ill-conditioned")
+            continue
         dm = decision_margins(model, source_ids, 1.0)
         near = {k: sum(1 for g in v[1] if g < NEAR_TIE) for k, v in dm.items()}
         unstable = {k: v[2] for k, v in dm.items()}
