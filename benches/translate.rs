@@ -17,7 +17,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut runs: Vec<_> = (0..3)
             .map(|_| run_translation(&model, &gen, &rows, 32, beams, 32))
             .collect::<Result<_, _>>()?;
-        runs.sort_by(|a, b| a.generated_tokens_per_s.total_cmp(&b.generated_tokens_per_s));
+        runs.sort_by(|a, b| {
+            a.generated_tokens_per_s
+                .total_cmp(&b.generated_tokens_per_s)
+        });
         let median = &runs[1];
         println!(
             "opus-mt-base random, batch 32, beam {beams}, 32 new tokens: median {:.1} tokens/s ({:.2} sentences/s) over 3 runs",
