@@ -485,3 +485,46 @@ fn tokenizer_is_shareable_across_threads() {
         }
     });
 }
+
+#[test]
+fn special_tokens_language_codes_and_unknown_runs() {
+    let mut saw_code = false;
+    for dir in fixture_dirs() {
+        let tok = MarianTokenizer::from_dir(&dir).unwrap();
+        let vocab: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("vocab.json")).unwrap())
+                .unwrap();
+        let eos = tok.eos_id();
+        let body = |text: &str| {
+            let mut ids = tok.encode(text).unwrap();
+            assert_eq!(ids.pop(), Some(eos));
+            ids
+        };
+
+        // A literal </s> is cut out before sentencepiece; both sides are encoded alone.
+        let mut expected = body("Die Sitzung");
+        expected.push(eos);
+        expected.extend(body("beginnt"));
+        assert_eq!(
+            body("Die Sitzung</s>beginnt"),
+            expected,
+            "{}",
+            dir.display()
+        );
+
+        // A run of unknown characters is one unknown piece.
+        assert_eq!(body("x 😀😀😀"), body("x 😀"), "{}", dir.display());
+        assert!(body("x 😀").contains(&tok.unk_id()));
+
+        // A leading >>code<< is one token; elsewhere it is ordinary text.
+        if let Some(code) = vocab.get(">>deu<<").and_then(|v| v.as_u64()) {
+            saw_code = true;
+            let code = code as u32;
+            let ids = body(">>deu<< Die Sitzung");
+            assert_eq!(ids[0], code);
+            assert_eq!(ids[1..], body("Die Sitzung")[..]);
+            assert!(!body("Die >>deu<< Sitzung").contains(&code));
+        }
+    }
+    assert!(saw_code, "no fixture vocabulary has >>deu<<");
+}
