@@ -4,10 +4,15 @@
 //! turns text into ids and back, `translate` runs Marian models, `manifest` says which model
 //! serves which language, `device` picks CPU or GPU.
 
+pub mod article;
 pub mod bench;
+pub mod clean;
+pub mod detect;
 pub mod device;
 pub mod hub;
 pub mod manifest;
+pub mod prepare;
+pub mod segment;
 pub mod tokenize;
 pub mod translate;
 pub mod weights;
