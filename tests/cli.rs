@@ -234,3 +234,48 @@ fn models_list_json_is_scriptable() {
         .any(|r| r["lang"] == "cs" && r["repo"] == "Helsinki-NLP/opus-mt-cs-en"));
     assert!(rows.iter().any(|r| r["fallback"] == true));
 }
+
+#[test]
+fn inspect_json_removes_furniture_and_keeps_ordinal_dates() {
+    let home = tempfile::tempdir().unwrap();
+    let page = Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds/000_074045f7313b7a51.txt");
+    let out = tidings(
+        &["inspect", page.to_str().unwrap(), "--json"],
+        "",
+        home.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["lang"], "de");
+    let sentences: Vec<String> = v["paragraphs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["sentences"].as_array().unwrap().iter())
+        .map(|s| {
+            s["text"]
+                .as_str()
+                .unwrap_or_else(|| s.as_str().unwrap())
+                .to_string()
+        })
+        .collect();
+    assert!(
+        sentences.iter().any(|s| s.contains("22. Mai traf sich")),
+        "{sentences:?}"
+    );
+    for furniture in ["[Anzeige_2]", "Quellenlink", "Kommentar (0)"] {
+        assert!(
+            !sentences.iter().any(|s| s.contains(furniture)),
+            "{furniture} kept"
+        );
+        assert!(v["removed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["text"] == furniture));
+    }
+}

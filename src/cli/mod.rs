@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod inspect;
 mod models;
 mod translate;
 
@@ -42,6 +43,8 @@ pub enum Command {
     Translate(translate::TranslateArgs),
     /// List the model manifest, or download models into the cache for offline use.
     Models(models::ModelsArgs),
+    /// Show how an article is cleaned, which languages it holds and how it splits into sentences.
+    Inspect(inspect::InspectArgs),
     /// Measure translation speed on this machine (needs no download with --random-weights).
     Bench(bench::BenchArgs),
 }
@@ -87,6 +90,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Translate(args) => translate::run(args, cli.quiet),
         Command::Models(args) => models::run(args, cli.quiet),
         Command::Bench(args) => bench::run(args, cli.quiet),
+        Command::Inspect(args) => inspect::inspect(args),
     }
 }
 
