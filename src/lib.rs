@@ -5,9 +5,12 @@
 //! serves which language, `device` picks CPU or GPU.
 
 pub mod bench;
+pub mod cluster;
 pub mod device;
 pub mod hub;
 pub mod manifest;
+pub mod metrics;
+pub mod store;
 pub mod tokenize;
 pub mod translate;
 pub mod weights;
