@@ -798,26 +798,14 @@ fn is_capitalised_word(t: &str) -> bool {
 }
 
 /// Lower-case words allowed inside a name: "Bank of England", "Luiz Inacio da Silva".
+#[rustfmt::skip]
+const NAME_CONNECTORS: &[&str] = &[
+    "al", "bin", "da", "de", "del", "della", "den", "der", "do", "dos", "du", "la", "le", "of",
+    "van", "von", "y",
+];
+
 fn is_name_connector(t: &str) -> bool {
-    matches!(
-        t,
-        "of" | "de"
-            | "del"
-            | "della"
-            | "der"
-            | "den"
-            | "van"
-            | "von"
-            | "da"
-            | "do"
-            | "dos"
-            | "la"
-            | "le"
-            | "du"
-            | "al"
-            | "bin"
-            | "y"
-    )
+    NAME_CONNECTORS.contains(&t)
 }
 
 #[derive(Default)]
@@ -992,236 +980,40 @@ fn shared_numbers(docs: &[String]) -> Vec<String> {
     kept.into_iter().map(|(n, _)| n).collect()
 }
 
+/// Capitalised but not names.
+#[rustfmt::skip]
+const CALENDAR_WORDS: &[&str] = &[
+    "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday",
+    "January", "February", "March", "April", "May", "June", "July", "August", "September",
+    "October", "November", "December",
+];
+
 fn is_calendar_word(t: &str) -> bool {
-    matches!(
-        t,
-        "Monday"
-            | "Tuesday"
-            | "Wednesday"
-            | "Thursday"
-            | "Friday"
-            | "Saturday"
-            | "Sunday"
-            | "January"
-            | "February"
-            | "March"
-            | "April"
-            | "May"
-            | "June"
-            | "July"
-            | "August"
-            | "September"
-            | "October"
-            | "November"
-            | "December"
-    )
+    CALENDAR_WORDS.contains(&t)
 }
 
 /// English function words and news filler that say nothing about an event.
+#[rustfmt::skip]
 const STOP_WORDS: &[&str] = &[
-    "a",
-    "about",
-    "above",
-    "according",
-    "across",
-    "after",
-    "again",
-    "against",
-    "ago",
-    "all",
-    "almost",
-    "along",
-    "already",
-    "also",
-    "although",
-    "always",
-    "am",
-    "among",
-    "an",
-    "and",
-    "another",
-    "any",
-    "are",
-    "around",
-    "as",
-    "at",
-    "back",
-    "be",
-    "became",
-    "because",
-    "become",
-    "been",
-    "before",
-    "being",
-    "below",
-    "between",
-    "both",
-    "but",
-    "by",
-    "can",
-    "could",
-    "did",
-    "do",
-    "does",
-    "doing",
-    "done",
-    "down",
-    "during",
-    "each",
-    "early",
-    "either",
-    "else",
-    "enough",
-    "even",
-    "ever",
-    "every",
-    "few",
-    "first",
-    "for",
-    "former",
-    "from",
-    "further",
-    "get",
-    "got",
-    "had",
-    "has",
-    "have",
-    "having",
-    "he",
-    "her",
-    "here",
-    "hers",
-    "herself",
-    "him",
-    "himself",
-    "his",
-    "how",
-    "however",
-    "i",
-    "if",
-    "in",
-    "including",
-    "into",
-    "is",
-    "it",
-    "its",
-    "itself",
-    "just",
-    "last",
-    "late",
-    "later",
-    "least",
-    "less",
-    "like",
-    "made",
-    "make",
-    "many",
-    "may",
-    "me",
-    "might",
-    "more",
-    "most",
-    "much",
-    "must",
-    "my",
-    "near",
-    "nearly",
-    "never",
-    "new",
-    "next",
-    "no",
-    "nor",
-    "not",
-    "now",
-    "of",
-    "off",
-    "often",
-    "on",
-    "once",
-    "one",
-    "only",
-    "or",
-    "other",
-    "others",
-    "our",
-    "ours",
-    "out",
-    "over",
-    "own",
-    "per",
-    "please",
-    "put",
-    "quite",
-    "rather",
-    "really",
-    "said",
-    "same",
-    "say",
-    "says",
-    "see",
-    "seen",
-    "several",
-    "she",
-    "should",
-    "since",
-    "so",
-    "some",
-    "still",
-    "such",
-    "than",
-    "that",
-    "the",
-    "their",
-    "theirs",
-    "them",
-    "themselves",
-    "then",
-    "there",
-    "these",
-    "they",
-    "this",
-    "those",
-    "though",
-    "through",
-    "thus",
-    "to",
-    "told",
-    "too",
-    "toward",
-    "towards",
-    "two",
-    "under",
-    "until",
-    "up",
-    "upon",
-    "us",
-    "very",
-    "was",
-    "we",
-    "well",
-    "were",
-    "what",
-    "when",
-    "where",
-    "whether",
-    "which",
-    "while",
-    "who",
-    "whom",
-    "whose",
-    "why",
-    "will",
-    "with",
-    "within",
-    "without",
-    "would",
-    "year",
-    "years",
-    "yet",
-    "you",
-    "your",
-    "yours",
-    "yourself",
+    "a", "about", "above", "according", "across", "after", "again", "against", "ago", "all",
+    "almost", "along", "already", "also", "although", "always", "am", "among", "an", "and",
+    "another", "any", "are", "around", "as", "at", "back", "be", "became", "because", "become",
+    "been", "before", "being", "below", "between", "both", "but", "by", "can", "could", "did",
+    "do", "does", "doing", "done", "down", "during", "each", "early", "either", "else", "enough",
+    "even", "ever", "every", "few", "first", "for", "former", "from", "further", "get", "got",
+    "had", "has", "have", "having", "he", "her", "here", "hers", "herself", "him", "himself",
+    "his", "how", "however", "i", "if", "in", "including", "into", "is", "it", "its", "itself",
+    "just", "last", "late", "later", "least", "less", "like", "made", "make", "many", "may", "me",
+    "might", "more", "most", "much", "must", "my", "near", "nearly", "never", "new", "next", "no",
+    "nor", "not", "now", "of", "off", "often", "on", "once", "one", "only", "or", "other",
+    "others", "our", "ours", "out", "over", "own", "per", "please", "put", "quite", "rather",
+    "really", "said", "same", "say", "says", "see", "seen", "several", "she", "should", "since",
+    "so", "some", "still", "such", "than", "that", "the", "their", "theirs", "them", "themselves",
+    "then", "there", "these", "they", "this", "those", "though", "through", "thus", "to", "told",
+    "too", "toward", "towards", "two", "under", "until", "up", "upon", "us", "very", "was", "we",
+    "well", "were", "what", "when", "where", "whether", "which", "while", "who", "whom", "whose",
+    "why", "will", "with", "within", "without", "would", "year", "years", "yet", "you", "your",
+    "yours", "yourself",
 ];
 
 fn is_stop_word(lower: &str) -> bool {
