@@ -7,12 +7,15 @@
 pub mod article;
 pub mod bench;
 pub mod clean;
+pub mod cluster;
 pub mod detect;
 pub mod device;
 pub mod hub;
 pub mod manifest;
+pub mod metrics;
 pub mod prepare;
 pub mod segment;
+pub mod store;
 pub mod tokenize;
 pub mod translate;
 pub mod weights;
