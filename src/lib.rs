@@ -6,6 +6,7 @@
 
 pub mod bench;
 pub mod device;
+pub mod embed;
 pub mod hub;
 pub mod manifest;
 pub mod tokenize;
