@@ -169,6 +169,121 @@ def minilm():
     write_json(OUT / "reference.json", data)
 
 
+# ---- tiny random XLM-RoBERTa ------------------------------------------------------------------
+
+TINY_MAX_SEQ = 24
+TINY_DIR = OUT / "tiny-xlmr"
+
+# Training text for the tiny Unigram vocabulary (and some of the reference texts).
+CORPUS = [
+    "The government announced new measures against rising prices on Monday.",
+    "Heavy snow closed roads and schools across the mountain region.",
+    "The football team won the cup after a dramatic penalty shootout.",
+    "Researchers published a study on the effects of sleep on memory.",
+    "Die Regierung kündigte am Montag neue Maßnahmen gegen steigende Preise an.",
+    "Starker Schneefall sperrte Straßen und Schulen in der Bergregion.",
+    "Le gouvernement a annoncé de nouvelles mesures contre la hausse des prix.",
+    "La neige a fermé les routes et les écoles de la région.",
+    "Правительство объявило новые меры против роста цен.",
+    "Сильный снегопад закрыл дороги и школы в горном регионе.",
+    "El gobierno anunció nuevas medidas contra la subida de los precios.",
+    "Markets rose as investors welcomed the central bank decision.",
+    "The minister resigned after the report was published.",
+    "Die Mannschaft gewann den Pokal nach einem Elfmeterschießen.",
+]
+
+TINY_TEXTS = [
+    CORPUS[0],
+    CORPUS[4],
+    CORPUS[8],
+    "Prices, prices, PRICES!",
+    "",
+    "Zebra quokka 東京 🎉 ünknown",
+    "   spaced    out   ",
+    " ".join(CORPUS[1:4]),  # longer than TINY_MAX_SEQ tokens
+    "la région",
+]
+TINY_BATCH = [7, 0, 4, 3, 2, 5]
+TINY_BATCH_SIZE = 4
+
+
+def tiny_xlmr():
+    import tempfile
+
+    from tokenizers import Tokenizer, pre_tokenizers
+    from tokenizers.models import Unigram
+    from tokenizers.trainers import UnigramTrainer
+    from transformers import XLMRobertaConfig, XLMRobertaModel, XLMRobertaTokenizer
+
+    torch.manual_seed(20240607)
+    with tempfile.TemporaryDirectory() as work:
+        work = pathlib.Path(work)
+        tok = Tokenizer(Unigram())
+        tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace()]
+        )
+        specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+        trainer = UnigramTrainer(vocab_size=160, special_tokens=specials, unk_token="<unk>")
+        tok.train_from_iterator(CORPUS, trainer)
+        vocab = [(piece, score) for piece, score in json.loads(tok.to_str())["model"]["vocab"]]
+        assert [p for p, _ in vocab[:5]] == specials
+        # transformers' own XLM-R tokenizer pipeline (Metaspace, <s> $A </s>) over that vocab.
+        XLMRobertaTokenizer(vocab=vocab).save_pretrained(work / "hf")
+
+        config = XLMRobertaConfig(
+            vocab_size=len(vocab),
+            hidden_size=16,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=32,
+            hidden_act="gelu",
+            # Exactly enough positions for TINY_MAX_SEQ after the padding offset.
+            max_position_embeddings=TINY_MAX_SEQ + 2,
+            type_vocab_size=1,
+            pad_token_id=1,
+            bos_token_id=0,
+            eos_token_id=2,
+            layer_norm_eps=1e-5,
+            # Larger than the default 0.02 so that different texts get clearly different vectors.
+            initializer_range=0.3,
+        )
+        XLMRobertaModel(config, add_pooling_layer=False).save_pretrained(work / "hf")
+
+        transformer = models.Transformer(str(work / "hf"), max_seq_length=TINY_MAX_SEQ, do_lower_case=True)
+        pooling = models.Pooling(
+            16, pooling_mode=("cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
+        )
+        dense = models.Dense(16 * 6, 12, activation_function=torch.nn.Tanh())
+        SentenceTransformer(modules=[transformer, pooling, dense, models.Normalize()]).save(str(work / "st"))
+        # sentence-transformers 6 saves do_lower_case as a Lowercase normalizer in tokenizer.json;
+        # older versions kept the plain tokenizer and `do_lower_case` in sentence_bert_config.json.
+        # Write the older form, which sentence-transformers 6 still reads, so that loading has to
+        # apply do_lower_case itself.
+        shutil.copy(work / "hf" / "tokenizer.json", work / "st" / "tokenizer.json")
+        sbert_path = work / "st" / "sentence_bert_config.json"
+        sbert = json.loads(sbert_path.read_text())
+        sbert["do_lower_case"] = True
+        sbert_path.write_text(json.dumps(sbert, indent=4) + "\n")
+        for junk in ["README.md"]:
+            (work / "st" / junk).unlink(missing_ok=True)
+        if TINY_DIR.exists():
+            shutil.rmtree(TINY_DIR)
+        shutil.copytree(work / "st", TINY_DIR)
+
+    model = SentenceTransformer(str(TINY_DIR), device="cpu")
+    model.eval()
+    assert model.max_seq_length == TINY_MAX_SEQ
+    assert model.tokenize(["PRICES"])["input_ids"][0].tolist() == model.tokenize(["prices"])["input_ids"][0].tolist()
+    long_index = 7
+    data = record(model, TINY_TEXTS, TINY_BATCH, TINY_BATCH_SIZE, long_index)
+    assert data["texts"][long_index]["untruncated_len"] > TINY_MAX_SEQ
+    write_json(TINY_DIR / "reference.json", data)
+    for path in sorted(TINY_DIR.rglob("*")):
+        if path.is_file():
+            print(f"  {path.relative_to(TINY_DIR)}: {path.stat().st_size} bytes")
+
+
 if __name__ == "__main__":
     torch.manual_seed(0)
     minilm()
+    tiny_xlmr()

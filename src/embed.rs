@@ -191,11 +191,7 @@ impl Embedder {
             &module_file(tf, "config.json"),
             "the encoder's configuration",
         )?)?;
-        let sbert: SentenceBertConfig =
-            match repo.get_optional(&module_file(tf, "sentence_bert_config.json"))? {
-                Some(path) => read_json(&path)?,
-                None => SentenceBertConfig::default(),
-            };
+        let sbert = Self::sentence_bert_config(repo, tf)?;
         let tok_cfg: TokenizerConfig =
             match repo.get_optional(&module_file(tf, "tokenizer_config.json"))? {
                 Some(path) => read_json(&path)?,
@@ -317,6 +313,25 @@ impl Embedder {
             max_seq_length,
             dim,
         })
+    }
+
+    /// The Transformer module's settings, under the names sentence-transformers has used.
+    fn sentence_bert_config(repo: &ModelRepo, module: &str) -> Result<SentenceBertConfig> {
+        const NAMES: [&str; 7] = [
+            "sentence_bert_config.json",
+            "sentence_roberta_config.json",
+            "sentence_distilbert_config.json",
+            "sentence_camembert_config.json",
+            "sentence_albert_config.json",
+            "sentence_xlm-roberta_config.json",
+            "sentence_xlnet_config.json",
+        ];
+        for name in NAMES {
+            if let Some(path) = repo.get_optional(&module_file(module, name))? {
+                return read_json(&path);
+            }
+        }
+        Ok(SentenceBertConfig::default())
     }
 
     /// `sentence_bert_config.json`'s `max_seq_length`, else the tokenizer's `model_max_length`

@@ -352,3 +352,47 @@ fn max_seq_length_follows_sentence_bert_config() {
     let v = model.embed_long(&long.text).unwrap();
     assert!((norm(&v) - 1.0).abs() < 1e-5);
 }
+
+// ---- tiny random XLM-RoBERTa ----------------------------------------------------------------
+
+/// A random 2-layer XLM-R with a Unigram tokenizer, `do_lower_case`, all six pooling modes,
+/// a Dense(tanh) and a Normalize module, saved by sentence-transformers 6.
+#[test]
+fn tiny_xlm_roberta_matches_sentence_transformers() {
+    let dir = fixtures().join("tiny-xlmr");
+    let reference = read_reference(&dir.join("reference.json"));
+    let model = load(&dir).unwrap();
+    assert_eq!(model.dim(), reference.dim);
+    assert_eq!(model.max_seq_length(), reference.max_seq_length);
+
+    for t in &reference.texts {
+        assert_eq!(
+            model.token_ids(&t.text).unwrap(),
+            t.ids,
+            "ids of {:?}",
+            t.text
+        );
+        let got = model.embed(&[t.text.as_str()], 1).unwrap().remove(0);
+        let cos = cosine(&got, &t.embedding);
+        assert!(cos >= 0.9999, "cosine {cos} for {:?}", t.text);
+    }
+
+    let all = texts(&reference);
+    let batch: Vec<&str> = reference.batch.indices.iter().map(|&i| all[i]).collect();
+    let got = model.embed(&batch, reference.batch.batch_size).unwrap();
+    for ((v, want), text) in got.iter().zip(&reference.batch.embeddings).zip(&batch) {
+        let cos = cosine(v, want);
+        assert!(cos >= 0.9999, "cosine {cos} for {text:?} in the batch");
+    }
+
+    let long_ref = reference.long.as_ref().expect("reference has a long text");
+    assert!(long_ref.chunk_lens.len() > 2);
+    let long = model
+        .embed_long(&reference.texts[long_ref.index].text)
+        .unwrap();
+    let cos = cosine(&long, &long_ref.embedding);
+    assert!(
+        cos >= 0.9999,
+        "embed_long cosine {cos} to the chunked reference"
+    );
+}
