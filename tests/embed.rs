@@ -396,3 +396,39 @@ fn tiny_xlm_roberta_matches_sentence_transformers() {
         "embed_long cosine {cos} to the chunked reference"
     );
 }
+
+/// Without a post-processor the tokenizer adds no special tokens, so an empty text has no
+/// tokens at all: it must still embed (to the later modules' image of a zero pooled vector).
+#[test]
+fn a_text_without_any_token_still_embeds() {
+    let src = fixtures().join("tiny-xlmr");
+    let dir = tempfile::tempdir().unwrap();
+    for entry in ["", "1_Pooling", "2_Dense", "3_Normalize"] {
+        std::fs::create_dir_all(dir.path().join(entry)).unwrap();
+        for file in std::fs::read_dir(src.join(entry)).unwrap() {
+            let file = file.unwrap();
+            if file.file_type().unwrap().is_file() {
+                let to = dir.path().join(entry).join(file.file_name());
+                std::fs::copy(file.path(), to).unwrap();
+            }
+        }
+    }
+    let path = dir.path().join("tokenizer.json");
+    let mut tokenizer: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    tokenizer["post_processor"] = serde_json::Value::Null;
+    std::fs::write(&path, tokenizer.to_string()).unwrap();
+
+    let model = load(dir.path()).unwrap();
+    assert!(model.token_ids("").unwrap().is_empty());
+    let got = model.embed(&["", "la région", ""], 2).unwrap();
+    assert_eq!(got.len(), 3);
+    assert_eq!(got[0], got[2]);
+    for v in &got {
+        assert_eq!(v.len(), model.dim());
+        assert!(v.iter().all(|x| x.is_finite()));
+    }
+    assert!(cosine(&got[0], &got[1]) < 0.9999);
+    let long = model.embed_long("").unwrap();
+    assert!(long.iter().all(|x| x.is_finite()));
+}

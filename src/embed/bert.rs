@@ -173,6 +173,10 @@ impl BertEncoder {
         &self.cfg
     }
 
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
     /// Position ids of one row of `s` slots whose first `len` hold `ids` (the rest padding).
     fn positions(&self, ids: &[u32], s: usize) -> Vec<u32> {
         match self.cfg.positions {
