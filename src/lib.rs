@@ -10,6 +10,7 @@ pub mod clean;
 pub mod cluster;
 pub mod detect;
 pub mod device;
+pub mod embed;
 pub mod hub;
 pub mod manifest;
 pub mod metrics;
