@@ -28,8 +28,6 @@ use config::{
 };
 use pooling::Dense;
 
-pub use config::PoolingMode;
-
 /// Everything that can go wrong between a model repo and an embedding.
 #[derive(Debug, thiserror::Error)]
 pub enum EmbedError {
