@@ -279,3 +279,133 @@ fn inspect_json_removes_furniture_and_keeps_ordinal_dates() {
             .any(|r| r["text"] == furniture));
     }
 }
+
+fn minilm() -> PathBuf {
+    let dir = std::env::var_os("TIDINGS_MINILM_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache/models/all-MiniLM-L6-v2")
+        });
+    assert!(
+        dir.join("model.safetensors").is_file(),
+        "all-MiniLM-L6-v2 is not at {}: run scripts/fetch-minilm.sh",
+        dir.display()
+    );
+    dir
+}
+
+#[test]
+fn align_seeds_writes_events_plot_and_scores() {
+    let home = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out_json = work.path().join("events.json");
+    let svg = work.path().join("events.svg");
+    let models = [
+        format!("de={}", fixture("marian-tiny-swish").display()),
+        format!("ru={}", fixture("marian-tiny-relu").display()),
+        format!("cs={}", fixture("marian-tiny-sep").display()),
+    ];
+    let store = work.path().join("store.sqlite");
+    let mut args: Vec<String> = vec!["align".into(), root.join("seeds").to_str().unwrap().into()];
+    for m in &models {
+        args.extend(["--model".into(), m.clone()]);
+    }
+    args.extend([
+        "--embed-model".into(),
+        minilm().to_str().unwrap().into(),
+        "--store".into(),
+        store.to_str().unwrap().into(),
+        "--out".into(),
+        out_json.to_str().unwrap().into(),
+        "--plot".into(),
+        svg.to_str().unwrap().into(),
+        "--device".into(),
+        "cpu".into(),
+        "--offline".into(),
+    ]);
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = tidings(&argv, "", home.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&out_json).unwrap()).unwrap();
+    let mut members: Vec<String> = v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|e| e["members"].as_array().unwrap().iter())
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect();
+    members.sort();
+    assert_eq!(members.len(), 5);
+    members.dedup();
+    assert_eq!(members.len(), 5, "every article in exactly one event");
+    for a in v["articles"].as_array().unwrap() {
+        assert!(a["translation"].is_string() && a["sentences"].is_array());
+        assert!(a.get("embedding").is_none(), "vectors stay in the store");
+    }
+    let picture = std::fs::read_to_string(&svg).unwrap();
+    assert!(picture.starts_with("<svg") && picture.matches("<circle").count() == 5);
+
+    // Score the result against a gold file that puts each page in its own event.
+    let gold = work.path().join("gold.tsv");
+    let lines: String = members.iter().map(|id| format!("{id}\t{id}\n")).collect();
+    std::fs::write(&gold, lines).unwrap();
+    let scored = tidings(
+        &[
+            "eval-groups",
+            "--gold",
+            gold.to_str().unwrap(),
+            out_json.to_str().unwrap(),
+            "--json",
+        ],
+        "",
+        home.path(),
+    );
+    assert!(
+        scored.status.success(),
+        "{}",
+        String::from_utf8_lossy(&scored.stderr)
+    );
+    let s: serde_json::Value = serde_json::from_slice(&scored.stdout).unwrap();
+    assert_eq!(s["items"], 5);
+    assert_eq!(
+        s["bcubed"]["recall"], 1.0,
+        "with singleton gold events recall is 1"
+    );
+}
+
+#[test]
+fn embed_json_gives_unit_vectors_of_the_model_dimension() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = minilm();
+    let out = tidings(
+        &[
+            "embed",
+            "--model",
+            dir.to_str().unwrap(),
+            "--json",
+            "--offline",
+        ],
+        "The central bank raised rates.\nPrague hosts the summit.\n",
+        home.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<Vec<f32>> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2);
+    for r in rows {
+        assert_eq!(r.len(), 384);
+        assert!((r.iter().map(|x| x * x).sum::<f32>() - 1.0).abs() < 1e-4);
+    }
+}

@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod align;
 mod bench;
 mod inspect;
 mod models;
@@ -45,6 +46,13 @@ pub enum Command {
     Models(models::ModelsArgs),
     /// Show how an article is cleaned, which languages it holds and how it splits into sentences.
     Inspect(inspect::InspectArgs),
+    /// Translate a set of articles and group them into events.
+    Align(align::AlignArgs),
+    /// Embed texts (one per line) with a sentence-transformers model.
+    Embed(align::EmbedArgs),
+    /// Score a grouping against gold labels (B-cubed, pairwise, ARI, NMI).
+    #[command(name = "eval-groups")]
+    EvalGroups(align::EvalArgs),
     /// Measure translation speed on this machine (needs no download with --random-weights).
     Bench(bench::BenchArgs),
 }
@@ -82,6 +90,7 @@ pub fn init_logging(verbose: u8, quiet: bool) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 
@@ -91,6 +100,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Models(args) => models::run(args, cli.quiet),
         Command::Bench(args) => bench::run(args, cli.quiet),
         Command::Inspect(args) => inspect::inspect(args),
+        Command::Align(args) => align::align(args, cli.quiet),
+        Command::Embed(args) => align::embed(args, cli.quiet),
+        Command::EvalGroups(args) => align::eval_groups(args),
     }
 }
 

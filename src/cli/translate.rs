@@ -94,7 +94,7 @@ pub fn model_source(
     )?)
 }
 
-fn read_input(input: &str) -> anyhow::Result<Vec<String>> {
+pub fn read_input(input: &str) -> anyhow::Result<Vec<String>> {
     let mut bytes = Vec::new();
     let name = if input == "-" {
         std::io::stdin()

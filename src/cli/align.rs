@@ -1,0 +1,329 @@
+//! `tidings inspect`, `embed`, `align` and `eval-groups`: the articles-to-events commands.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use tidings::article::{load_input, load_jsonl, Loaded};
+use tidings::cluster::ClusterOptions;
+use tidings::device::{self, DeviceChoice};
+use tidings::embed::Embedder;
+use tidings::hub::{ModelRepo, ModelSource};
+use tidings::manifest::Manifest;
+use tidings::pipeline::{self, AlignOptions, AlignOutput, Models, Progress};
+use tidings::store::{default_store_path, write_atomic, Store};
+use tidings::translate::TranslateOptions;
+
+use super::SourceArgs;
+
+pub const DEFAULT_EMBED_MODEL: &str = "sentence-transformers/all-MiniLM-L6-v2";
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Example:\n  echo 'Prague hosts the summit.' | tidings embed --json")]
+pub struct EmbedArgs {
+    /// A sentence-transformers model: Hub id or local folder.
+    #[arg(long, value_name = "HUB_ID|DIR", default_value = DEFAULT_EMBED_MODEL)]
+    model: String,
+    #[arg(long, value_name = "REV")]
+    revision: Option<String>,
+    /// One JSON array of floats per line (default: space-separated floats).
+    #[arg(long)]
+    json: bool,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    #[arg(long, default_value = "auto")]
+    device: DeviceChoice,
+    #[command(flatten)]
+    source: SourceArgs,
+    /// Input file, or - for standard input; one text per line.
+    #[arg(value_name = "FILE|-", default_value = "-")]
+    input: String,
+}
+
+pub fn embed(args: EmbedArgs, quiet: bool) -> anyhow::Result<()> {
+    let lines = super::translate::read_input(&args.input)?;
+    let device = device::open(args.device)?;
+    let repo = ModelRepo::open(
+        ModelSource::parse(&args.model, args.revision.as_deref())?,
+        &args.source.hub_options(quiet),
+    )?;
+    let embedder = Embedder::load(&repo, &device)
+        .with_context(|| format!("cannot load the embedding model {}", repo.describe()))?;
+    let texts: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let vectors = embedder.embed(&texts, args.batch_size)?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for v in vectors {
+        if args.json {
+            serde_json::to_writer(&mut out, &v)?;
+            writeln!(out)?;
+        } else {
+            let line: Vec<String> = v.iter().map(|x| x.to_string()).collect();
+            writeln!(out, "{}", line.join(" "))?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Format {
+    Json,
+    Jsonl,
+    Csv,
+    Table,
+}
+
+const ALIGN_HELP: &str = "\
+INPUT is a folder of .txt articles (first line = title), a .jsonl file with one
+{\"id\",\"text\",\"title\"?,\"lang\"?,\"published_at\"?,\"url\"?} per line, or - for JSONL on stdin.
+
+Every article ends up in exactly one event. Results are stored as each article finishes
+(--store), so an interrupted run started again redoes nothing it finished.
+
+Examples:
+  tidings align seeds/
+  tidings align news.jsonl --format table --threshold 0.6
+  tidings align seeds/ --model de=./opus-mt-de-en --embed-model ./all-MiniLM-L6-v2 --plot events.svg";
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = ALIGN_HELP)]
+pub struct AlignArgs {
+    #[arg(value_name = "INPUT")]
+    input: String,
+    /// Write the result here (atomically) instead of standard output.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    out: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "json")]
+    format: Format,
+    /// Minimum average cosine similarity for articles to share an event.
+    #[arg(long, value_name = "X")]
+    threshold: Option<f32>,
+    /// Articles published further apart than this many days never share an event.
+    #[arg(long, value_name = "DAYS")]
+    max_days_apart: Option<i64>,
+    /// Translation model for one source language, over the manifest (repeatable).
+    #[arg(long = "model", value_name = "LANG=HUB_ID|DIR")]
+    models: Vec<String>,
+    /// Sentence-transformers model for the English text.
+    #[arg(long, value_name = "HUB_ID|DIR", default_value = DEFAULT_EMBED_MODEL)]
+    embed_model: String,
+    /// SQLite store for caches and results (default: the user's data folder).
+    #[arg(long, value_name = "PATH", env = "TIDINGS_STORE")]
+    store: Option<PathBuf>,
+    /// Also draw the articles in 2-D by event and the similarity heatmap (SVG).
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
+    #[arg(long, value_name = "N")]
+    beam: Option<usize>,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    #[arg(long, default_value = "auto")]
+    device: DeviceChoice,
+    #[command(flatten)]
+    source: SourceArgs,
+}
+
+struct Bars {
+    bar: indicatif::ProgressBar,
+    hidden: bool,
+}
+
+impl Progress for Bars {
+    fn stage(&mut self, name: &str, total: usize) {
+        self.bar.finish_and_clear();
+        self.bar = if self.hidden {
+            indicatif::ProgressBar::hidden()
+        } else {
+            indicatif::ProgressBar::new(total as u64)
+        };
+        self.bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg:>12} [{bar:30}] {pos}/{len} {per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        self.bar.set_message(name.to_string());
+    }
+    fn advance(&mut self, n: usize) {
+        self.bar.inc(n as u64);
+    }
+}
+
+fn read_articles(input: &str) -> anyhow::Result<Loaded> {
+    if input == "-" {
+        let stdin = std::io::stdin();
+        return Ok(load_jsonl(stdin.lock(), "standard input"));
+    }
+    Ok(load_input(std::path::Path::new(input))?)
+}
+
+pub fn align(args: AlignArgs, quiet: bool) -> anyhow::Result<()> {
+    let manifest = Manifest::load(args.source.manifest.as_deref())?;
+    let mut models = BTreeMap::new();
+    for spec in &args.models {
+        let Some((lang, model)) = spec.split_once('=') else {
+            bail!("--model takes LANG=HUB_ID|DIR, not \"{spec}\"");
+        };
+        models.insert(
+            tidings::manifest::normalise_lang(lang),
+            ModelSource::parse(model, None)?,
+        );
+    }
+    let mut cluster = ClusterOptions::default();
+    if let Some(t) = args.threshold {
+        if !(-1.0..=1.0).contains(&t) {
+            bail!("--threshold is a cosine similarity between -1 and 1, not {t}");
+        }
+        cluster.threshold = t;
+    }
+    cluster.max_days_apart = args.max_days_apart.or(cluster.max_days_apart);
+    let opts = AlignOptions {
+        models,
+        embed_model: ModelSource::parse(&args.embed_model, None)?,
+        translate: TranslateOptions {
+            num_beams: args.beam,
+            max_new_tokens: None,
+            batch_size: args.batch_size.max(1),
+        },
+        cluster,
+        hub: args.source.hub_options(quiet),
+    };
+    let loaded = read_articles(&args.input)?;
+    for p in &loaded.problems {
+        match p.line {
+            Some(line) => eprintln!("warning: {}:{line}: {} (skipped)", p.source, p.reason),
+            None => eprintln!("warning: {}: {} (skipped)", p.source, p.reason),
+        }
+    }
+    if loaded.articles.is_empty() {
+        bail!("no usable articles in {}", args.input);
+    }
+    let store_path = args.store.clone().unwrap_or_else(default_store_path);
+    let store = Store::open(&store_path)
+        .with_context(|| format!("cannot open the store {}", store_path.display()))?;
+    let device = device::open(args.device)?;
+    let mut loaded_models = Models::new(&manifest, &opts, device);
+    let mut bars = Bars {
+        bar: indicatif::ProgressBar::hidden(),
+        hidden: quiet,
+    };
+    let output = pipeline::align(&loaded.articles, &mut loaded_models, &store, &mut bars)?;
+    bars.bar.finish_and_clear();
+    for s in &output.skipped {
+        eprintln!("warning: article {}: {} (skipped)", s.id, s.reason);
+    }
+    let rendered = render(&output, args.format)?;
+    match &args.out {
+        Some(path) => write_atomic(path, rendered.as_bytes())
+            .with_context(|| format!("cannot write {}", path.display()))?,
+        None => std::io::stdout().write_all(rendered.as_bytes())?,
+    }
+    if let Some(path) = &args.plot {
+        let svg = tidings::plot::events_svg(&output);
+        write_atomic(path, svg.as_bytes())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn render(out: &AlignOutput, format: Format) -> anyhow::Result<String> {
+    // The vectors are for the store, not for readers of the output.
+    let mut out = out.clone();
+    out.articles.iter_mut().for_each(|a| a.embedding.clear());
+    Ok(match format {
+        Format::Json => serde_json::to_string_pretty(&out)? + "\n",
+        Format::Jsonl => {
+            let mut s = String::new();
+            for e in &out.events {
+                s += &serde_json::to_string(&serde_json::json!({"type": "event", "event": e}))?;
+                s.push('\n');
+            }
+            for a in &out.articles {
+                s += &serde_json::to_string(&serde_json::json!({"type": "article", "article": a}))?;
+                s.push('\n');
+            }
+            s
+        }
+        Format::Csv => {
+            let mut s = String::from("event_id,event_title,article_id,similarity,lang,title_en\n");
+            for e in &out.events {
+                for m in &e.members {
+                    let a = out.articles.iter().find(|a| a.id == m.id);
+                    let row = [
+                        e.id.clone(),
+                        e.title.clone(),
+                        m.id.clone(),
+                        format!("{:.4}", m.similarity),
+                        a.map(|a| a.lang.clone()).unwrap_or_default(),
+                        a.map(|a| a.title_en.clone()).unwrap_or_default(),
+                    ];
+                    let cells: Vec<String> = row.iter().map(|c| csv_cell(c)).collect();
+                    s += &cells.join(",");
+                    s.push('\n');
+                }
+            }
+            s
+        }
+        Format::Table => {
+            let mut s = String::new();
+            for e in &out.events {
+                s += &format!("{}  {}  [{}]\n", e.id, e.title, e.keywords.join(", "));
+                for m in &e.members {
+                    s += &format!("    {:.3}  {}\n", m.similarity, m.id);
+                }
+            }
+            s
+        }
+    })
+}
+
+fn csv_cell(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "GOLD.tsv: one `article_id<TAB>event_label` per line (# comments allowed).\nPRED.json: the output of `tidings align --format json`.\n\nExample:\n  tidings eval-groups --gold gold.tsv events.json"
+)]
+pub struct EvalArgs {
+    #[arg(long, value_name = "GOLD.tsv")]
+    gold: PathBuf,
+    #[arg(value_name = "PRED.json")]
+    pred: PathBuf,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn eval_groups(args: EvalArgs) -> anyhow::Result<()> {
+    let gold = std::fs::read_to_string(&args.gold)
+        .with_context(|| format!("cannot read {}", args.gold.display()))?;
+    let pred = std::fs::read_to_string(&args.pred)
+        .with_context(|| format!("cannot read {}", args.pred.display()))?;
+    let gold = tidings::metrics::read_gold_tsv(&gold)?;
+    let aligned = tidings::metrics::align(&gold, &pred)?;
+    let s = tidings::metrics::score(&aligned)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else {
+        println!(
+            "articles {}  gold events {}  predicted events {}",
+            s.items, s.gold_events, s.predicted_events
+        );
+        println!(
+            "B-cubed   P {:.4}  R {:.4}  F1 {:.4}",
+            s.bcubed.precision, s.bcubed.recall, s.bcubed.f1
+        );
+        println!(
+            "pairwise  P {:.4}  R {:.4}  F1 {:.4}",
+            s.pairwise.precision, s.pairwise.recall, s.pairwise.f1
+        );
+        println!("ARI {:.4}  NMI {:.4}", s.ari, s.nmi);
+    }
+    Ok(())
+}
