@@ -72,6 +72,9 @@ pub struct AlignOptions {
     /// Per-language model overrides (`--model LANG=HUB_ID|DIR`), over the manifest.
     pub models: BTreeMap<String, ModelSource>,
     pub embed_model: ModelSource,
+    /// Skip translation and embed the source text itself (for a multilingual embedding model such
+    /// as paraphrase-multilingual-MiniLM-L12-v2 or LaBSE); "translation" then holds the source.
+    pub embed_source: bool,
     pub translate: TranslateOptions,
     pub cluster: ClusterOptions,
     pub hub: HubOptions,
@@ -263,6 +266,7 @@ pub fn align(
 ) -> Result<AlignOutput> {
     let translate_opts = models.opts.translate.clone();
     let cluster_opts = models.opts.cluster;
+    let embed_source = models.opts.embed_source;
     let mut results: Vec<Option<ArticleResult>> = vec![None; articles.len()];
     let mut skipped = Vec::new();
     let hashes: Vec<String> = articles.iter().map(content_hash).collect();
@@ -323,7 +327,7 @@ pub fn align(
             .filter(|(_, t)| !t[0].trim().is_empty())
             .chain(paragraphs);
         for (lang, texts) in units {
-            if lang == "en" {
+            if lang == "en" || embed_source {
                 continue;
             }
             if let Err(e) = models.source_for(&lang, &p.id) {
@@ -412,7 +416,7 @@ pub fn align(
             let lang = effective_lang(para.lang.as_deref(), p.lang.as_deref());
             let mut en = Vec::new();
             for s in &para.sentences {
-                let t = if lang == "en" {
+                let t = if lang == "en" || embed_source {
                     s.text.clone()
                 } else {
                     translated
@@ -439,7 +443,7 @@ pub fn align(
             paragraphs_en.push(en.join(" "));
         }
         let title_lang = effective_lang(None, p.lang.as_deref());
-        let title_en = if title_lang == "en" {
+        let title_en = if title_lang == "en" || embed_source {
             p.title.clone()
         } else {
             translated

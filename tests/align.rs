@@ -48,6 +48,7 @@ fn options(threshold: Option<f32>) -> AlignOptions {
     AlignOptions {
         models,
         embed_model: ModelSource::parse(minilm_dir().to_str().unwrap(), None).unwrap(),
+        embed_source: false,
         translate: TranslateOptions {
             num_beams: Some(1),
             max_new_tokens: Some(12),
@@ -223,4 +224,26 @@ fn english_test_set_groups_into_its_events_with_real_minilm() {
     );
     assert!(scores.bcubed.f1 >= 0.9, "{scores:?}");
     assert!(scores.ari >= 0.8, "{scores:?}");
+}
+
+#[test]
+fn embed_source_skips_translation() {
+    let loaded = load_input(&root().join("seeds")).unwrap();
+    let mut opts = options(None);
+    opts.embed_source = true;
+    // No translation model may be needed: route every language to a folder that does not exist.
+    for lang in ["de", "ru", "cs"] {
+        opts.models
+            .insert(lang.into(), ModelSource::Local("/nonexistent/model".into()));
+    }
+    let store = Store::open_in_memory().unwrap();
+    let (out, stages) = run(&loaded.articles, &opts, &store);
+    assert!(out.skipped.is_empty(), "{:?}", out.skipped);
+    assert!(stages.0.contains(&("translating".to_string(), 0)));
+    for a in &out.articles {
+        assert!(a.models.is_empty());
+        assert!(a.sentences.iter().all(|s| s.translation == s.source));
+    }
+    let ids: Vec<String> = loaded.articles.iter().map(|a| a.id.clone()).collect();
+    every_article_in_exactly_one_event(&out, &ids);
 }

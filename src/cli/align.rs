@@ -108,6 +108,10 @@ pub struct AlignArgs {
     /// Sentence-transformers model for the English text.
     #[arg(long, value_name = "HUB_ID|DIR", default_value = DEFAULT_EMBED_MODEL)]
     embed_model: String,
+    /// Skip translation: embed the source text with a multilingual --embed-model (e.g.
+    /// sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2 or sentence-transformers/LaBSE).
+    #[arg(long)]
+    embed_source: bool,
     /// SQLite store for caches and results (default: the user's data folder).
     #[arg(long, value_name = "PATH", env = "TIDINGS_STORE")]
     store: Option<PathBuf>,
@@ -182,6 +186,7 @@ pub fn align(args: AlignArgs, quiet: bool) -> anyhow::Result<()> {
     let opts = AlignOptions {
         models,
         embed_model: ModelSource::parse(&args.embed_model, None)?,
+        embed_source: args.embed_source,
         translate: TranslateOptions {
             num_beams: args.beam,
             max_new_tokens: None,
