@@ -892,54 +892,47 @@ fn separator_after(t: &str, from: usize) -> Option<usize> {
 /// `[Anzeige_2]`, `[ad1]` inside a paragraph: bracketed tokens without spaces that look like
 /// template slots (an underscore, or letters followed by digits).
 fn cut_inline_placeholders(t: &str, cuts: &mut Vec<(RemovalReason, String)>) -> String {
-    let mut out = String::with_capacity(t.len());
-    let mut rest = t;
-    while let Some(open) = rest.find('[') {
-        let Some(close_rel) = rest[open..].find(']') else {
-            break;
-        };
-        let inner = &rest[open + 1..open + close_rel];
+    cut_enclosed(t, '[', ']', cuts, |inner| {
         let slot = !inner.is_empty()
             && inner.len() <= 40
             && !inner.contains(char::is_whitespace)
             && (inner.contains('_')
                 || (inner.starts_with(char::is_alphabetic)
                     && inner.ends_with(|c: char| c.is_ascii_digit())));
-        out.push_str(&rest[..open]);
-        if slot {
-            cuts.push((
-                RemovalReason::Placeholder,
-                rest[open..=open + close_rel].to_string(),
-            ));
-        } else {
-            out.push_str(&rest[open..=open + close_rel]);
-        }
-        rest = &rest[open + close_rel + 1..];
-    }
-    out.push_str(rest);
-    out
+        slot.then_some(RemovalReason::Placeholder)
+    })
 }
 
 /// `(Foto: dpa)` anywhere in a paragraph.
 fn cut_parenthesised_credits(t: &str, cuts: &mut Vec<(RemovalReason, String)>) -> String {
+    cut_enclosed(t, '(', ')', cuts, |inner| {
+        let credit = word_count(inner) <= 8 && starts_with_credit_word(inner.trim()).is_some();
+        credit.then_some(RemovalReason::Credit)
+    })
+}
+
+/// Remove every `open…close` span whose inside `classify` names a reason, recording the cut.
+fn cut_enclosed(
+    t: &str,
+    open_ch: char,
+    close_ch: char,
+    cuts: &mut Vec<(RemovalReason, String)>,
+    classify: impl Fn(&str) -> Option<RemovalReason>,
+) -> String {
     let mut out = String::with_capacity(t.len());
     let mut rest = t;
-    while let Some(open) = rest.find('(') {
-        let Some(close_rel) = rest[open..].find(')') else {
+    while let Some(open) = rest.find(open_ch) {
+        let Some(close_rel) = rest[open..].find(close_ch) else {
             break;
         };
-        let inner = &rest[open + 1..open + close_rel];
-        let credit = word_count(inner) <= 8 && starts_with_credit_word(inner.trim()).is_some();
+        let span = &rest[open..open + close_rel + close_ch.len_utf8()];
+        let inner = &rest[open + open_ch.len_utf8()..open + close_rel];
         out.push_str(&rest[..open]);
-        if credit {
-            cuts.push((
-                RemovalReason::Credit,
-                rest[open..=open + close_rel].to_string(),
-            ));
-        } else {
-            out.push_str(&rest[open..=open + close_rel]);
+        match classify(inner) {
+            Some(reason) => cuts.push((reason, span.to_string())),
+            None => out.push_str(span),
         }
-        rest = &rest[open + close_rel + 1..];
+        rest = &rest[open + close_rel + close_ch.len_utf8()..];
     }
     out.push_str(rest);
     out

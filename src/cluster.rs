@@ -890,13 +890,7 @@ fn shared_names(texts: &[&str]) -> Vec<String> {
             other != name && *count >= occ.members.len() && contains_words(other, name)
         })
     });
-    kept.sort_by(|a, b| {
-        b.1.members
-            .len()
-            .cmp(&a.1.members.len())
-            .then(a.1.first.cmp(&b.1.first))
-    });
-    kept.into_iter().map(|(n, _)| n).collect()
+    by_coverage(kept)
 }
 
 /// Whether `part` is a run of whole words of `whole`.
@@ -967,17 +961,11 @@ fn shared_numbers(docs: &[String]) -> Vec<String> {
             note(&mut found, n, member, p, false);
         }
     }
-    let mut kept: Vec<(String, Occurrences)> = found
+    let kept: Vec<(String, Occurrences)> = found
         .into_iter()
         .filter(|(_, o)| o.members.len() >= 2)
         .collect();
-    kept.sort_by(|a, b| {
-        b.1.members
-            .len()
-            .cmp(&a.1.members.len())
-            .then(a.1.first.cmp(&b.1.first))
-    });
-    kept.into_iter().map(|(n, _)| n).collect()
+    by_coverage(kept)
 }
 
 /// Capitalised but not names.
@@ -1018,6 +1006,17 @@ const STOP_WORDS: &[&str] = &[
 
 fn is_stop_word(lower: &str) -> bool {
     STOP_WORDS.binary_search(&lower).is_ok()
+}
+
+/// Names or numbers shared by the most members first; ties in order of first appearance.
+fn by_coverage(mut kept: Vec<(String, Occurrences)>) -> Vec<String> {
+    kept.sort_by(|a, b| {
+        b.1.members
+            .len()
+            .cmp(&a.1.members.len())
+            .then(a.1.first.cmp(&b.1.first))
+    });
+    kept.into_iter().map(|(n, _)| n).collect()
 }
 
 #[cfg(test)]
