@@ -22,6 +22,7 @@ pub mod pipeline;
 pub mod plot;
 pub mod prepare;
 pub mod segment;
+pub mod server;
 pub mod store;
 pub mod tokenize;
 pub mod translate;

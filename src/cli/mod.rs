@@ -6,6 +6,7 @@ mod align;
 mod bench;
 mod inspect;
 mod models;
+mod serve;
 mod translate;
 
 const ABOUT: &str =
@@ -55,6 +56,8 @@ pub enum Command {
     EvalGroups(align::EvalArgs),
     /// Measure translation speed on this machine (needs no download with --random-weights).
     Bench(bench::BenchArgs),
+    /// Run the HTTP service (JSON API, LibreTranslate-compatible endpoints, metrics).
+    Serve(serve::ServeArgs),
 }
 
 /// Model-source flags shared by every command that loads a model.
@@ -103,6 +106,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Align(args) => align::align(args, cli.quiet),
         Command::Embed(args) => align::embed(args, cli.quiet),
         Command::EvalGroups(args) => align::eval_groups(args),
+        Command::Serve(args) => serve::run(args, cli.quiet),
     }
 }
 
