@@ -403,6 +403,7 @@ impl AlignWorker {
         let opts = AlignOptions {
             models: cfg.models.clone(),
             embed_model: cfg.embed_model.clone(),
+            embed_source: false,
             translate: TranslateOptions::default(),
             cluster: cfg.cluster,
             hub: cfg.hub,
