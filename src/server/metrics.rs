@@ -82,6 +82,8 @@ pub struct Metrics {
     pub model_unloads: AtomicU64,
     pub loaded_models: AtomicI64,
     pub panics: AtomicU64,
+    /// Sentences dropped from a model queue because their client went away.
+    pub cancelled_sentences: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -99,6 +101,7 @@ impl Default for Metrics {
             model_unloads: AtomicU64::new(0),
             loaded_models: AtomicI64::new(0),
             panics: AtomicU64::new(0),
+            cancelled_sentences: AtomicU64::new(0),
         }
     }
 }
@@ -184,7 +187,7 @@ impl Metrics {
         }
         let tokens = self.generated_tokens.load(Ordering::Relaxed);
         let secs = self.inference_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let counters: [(&str, &str, String); 6] = [
+        let counters: [(&str, &str, String); 7] = [
             (
                 "tidings_generated_tokens_total",
                 "Target tokens generated.",
@@ -209,6 +212,11 @@ impl Metrics {
                 "tidings_model_unloads_total",
                 "Translation models unloaded (least recently used).",
                 self.model_unloads.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "tidings_cancelled_sentences_total",
+                "Queued sentences skipped because their client went away.",
+                self.cancelled_sentences.load(Ordering::Relaxed).to_string(),
             ),
             (
                 "tidings_panics_total",

@@ -408,6 +408,9 @@ fn run_worker(t: &Translator, rx: &mpsc::Receiver<Job>, budget: usize, metrics: 
                 metrics
                     .queue_depth
                     .fetch_sub(p.queued as i64, Ordering::Relaxed);
+                metrics
+                    .cancelled_sentences
+                    .fetch_add(p.queued as u64, Ordering::Relaxed);
                 tracing::debug!(
                     sentences = p.queued,
                     "request cancelled; skipping its sentences"
