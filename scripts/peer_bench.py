@@ -260,6 +260,18 @@ def child_sentence_transformers(spec: dict) -> dict:
     )
 
 
+def child_baseline(spec: dict) -> dict:
+    """Import an engine's libraries and nothing else: the floor under its peak RSS."""
+    if spec["engine"] == "transformers":
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+    elif spec["engine"] == "ct2":
+        import ctranslate2  # noqa: F401
+    elif spec["engine"] == "sentence-transformers":
+        import sentence_transformers  # noqa: F401
+    return {}
+
+
 def child_make_model(spec: dict) -> dict:
     """Write the random-weight OPUS-MT folder and its CTranslate2 conversions."""
     import sentencepiece as spm
@@ -345,7 +357,15 @@ CHILDREN = {
     "ct2": child_ct2,
     "sentence-transformers": child_sentence_transformers,
     "make-model": child_make_model,
+    "baseline": child_baseline,
 }
+
+
+def measure_baselines(timeout: int) -> dict:
+    out = {}
+    for engine in ["transformers", "ct2", "sentence-transformers"]:
+        out[engine] = run_child("baseline", {"engine": engine}, 1, timeout)["peak_rss_bytes"]
+    return out
 
 
 def child_main(kind: str, spec_json: str) -> None:
@@ -484,7 +504,15 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--timeout", type=int, default=3600, help="seconds per engine run")
     p.add_argument("--write-docs", action="store_true", help="write BENCHMARKS.md and docs/bench.svg")
+    p.add_argument("--from-results", type=Path, metavar="JSON",
+                   help="measure nothing: render the tables (and with --write-docs the docs) from a results.json")
     args = p.parse_args(argv)
+    if args.from_results:
+        results = json.loads(args.from_results.read_text())
+        print(render_tables(results))
+        if args.write_docs:
+            write_docs(results)
+        return 0
     OMP_WAIT_POLICY = args.omp_wait_policy
     settings = args.setting or [parse_setting("32x4:64"), parse_setting("1x1:16")]
     embed_batches = args.embed_batch or [32]
@@ -544,6 +572,7 @@ def main(argv=None) -> int:
 
     raw: dict[tuple, list] = {}
     meta: dict = {"versions": {}, "hardware": None}
+    load_before = load_average()
     for r in range(args.repeats):
         for threads, s, engine, fn in jobs:
             key = (threads, setting_name(s), engine)
@@ -557,7 +586,14 @@ def main(argv=None) -> int:
             log(f"    {out['tokens_per_s']:10.1f} tokens/s   peak RSS {fmt_mib(out.get('peak_rss_bytes'))}")
 
     summary = summarize(args.threads, settings, embed_settings, raw, args)
-    command = sys.argv[1:] if argv is None else argv
+    command = list(sys.argv[1:] if argv is None else argv)
+    # Where the binary and scratch files live does not change the numbers: show the command a
+    # reader re-runs.
+    for flag in ("--tidings", "--workdir"):
+        while flag in command:
+            i = command.index(flag)
+            del command[i : i + 2]
+        command = [c for c in command if not c.startswith(flag + "=")]
     results = {
         "command": "python scripts/peer_bench.py " + shlex.join(command),
         "date": dt.date.today().isoformat(),
@@ -567,6 +603,8 @@ def main(argv=None) -> int:
         "repeats": args.repeats,
         "max_new_tokens": args.max_new_tokens,
         "machine": machine_info(meta["hardware"]),
+        "load_average": {"before": load_before, "after": load_average()},
+        "baseline_rss_bytes": measure_baselines(args.timeout),
         "versions": meta["versions"],
         "summary": summary,
         "raw": {f"{k[0]} threads | {k[1]} | {k[2]}": v for k, v in raw.items()},
@@ -575,11 +613,15 @@ def main(argv=None) -> int:
     print(render_tables(results))
     log(f"results: {work / 'results.json'}")
     if args.write_docs:
-        (ROOT / "docs").mkdir(exist_ok=True)
-        (ROOT / "docs" / "bench.svg").write_text(render_svg(results), encoding="utf-8")
-        (ROOT / "BENCHMARKS.md").write_text(render_markdown(results), encoding="utf-8")
-        log("wrote BENCHMARKS.md and docs/bench.svg")
+        write_docs(results)
     return 0
+
+
+def write_docs(results) -> None:
+    (ROOT / "docs").mkdir(exist_ok=True)
+    (ROOT / "docs" / "bench.svg").write_text(render_svg(results), encoding="utf-8")
+    (ROOT / "BENCHMARKS.md").write_text(render_markdown(results), encoding="utf-8")
+    log("wrote BENCHMARKS.md and docs/bench.svg")
 
 
 def tidings_translation(binary, targs, threads, timeout) -> dict:
@@ -653,6 +695,27 @@ def summarize(thread_counts, settings, embed_settings, raw, args) -> list[dict]:
     return out
 
 
+def load_average():
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def headline(results) -> str:
+    """One line per setting: tidings' speed relative to each peer."""
+    out = []
+    for b in results["summary"]:
+        e = b["engines"]
+        t = (e.get("tidings") or {}).get("tokens_per_s")
+        if not t:
+            continue
+        peers = [k for k in (TRANSLATION_ENGINES if b["kind"] == "translation" else EMBED_ENGINES) if k != "tidings" and k in e]
+        rel = ", ".join(f"{ratio(t, e[k]['tokens_per_s'])} {ENGINE_LABELS[k]}" for k in peers)
+        out.append(f"- {block_title(b, results['max_new_tokens'])}: tidings {t:,.1f} {b['unit']} = {rel}")
+    return "\n".join(out)
+
+
 def machine_info(hw) -> dict:
     info = {"platform": platform.platform(), "python": platform.python_version()}
     if hw:
@@ -664,6 +727,11 @@ def machine_info(hw) -> dict:
     except OSError:
         pass
     return info
+
+
+def spread(r, digits=1) -> str:
+    runs = r.get("all_tokens_per_s") or []
+    return f"{min(runs):.{digits}f}–{max(runs):.{digits}f}" if len(runs) > 1 else "–"
 
 
 def ratio(a, b) -> str:
@@ -682,8 +750,8 @@ def render_block(block, max_new_tokens, level="###") -> str:
     e = block["engines"]
     lines = [f"{level} {block_title(block, max_new_tokens)}", ""]
     if block["kind"] == "translation":
-        lines.append("| engine | tokens/s | sentences/s | vs transformers | vs CT2 fp32 | vs CT2 int8 | peak RSS | load |")
-        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+        lines.append("| engine | tokens/s | runs (min–max) | sentences/s | vs transformers | vs CT2 fp32 | vs CT2 int8 | peak RSS | load |")
+        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         ref = {k: (e.get(k) or {}).get("tokens_per_s") for k in TRANSLATION_ENGINES}
         for engine in TRANSLATION_ENGINES:
             if engine not in e:
@@ -691,13 +759,13 @@ def render_block(block, max_new_tokens, level="###") -> str:
             r = e[engine]
             name = f"**{ENGINE_LABELS[engine]}**" if engine == "tidings" else ENGINE_LABELS[engine]
             lines.append(
-                f"| {name} | {r['tokens_per_s']:.1f} | {r['sentences_per_s']:.2f} | "
+                f"| {name} | {r['tokens_per_s']:.1f} | {spread(r)} | {r['sentences_per_s']:.2f} | "
                 f"{ratio(r['tokens_per_s'], ref['transformers'])} | {ratio(r['tokens_per_s'], ref['ct2-fp32'])} | "
                 f"{ratio(r['tokens_per_s'], ref['ct2-int8'])} | {fmt_mib(r['peak_rss_bytes'])} | {r['load_seconds']:.2f} s |"
             )
     else:
-        lines.append("| engine | texts/s | tokens/s | vs sentence-transformers | peak RSS | load |")
-        lines.append("|---|---:|---:|---:|---:|---:|")
+        lines.append("| engine | texts/s | tokens/s | runs (min–max) | vs sentence-transformers | peak RSS | load |")
+        lines.append("|---|---:|---:|---:|---:|---:|---:|")
         ref = (e.get("sentence-transformers") or {}).get("tokens_per_s")
         for engine in EMBED_ENGINES:
             if engine not in e:
@@ -705,7 +773,7 @@ def render_block(block, max_new_tokens, level="###") -> str:
             r = e[engine]
             name = f"**{ENGINE_LABELS[engine]}**" if engine == "tidings" else ENGINE_LABELS[engine]
             lines.append(
-                f"| {name} | {r['texts_per_s']:.1f} | {r['tokens_per_s']:.0f} | "
+                f"| {name} | {r['texts_per_s']:.1f} | {r['tokens_per_s']:.0f} | {spread(r, 0)} | "
                 f"{ratio(r['tokens_per_s'], ref)} | {fmt_mib(r['peak_rss_bytes'])} | {r['load_seconds']:.2f} s |"
             )
     return "\n".join(lines) + "\n"
@@ -723,6 +791,19 @@ def render_markdown(results) -> str:
     simd = ",".join(m.get("simd", [])) or "none detected"
     threads = " and ".join(str(t) for t in results["threads"])
     omp = results["omp_wait_policy"]
+    base = results.get("baseline_rss_bytes") or {}
+    baseline_note = ""
+    if base:
+        names = {"transformers": "torch + transformers", "ct2": "ctranslate2",
+                 "sentence-transformers": "sentence-transformers"}
+        baseline_note = " (importing them, before any model: " + ", ".join(
+            f"{names.get(k, k)} {fmt_mib(v)}" for k, v in base.items()) + ")"
+    load = results.get("load_average") or {}
+    load_note = ""
+    if load.get("before") and load.get("after"):
+        fmt = lambda xs: "/".join(f"{x:.1f}" for x in xs)
+        load_note = (f" (load average 1/5/15 min: {fmt(load['before'])} at the start, "
+                     f"{fmt(load['after'])} at the end)")
     omp_note = (
         f"`OMP_WAIT_POLICY={omp}` was set for every engine"
         + (" (OpenMP threads sleep instead of spinning at barriers; see below)" if omp == "PASSIVE" else "")
@@ -737,22 +818,29 @@ same model, the same input and the same settings. Measured {results['date']}.
 
 ![tokens per second, per engine and setting](docs/bench.svg)
 
-**Command** (from the repository root; it rebuilds tidings in release mode, re-runs everything
-and rewrites this file and the chart):
+**Command** (from the repository root, with a Python that has
+`scripts/requirements-bench.txt` and `scripts/fetch-minilm.sh` run once; it rebuilds tidings in
+release mode, re-runs everything and rewrites this file and the chart):
 
 ```sh
 {results['command']}
 ```
 
-**Machine:** {m.get('cpu', 'unknown CPU')}, {m.get('cores', '?')} cores available (SIMD: {simd}),
-{m.get('memory_gib', '?')} GiB RAM, {m.get('platform')}. Every engine ran with the same number
-of threads: {threads} (torch `set_num_threads` and `OMP_NUM_THREADS`, CTranslate2
-`intra_threads` with `inter_threads=1`, `tidings bench --threads`); {omp_note}. This is a
-shared machine with other jobs running: each number is the median of {results['repeats']}
-runs, engines interleaved (every run is in `target/peer-bench/{results['shape']}/results.json`).
+**Machine:** {m.get('cpu', 'unknown CPU')}, {m.get('cores', '?')} cores available (SIMD:
+{simd}), {m.get('memory_gib', '?')} GiB RAM, {m.get('platform')}. Every engine ran with the
+same number of threads, {threads} (torch `set_num_threads` and `OMP_NUM_THREADS`,
+CTranslate2 `intra_threads` with `inter_threads=1`, `tidings bench --threads`);
+{omp_note}. This is a shared machine with other jobs running{load_note}: each number is the
+median of {results['repeats']} runs, engines interleaved (every run is in
+`target/peer-bench/{results['shape']}/results.json`).
 
 **Versions:** {versions}. tidings: `cargo build --release`, default features, f32 on the CPU
-through candle.
+through candle. Python packages: `scripts/requirements-bench.txt`.
+
+**tidings relative to each peer** (its tokens/s divided by theirs; above 1× = tidings is
+faster):
+
+{headline(results)}
 
 ## Translation: random-weight `{results['shape']}`
 
@@ -788,17 +876,20 @@ and tokenize inside the timed call; tidings' vectors match sentence-transformers
   spinning barrier waits for a whole scheduler time slice: on this machine, with another job
   running, a 4×512×2048 f32 matmul in torch took 0.33 ms on 1 thread and 11–17 ms on 2 threads
   with the default policy, but 0.9 ms with `OMP_WAIT_POLICY=PASSIVE`. So the script sets
-  PASSIVE for everyone (`--omp-wait-policy default` turns that off); on an idle machine the
-  default is usually a little faster. tidings (rayon) is not affected by the setting.
+  PASSIVE for everyone (`--omp-wait-policy default` turns that off; on an idle machine the
+  default may be slightly faster). tidings (rayon) is not affected by the setting. Even so,
+  with the machine this loaded, 2 threads are often no faster than 1 (two busy threads cannot
+  both get a core): compare engines within one table, and prefer the 1-thread tables when
+  the 2-thread numbers look odd.
 - Peak RSS is each engine's own process (VmHWM), measured for each setting separately; for
-  the Python engines it includes the interpreter and its libraries (torch alone is a few
-  hundred MiB), for tidings the whole binary. tidings reads model.safetensors into memory
-  (f32) rather than mapping it.
+  the Python engines it includes the interpreter and its libraries{baseline_note}. tidings
+  memory-maps model.safetensors and copies the tensors out while loading, so its peak counts
+  the f32 weights about twice.
 - CTranslate2 int8 computes with 8-bit weights; the others in f32, so int8 is faster but not
   numerically the same model.
 - Random weights give random tokens, but the work per step is that of a real model of this
   shape; real models also stop at EOS, which every engine handles alike.
-- `tidings bench` alone gives tidings' numbers without Python:
+- `tidings bench` measures tidings the same way without Python (its own built-in input):
   `tidings bench --random-weights {results['shape']} --threads {results['threads'][-1]}`.
 """
 
@@ -838,7 +929,7 @@ def render_svg(results) -> str:
         y += 8
         for k in present:
             v = e[k]["tokens_per_s"]
-            w = max(1.0, (width - label_w - 110) * v / top)
+            w = max(1.0, (width - label_w - 130) * v / top)
             ty = y + bar_h * 0.75
             parts.append(f'<text x="{label_w - 8}" y="{ty:.0f}" font-size="13" text-anchor="end">{esc(ENGINE_LABELS[k])}</text>')
             parts.append(f'<rect x="{label_w}" y="{y}" width="{w:.1f}" height="{bar_h}" fill="{colors[k]}"/>')

@@ -265,7 +265,10 @@ fn bench_translation(
     let load_seconds = started.elapsed().as_secs_f64();
     let positions = model.config().max_position_embeddings;
     if args.max_new_tokens == 0 || args.max_new_tokens >= positions {
-        bail!("--max-new-tokens must be between 1 and {}", positions - 1);
+        bail!(
+            "--max-new-tokens must be between 1 and {}",
+            positions.saturating_sub(1)
+        );
     }
     let n = args.sentences.unwrap_or(match input {
         Some(_) => rows.len(),
