@@ -54,7 +54,7 @@ pub enum Command {
     /// Score a grouping against gold labels (B-cubed, pairwise, ARI, NMI).
     #[command(name = "eval-groups")]
     EvalGroups(align::EvalArgs),
-    /// Measure translation speed on this machine (needs no download with --random-weights).
+    /// Measure translation and embedding speed on this machine (--random-weights needs no download).
     Bench(bench::BenchArgs),
     /// Run the HTTP service (JSON API, LibreTranslate-compatible endpoints, metrics).
     Serve(serve::ServeArgs),
