@@ -157,6 +157,50 @@ pub(crate) mod simd {
 
     const LANES: usize = 8;
 
+    /// `$body` for `$l` = 0..8, written out: the compiler turns the eight statements into one
+    /// vector operation, and unoptimised (test) builds run them without iterator calls.
+    macro_rules! lanes {
+        ($l:ident => $body:expr) => {{
+            {
+                let $l = 0;
+                $body;
+            }
+            {
+                let $l = 1;
+                $body;
+            }
+            {
+                let $l = 2;
+                $body;
+            }
+            {
+                let $l = 3;
+                $body;
+            }
+            {
+                let $l = 4;
+                $body;
+            }
+            {
+                let $l = 5;
+                $body;
+            }
+            {
+                let $l = 6;
+                $body;
+            }
+            {
+                let $l = 7;
+                $body;
+            }
+        }};
+    }
+
+    #[inline(always)]
+    fn reduce(acc: &[f32; LANES]) -> f32 {
+        ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
+    }
+
     #[inline(always)]
     pub fn dot(a: &[f32], b: &[f32]) -> f32 {
         let n = a.len().min(b.len());
@@ -165,15 +209,13 @@ pub(crate) mod simd {
         let mut ca = a.chunks_exact(LANES);
         let mut cb = b.chunks_exact(LANES);
         for (x, y) in (&mut ca).zip(&mut cb) {
-            for l in 0..LANES {
-                acc[l] += x[l] * y[l];
-            }
+            lanes!(l => acc[l] += x[l] * y[l]);
         }
         let mut tail = 0f32;
         for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
             tail += x * y;
         }
-        ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7])) + tail
+        reduce(&acc) + tail
     }
 
     /// `y += s * x`
@@ -186,15 +228,17 @@ pub(crate) mod simd {
 
     #[inline(always)]
     pub fn max(v: &[f32]) -> f32 {
+        let n = v.len();
+        let full = n - n % LANES;
         let mut acc = [f32::NEG_INFINITY; LANES];
-        let mut chunks = v.chunks_exact(LANES);
-        for c in &mut chunks {
-            for l in 0..LANES {
-                acc[l] = acc[l].max(c[l]);
-            }
+        let mut i = 0;
+        while i < full {
+            let x = &v[i..i + LANES];
+            lanes!(l => acc[l] = acc[l].max(x[l]));
+            i += LANES;
         }
         let mut m = f32::NEG_INFINITY;
-        for &x in acc.iter().chain(chunks.remainder()) {
+        for &x in acc.iter().chain(&v[full..]) {
             m = m.max(x);
         }
         m
@@ -252,36 +296,45 @@ pub(crate) mod simd {
         for &x in chunks.remainder() {
             tail += exp(x - shift);
         }
-        ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7])) + tail
+        reduce(&acc) + tail
     }
 
     #[inline(always)]
     pub fn sum(v: &[f32]) -> f32 {
+        let n = v.len();
+        let full = n - n % LANES;
         let mut acc = [0f32; LANES];
-        let mut chunks = v.chunks_exact(LANES);
-        for c in &mut chunks {
-            for l in 0..LANES {
-                acc[l] += c[l];
-            }
+        let mut i = 0;
+        while i < full {
+            let x = &v[i..i + LANES];
+            lanes!(l => acc[l] += x[l]);
+            i += LANES;
         }
         let mut tail = 0f32;
-        for &x in chunks.remainder() {
+        for &x in &v[full..] {
             tail += x;
         }
-        ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7])) + tail
+        reduce(&acc) + tail
+    }
+
+    /// `v[i] = f(v[i])` for every i.
+    // An index loop rather than an iterator: as fast when optimised, and much faster in the
+    // unoptimised builds the tests run in.
+    #[allow(clippy::needless_range_loop)]
+    #[inline(always)]
+    pub fn map(v: &mut [f32], f: impl Fn(f32) -> f32) {
+        for i in 0..v.len() {
+            v[i] = f(v[i]);
+        }
     }
 
     /// Softmax in place, as torch computes it: e^(x - max) / Σ.
     #[inline(always)]
     pub fn softmax(v: &mut [f32]) {
         let m = max(v);
-        for x in v.iter_mut() {
-            *x = exp(*x - m);
-        }
+        map(v, |x| exp(x - m));
         let sum = sum(v);
-        for x in v.iter_mut() {
-            *x /= sum;
-        }
+        map(v, |x| x / sum);
     }
 
     /// log_softmax in place: x - max - ln Σ e^(x - max).
@@ -289,9 +342,7 @@ pub(crate) mod simd {
     pub fn log_softmax(v: &mut [f32]) {
         let m = max(v);
         let log_sum = sum_exp(v, m).ln();
-        for x in v.iter_mut() {
-            *x = *x - m - log_sum;
-        }
+        map(v, |x| x - m - log_sum);
     }
 
     /// Calls `$body` (an expression using only `#[inline(always)]` kernels) compiled for AVX2
@@ -353,17 +404,19 @@ mod kernels {
         scores.resize(heads * len, 0.0);
         for j in 0..len {
             let k = &kv[j * stride..j * stride + d];
-            for (h, (qh, kh)) in q.chunks_exact(hd).zip(k.chunks_exact(hd)).enumerate() {
-                scores[h * len + j] = simd::dot(qh, kh) * scale;
+            for h in 0..heads {
+                let at = h * hd;
+                scores[h * len + j] = simd::dot(&q[at..at + hd], &k[at..at + hd]) * scale;
             }
         }
-        for probs in scores.chunks_exact_mut(len) {
-            simd::softmax(probs);
+        for h in 0..heads {
+            simd::softmax(&mut scores[h * len..(h + 1) * len]);
         }
         for j in 0..len {
             let v = &kv[j * stride + d..j * stride + 2 * d];
-            for (h, (oh, vh)) in out.chunks_exact_mut(hd).zip(v.chunks_exact(hd)).enumerate() {
-                simd::axpy(oh, scores[h * len + j], vh);
+            for h in 0..heads {
+                let at = h * hd;
+                simd::axpy(&mut out[at..at + hd], scores[h * len + j], &v[at..at + hd]);
             }
         }
     }
@@ -419,16 +472,8 @@ mod kernels {
     #[inline(always)]
     fn activate_body(act: Activation, v: &mut [f32]) {
         match act {
-            Activation::Relu => {
-                for x in v.iter_mut() {
-                    *x = x.max(0.0);
-                }
-            }
-            Activation::Swish => {
-                for x in v.iter_mut() {
-                    *x = *x / (1.0 + simd::exp(-*x));
-                }
-            }
+            Activation::Relu => simd::map(v, |x| x.max(0.0)),
+            Activation::Swish => simd::map(v, |x| x / (1.0 + simd::exp(-x))),
             Activation::Gelu => {
                 for x in v.iter_mut() {
                     let e = candle_core::cpu::erf::erf_f32(*x * std::f32::consts::FRAC_1_SQRT_2);
