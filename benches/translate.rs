@@ -1,31 +1,71 @@
 //! `cargo bench --bench translate`: batch translation speed of a random-weight model of the
 //! real opus-mt-base shape (d_model 512, 6+6 layers, 8 heads, ffn 2048, vocab 58101), greedy and
-//! beam 4, fixed output length. Needs no download. `tidings bench` reports the same numbers.
+//! beam 4, fixed output length, median of 3 runs. Needs no download. `tidings bench` reports the
+//! same numbers.
+//!
+//! Besides wall-clock tokens/s it prints the process CPU time per run (Linux), which is what to
+//! compare on a machine shared with other work: run with `RAYON_NUM_THREADS=1` and compare
+//! tokens per CPU-second. `TIDINGS_BENCH_BEAMS=4` measures one beam width only;
+//! `TIDINGS_PROFILE=1` adds a table of where the time went.
 
 use candle_core::Device;
 use tidings::bench::{run_translation, synthetic_rows};
+use tidings::translate::model::profile;
 use tidings::translate::{random, GenerationConfig, MarianModel};
 
+/// User + system CPU seconds of this process so far, from /proc (None elsewhere).
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // USER_HZ is 100 on every Linux this runs on.
+    Some(ticks / 100.0)
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let beams: Vec<usize> = std::env::var("TIDINGS_BENCH_BEAMS")
+        .unwrap_or_else(|_| "1,4".into())
+        .split(',')
+        .filter_map(|b| b.trim().parse().ok())
+        .collect();
     let cfg = random::shape("opus-mt-base")?;
     let tensors = random::random_weights(&cfg, 0x7d1d_1e55, &Device::Cpu)?;
     let model = MarianModel::new(&cfg, tensors, &Device::Cpu)?;
     let gen = GenerationConfig::defaults_for(&cfg);
     let rows = synthetic_rows(32, cfg.vocab_size as u32, 0, &[cfg.pad_token_id], 42);
-    for beams in [1, 4] {
+    for beams in beams {
         run_translation(&model, &gen, &rows[..4], 4, beams, 2)?; // warm-up
-        let mut runs: Vec<_> = (0..3)
-            .map(|_| run_translation(&model, &gen, &rows, 32, beams, 32))
-            .collect::<Result<_, _>>()?;
+        profile::reset();
+        let mut runs = Vec::new();
+        for _ in 0..3 {
+            let cpu_before = cpu_seconds();
+            let run = run_translation(&model, &gen, &rows, 32, beams, 32)?;
+            let cpu = cpu_before.zip(cpu_seconds()).map(|(a, b)| b - a);
+            runs.push((run, cpu));
+        }
         runs.sort_by(|a, b| {
-            a.generated_tokens_per_s
-                .total_cmp(&b.generated_tokens_per_s)
+            a.0.generated_tokens_per_s
+                .total_cmp(&b.0.generated_tokens_per_s)
         });
-        let median = &runs[1];
+        let (median, _) = &runs[1];
+        let mut cpu: Vec<f64> = runs.iter().filter_map(|r| r.1).collect();
+        cpu.sort_by(f64::total_cmp);
+        let cpu_note = match cpu.get(1) {
+            Some(&c) => format!(
+                "; median CPU {c:.2} s per run = {:.1} tokens per CPU-second",
+                median.generated_tokens as f64 / c
+            ),
+            None => String::new(),
+        };
         println!(
-            "opus-mt-base random, batch 32, beam {beams}, 32 new tokens: median {:.1} tokens/s ({:.2} sentences/s) over 3 runs",
+            "opus-mt-base random, batch 32, beam {beams}, 32 new tokens: median {:.1} tokens/s ({:.2} sentences/s) over 3 runs{cpu_note}",
             median.generated_tokens_per_s, median.sentences_per_s
         );
+        if let Some(table) = profile::report() {
+            println!("time per section over the 3 runs (TIDINGS_PROFILE):\n{table}");
+        }
     }
     Ok(())
 }

@@ -7,7 +7,12 @@
 //! decoder never spends work on them.
 
 use super::config::{EarlyStopping, GenerationConfig};
-use super::model::{Encoded, MarianModel};
+use std::cmp::Ordering;
+
+use rayon::prelude::*;
+
+use super::model::profile::{self, Phase};
+use super::model::{simd, Encoded, MarianModel};
 use super::TranslateError;
 
 type Result<T> = std::result::Result<T, TranslateError>;
@@ -71,36 +76,119 @@ impl Processors<'_> {
 
 /// log_softmax of one row, computed as torch does: x - max - log(sum(exp(x - max))).
 fn log_softmax_in_place(row: &mut [f32]) {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f32 = row.iter().map(|&x| (x - max).exp()).sum();
-    let log_sum = sum.ln();
-    for x in row.iter_mut() {
-        *x = *x - max - log_sum;
-    }
+    simd::log_softmax_row(row);
 }
 
-/// Index of the first maximum (torch.argmax's choice on ties).
+/// Index of the first maximum (torch.argmax's choice on ties); NaNs never win.
 fn argmax(row: &[f32]) -> u32 {
-    let mut best = 0usize;
-    for (i, &x) in row.iter().enumerate() {
-        if x > row[best] {
-            best = i;
-        }
+    // Same answer as a left-to-right scan with `>`: the first occurrence of the largest
+    // non-NaN value, or 0 when the first entry is NaN.
+    if row.first().is_none_or(|x| x.is_nan()) {
+        return 0;
     }
-    best as u32
+    let best = simd::max_row(row);
+    row.iter().position(|&x| x == best).unwrap_or(0) as u32
 }
 
 /// The `k` largest values with their indices, largest first; ties keep the lower index first.
 fn top_k(values: &[f32], k: usize) -> Vec<(usize, f32)> {
-    let mut idx: Vec<usize> = (0..values.len()).collect();
-    let order = |a: &usize, b: &usize| values[*b].total_cmp(&values[*a]).then(a.cmp(b));
-    let k = k.min(idx.len());
-    if k < idx.len() {
-        idx.select_nth_unstable_by(k, order);
-        idx.truncate(k);
+    let mut top = TopK::new(k);
+    top.scan(values, 0.0, 0);
+    top.into_sorted()
+}
+
+/// The `want` best (value, index) pairs seen so far, ordered by value (`total_cmp`, largest
+/// first) and then by index (smallest first), fed in increasing index order.
+struct TopK {
+    want: usize,
+    best: Vec<(f32, usize)>,
+}
+
+impl TopK {
+    fn new(want: usize) -> Self {
+        Self {
+            want,
+            best: Vec::with_capacity(want + 1),
+        }
     }
-    idx.sort_by(order);
-    idx.into_iter().map(|i| (i, values[i])).collect()
+
+    fn offer(&mut self, v: f32, index: usize) {
+        if self.best.len() == self.want {
+            // A tie with the worst kept entry loses: its index is larger.
+            match self.best.last() {
+                Some(&(worst, _)) if v.total_cmp(&worst) == Ordering::Greater => {}
+                _ => return,
+            }
+        }
+        let at = self
+            .best
+            .iter()
+            .position(|&(e, _)| e.total_cmp(&v) == Ordering::Less)
+            .unwrap_or(self.best.len());
+        self.best.insert(at, (v, index));
+        self.best.truncate(self.want);
+    }
+
+    /// Offer `row[i] + add` as index `base + i`, for every i.
+    // `!(v < worst)` on purpose: unlike `v >= worst` it lets NaN through to the exact test.
+    #[allow(clippy::neg_cmp_op_on_partial_ord)]
+    fn scan(&mut self, row: &[f32], add: f32, base: usize) {
+        const CHUNK: usize = 16;
+        let mut chunks = row.chunks_exact(CHUNK);
+        let mut at = base;
+        for chunk in &mut chunks {
+            // Cheap test first: nothing below the worst kept value can enter. `!(v < worst)`
+            // also lets NaNs and ±0 ties through to the exact comparison.
+            if self.best.len() == self.want && self.want > 0 {
+                let worst = self.best[self.want - 1].0;
+                let mut any = false;
+                for &x in chunk {
+                    any |= !(x + add < worst);
+                }
+                if !any {
+                    at += CHUNK;
+                    continue;
+                }
+            }
+            for (j, &x) in chunk.iter().enumerate() {
+                self.offer(x + add, at + j);
+            }
+            at += CHUNK;
+        }
+        for (j, &x) in chunks.remainder().iter().enumerate() {
+            self.offer(x + add, at + j);
+        }
+    }
+
+    fn into_sorted(self) -> Vec<(usize, f32)> {
+        self.best.into_iter().map(|(v, i)| (i, v)).collect()
+    }
+}
+
+/// Rows of `logits` (each `width` wide) paired with `items`, in parallel when there is enough
+/// work to share.
+fn map_rows<T, R, F>(logits: &mut [f32], width: usize, items: &[T], f: F) -> Vec<R>
+where
+    T: Sync,
+    R: Send,
+    F: Fn(&mut [f32], &T) -> R + Sync + Send,
+{
+    if width == 0 {
+        return Vec::new();
+    }
+    if items.len() > 1 && logits.len() >= 1 << 16 && rayon::current_num_threads() > 1 {
+        logits
+            .par_chunks_mut(width)
+            .zip(items.par_iter())
+            .map(|(row, item)| f(row, item))
+            .collect()
+    } else {
+        logits
+            .chunks_mut(width)
+            .zip(items)
+            .map(|(row, item)| f(row, item))
+            .collect()
+    }
 }
 
 fn length_normalised(score: f32, generated_len: usize, length_penalty: f32) -> f32 {
@@ -115,23 +203,33 @@ pub fn greedy(
     encoded: &Encoded,
     gen: &GenerationConfig,
 ) -> Result<Vec<Vec<u32>>> {
-    let n = encoded.hidden.dim(0)?;
+    let n = encoded.rows();
     let processors = Processors { gen };
     let mut state = model.start_decoding(encoded, None)?;
     // Decoder inputs so far per row, decoder start token included.
     let mut prefixes: Vec<Vec<u32>> = vec![vec![gen.decoder_start_token_id]; n];
     let mut active: Vec<usize> = (0..n).collect();
+    let vocab = model.config().target_vocab_size();
+    let mut logits = Vec::new();
     while !active.is_empty() {
         let tokens: Vec<u32> = active
             .iter()
             .map(|&r| *prefixes[r].last().unwrap_or(&gen.decoder_start_token_id))
             .collect();
-        let logits = model.decode_step(&tokens, &mut state)?.to_vec2::<f32>()?;
+        model.decode_step_into(&tokens, &mut state, &mut logits)?;
+        if logits.len() != active.len() * vocab {
+            return Err(TranslateError::Input(
+                "decoder returned a wrong logits size".into(),
+            ));
+        }
+        let t_search = profile::time(Phase::Search);
+        let next = map_rows(&mut logits, vocab, &active, |scores, &row| {
+            processors.apply(&prefixes[row], scores);
+            argmax(scores)
+        });
         let mut keep = Vec::with_capacity(active.len());
         let mut still_active = Vec::with_capacity(active.len());
-        for (slot, (&row, mut scores)) in active.iter().zip(logits).enumerate() {
-            processors.apply(&prefixes[row], &mut scores);
-            let next = argmax(&scores);
+        for (slot, (&row, next)) in active.iter().zip(next).enumerate() {
             prefixes[row].push(next);
             let done = gen.eos_token_ids.contains(&next) || prefixes[row].len() >= gen.max_length;
             if !done {
@@ -139,6 +237,7 @@ pub fn greedy(
                 still_active.push(row);
             }
         }
+        drop(t_search);
         if still_active.len() != active.len() && !still_active.is_empty() {
             state.select(&keep)?;
         }
@@ -188,48 +287,60 @@ pub fn beam_search(
     if k <= 1 {
         return greedy(model, encoded, gen);
     }
-    let n = encoded.hidden.dim(0)?;
+    let n = encoded.rows();
     let vocab = model.config().target_vocab_size();
     let processors = Processors { gen };
     let candidates_per_item = 2.max(1 + gen.eos_token_ids.len()) * k;
-    let expand: Vec<u32> = (0..n as u32)
-        .flat_map(|r| std::iter::repeat_n(r, k))
-        .collect();
-    let mut state = model.start_decoding(encoded, Some(&expand))?;
+    // The first step feeds every beam of a sentence the same token, so it runs one row per
+    // sentence; the rows fan out to `k` per sentence when the first beams are chosen.
+    let mut state = model.start_decoding(encoded, None)?;
+    let mut rows_per_item = 1usize;
     let mut items: Vec<BeamItem> = (0..n).map(|_| BeamItem::new(k)).collect();
     // Items still decoding, in the order of their row blocks in `state`.
     let mut active: Vec<usize> = (0..n).collect();
     // transformers' cur_len: decoder input length, the start token included.
     let mut cur_len = 1usize;
-    let mut prefix = Vec::with_capacity(gen.max_length);
+    let mut logits = Vec::new();
     while !active.is_empty() {
         let tokens: Vec<u32> = active
             .iter()
             .flat_map(|&i| {
-                items[i]
-                    .running
+                items[i].running[..rows_per_item]
                     .iter()
                     .map(|(ids, _)| *ids.last().unwrap_or(&gen.decoder_start_token_id))
             })
             .collect();
-        let logits = model.decode_step(&tokens, &mut state)?.to_vec2::<f32>()?;
-
-        let mut next_rows: Vec<u32> = Vec::with_capacity(active.len() * k);
-        let mut still_active = Vec::with_capacity(active.len());
-        for (block, &item_idx) in active.iter().enumerate() {
-            let item = &mut items[item_idx];
-            // Accumulated log-probs of every (beam, token) continuation, flattened beam-major.
-            let mut flat = Vec::with_capacity(k * vocab);
-            for (b, (ids, score)) in item.running.iter().enumerate() {
-                let mut row = logits[block * k + b].clone();
-                log_softmax_in_place(&mut row);
+        model.decode_step_into(&tokens, &mut state, &mut logits)?;
+        if logits.len() != tokens.len() * vocab {
+            return Err(TranslateError::Input(
+                "decoder returned a wrong logits size".into(),
+            ));
+        }
+        let t_search = profile::time(Phase::Search);
+        // Per sentence, in parallel: normalise its rows and find the best continuations of the
+        // accumulated log-probs of every (beam, token), flattened beam-major.
+        let block_width = rows_per_item * vocab;
+        let tops = map_rows(&mut logits, block_width, &active, |block, &item_idx| {
+            let item = &items[item_idx];
+            let mut prefix = Vec::with_capacity(gen.max_length);
+            for (row, (ids, _)) in block.chunks_mut(vocab).zip(&item.running) {
+                log_softmax_in_place(row);
                 prefix.clear();
                 prefix.push(gen.decoder_start_token_id);
                 prefix.extend_from_slice(ids);
-                processors.apply_normalised(&prefix, &mut row);
-                flat.extend(row.into_iter().map(|lp| lp + score));
+                processors.apply_normalised(&prefix, row);
             }
-            let top = top_k(&flat, candidates_per_item);
+            let mut top = TopK::new(candidates_per_item);
+            for (b, (_, score)) in item.running.iter().enumerate() {
+                let row = if rows_per_item == 1 { 0 } else { b };
+                top.scan(&block[row * vocab..(row + 1) * vocab], *score, b * vocab);
+            }
+            top.into_sorted()
+        });
+        let mut next_rows: Vec<u32> = Vec::with_capacity(active.len() * k);
+        let mut still_active = Vec::with_capacity(active.len());
+        for ((block, &item_idx), top) in active.iter().enumerate().zip(tops) {
+            let item = &mut items[item_idx];
             let hits_max_length = cur_len + 1 >= gen.max_length;
             let candidates: Vec<(usize, u32, f32, bool)> = top
                 .into_iter()
@@ -303,10 +414,13 @@ pub fn beam_search(
                 || all_hit;
             if !done {
                 still_active.push(item_idx);
-                next_rows.extend(parents.iter().map(|&p| (block * k + p) as u32));
+                let row = |p: usize| block * rows_per_item + if rows_per_item == 1 { 0 } else { p };
+                next_rows.extend(parents.iter().map(|&p| row(p) as u32));
             }
         }
+        drop(t_search);
         cur_len += 1;
+        rows_per_item = k;
         if !still_active.is_empty() {
             state.select(&next_rows)?;
         }

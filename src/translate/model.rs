@@ -8,13 +8,20 @@
 
 use std::collections::HashMap;
 
-use candle_core::{DType, Device, IndexOp, Module, Tensor};
+use candle_core::{DType, Device, IndexOp, Layout, Module, Storage, Tensor};
 use candle_nn::{LayerNorm, Linear};
 
 use super::config::{Activation, MarianConfig};
 use super::TranslateError;
+use profile::Phase;
+
+mod cpu;
+pub(crate) use cpu::simd;
 
 type Result<T> = std::result::Result<T, TranslateError>;
+
+/// torch.nn.LayerNorm's default eps; Marian configs have no field for it.
+const LAYER_NORM_EPS: f64 = 1e-5;
 
 /// Tensors by name, with the `model.` prefix handled and missing names reported clearly.
 struct Weights {
@@ -59,7 +66,12 @@ impl Weights {
                 t.dims()
             )));
         }
-        Ok(Some(t.to_device(&self.device)?.to_dtype(self.dtype)?))
+        // Contiguous, so that the CPU decoder can read weights as plain slices.
+        Ok(Some(
+            t.to_device(&self.device)?
+                .to_dtype(self.dtype)?
+                .contiguous()?,
+        ))
     }
 
     fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
@@ -80,8 +92,121 @@ impl Weights {
     fn layer_norm(&self, name: &str, dim: usize) -> Result<LayerNorm> {
         let w = self.get(&format!("{name}.weight"), &[dim])?;
         let b = self.get(&format!("{name}.bias"), &[dim])?;
-        // torch.nn.LayerNorm's default eps; Marian configs have no field for it.
-        Ok(LayerNorm::new(w, b, 1e-5))
+        Ok(LayerNorm::new(w, b, LAYER_NORM_EPS))
+    }
+}
+
+/// Opt-in wall-clock accounting of the translation hot path, for profiling without a profiler:
+/// set `TIDINGS_PROFILE=1`, run, then read [`profile::report`]. Off, it costs one relaxed load
+/// per timed section.
+pub mod profile {
+    use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+    use std::time::Instant;
+
+    /// The timed sections, in the order a batch goes through them.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Phase {
+        Encode,
+        CrossKv,
+        Embed,
+        SelfQkv,
+        SelfAttend,
+        SelfOut,
+        CrossQ,
+        CrossAttend,
+        CrossOut,
+        AddNorm,
+        Ffn,
+        LmHead,
+        ReadLogits,
+        Search,
+        Reorder,
+    }
+
+    const PHASES: [Phase; 15] = [
+        Phase::Encode,
+        Phase::CrossKv,
+        Phase::Embed,
+        Phase::SelfQkv,
+        Phase::SelfAttend,
+        Phase::SelfOut,
+        Phase::CrossQ,
+        Phase::CrossAttend,
+        Phase::CrossOut,
+        Phase::AddNorm,
+        Phase::Ffn,
+        Phase::LmHead,
+        Phase::ReadLogits,
+        Phase::Search,
+        Phase::Reorder,
+    ];
+
+    static NANOS: [AtomicU64; 15] = [const { AtomicU64::new(0) }; 15];
+    static CALLS: [AtomicU64; 15] = [const { AtomicU64::new(0) }; 15];
+    /// 0 = not read yet, 1 = off, 2 = on.
+    static STATE: AtomicU8 = AtomicU8::new(0);
+
+    pub fn enabled() -> bool {
+        match STATE.load(Ordering::Relaxed) {
+            0 => {
+                let on = std::env::var_os("TIDINGS_PROFILE").is_some_and(|v| v != "0");
+                STATE.store(if on { 2 } else { 1 }, Ordering::Relaxed);
+                on
+            }
+            s => s == 2,
+        }
+    }
+
+    /// Adds the time until it is dropped to `phase`.
+    pub struct Timer {
+        phase: Phase,
+        start: Option<Instant>,
+    }
+
+    impl Drop for Timer {
+        fn drop(&mut self) {
+            if let Some(start) = self.start {
+                let i = self.phase as usize;
+                NANOS[i].fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                CALLS[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    pub fn time(phase: Phase) -> Timer {
+        Timer {
+            phase,
+            start: enabled().then(Instant::now),
+        }
+    }
+
+    /// Forget everything timed so far.
+    pub fn reset() {
+        for (n, c) in NANOS.iter().zip(&CALLS) {
+            n.store(0, Ordering::Relaxed);
+            c.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// A table of the time per section since the last [`reset`], or `None` when profiling is
+    /// off.
+    pub fn report() -> Option<String> {
+        if !enabled() {
+            return None;
+        }
+        let total: u64 = NANOS.iter().map(|n| n.load(Ordering::Relaxed)).sum();
+        let mut out = String::from("| section | calls | ms | share |\n|---|---:|---:|---:|\n");
+        for phase in PHASES {
+            let ns = NANOS[phase as usize].load(Ordering::Relaxed);
+            let calls = CALLS[phase as usize].load(Ordering::Relaxed);
+            out.push_str(&format!(
+                "| {phase:?} | {calls} | {:.1} | {:.1}% |\n",
+                ns as f64 / 1e6,
+                100.0 * ns as f64 / total.max(1) as f64
+            ));
+        }
+        out.push_str(&format!("| total | | {:.1} | |\n", total as f64 / 1e6));
+        Some(out)
     }
 }
 
@@ -112,62 +237,124 @@ fn activate(act: Activation, xs: &Tensor) -> Result<Tensor> {
     })
 }
 
-struct Attention {
-    q: Linear,
-    k: Linear,
-    v: Linear,
+/// (n, t, d) -> (n, heads, t, head_dim), contiguous.
+fn split_heads(xs: &Tensor, heads: usize) -> Result<Tensor> {
+    let (n, t, d) = xs.dims3()?;
+    Ok(xs
+        .reshape((n, t, heads, d / heads))?
+        .transpose(1, 2)?
+        .contiguous()?)
+}
+
+/// Scaled dot-product attention of per-head queries over keys/values, with an additive bias
+/// broadcastable to (n, heads, t_q, t_k); returns (n, t_q, d).
+fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    bias: Option<&Tensor>,
+    scale: f64,
+) -> Result<Tensor> {
+    let (n, heads, t, hd) = q.dims4()?;
+    let mut scores = (q.matmul(&k.t()?)? * scale)?;
+    if let Some(bias) = bias {
+        scores = scores.broadcast_add(bias)?;
+    }
+    let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+    Ok(probs
+        .matmul(v)?
+        .transpose(1, 2)?
+        .reshape((n, t, heads * hd))?)
+}
+
+/// Self-attention with the q, k and v projections stacked into one (3·d, d) matrix, so one
+/// matrix product serves all three.
+struct SelfAttention {
+    qkv: Linear,
     out: Linear,
     heads: usize,
-    head_dim: usize,
     scale: f64,
 }
 
-impl Attention {
-    fn load(w: &Weights, name: &str, d_model: usize, heads: usize) -> Result<Self> {
-        let head_dim = d_model / heads;
+/// Cross-attention: q from the decoder, k and v (stacked, (2·d, d)) from the encoder output.
+struct CrossAttention {
+    q: Linear,
+    kv: Linear,
+    out: Linear,
+    heads: usize,
+    scale: f64,
+}
+
+/// Load `names` (each `{name}.weight` (d, d) and `{name}.bias` (d)) as one stacked projection.
+fn stacked_linear(w: &Weights, names: &[String], d: usize) -> Result<Linear> {
+    let mut weights = Vec::with_capacity(names.len());
+    let mut biases = Vec::with_capacity(names.len());
+    for name in names {
+        weights.push(w.get(&format!("{name}.weight"), &[d, d])?);
+        biases.push(w.get(&format!("{name}.bias"), &[d])?);
+    }
+    Ok(Linear::new(
+        Tensor::cat(&weights, 0)?,
+        Some(Tensor::cat(&biases, 0)?),
+    ))
+}
+
+fn heads_scale(d_model: usize, heads: usize) -> Result<f64> {
+    if heads == 0 || !d_model.is_multiple_of(heads) {
+        return Err(TranslateError::Config(format!(
+            "d_model {d_model} is not divisible into {heads} attention heads"
+        )));
+    }
+    Ok(((d_model / heads) as f64).powf(-0.5))
+}
+
+impl SelfAttention {
+    fn load(w: &Weights, name: &str, d: usize, heads: usize) -> Result<Self> {
+        let names: Vec<String> = ["q_proj", "k_proj", "v_proj"]
+            .iter()
+            .map(|p| format!("{name}.{p}"))
+            .collect();
         Ok(Self {
-            q: w.linear(&format!("{name}.q_proj"), d_model, d_model)?,
-            k: w.linear(&format!("{name}.k_proj"), d_model, d_model)?,
-            v: w.linear(&format!("{name}.v_proj"), d_model, d_model)?,
-            out: w.linear(&format!("{name}.out_proj"), d_model, d_model)?,
+            qkv: stacked_linear(w, &names, d)?,
+            out: w.linear(&format!("{name}.out_proj"), d, d)?,
             heads,
-            head_dim,
-            scale: (head_dim as f64).powf(-0.5),
+            scale: heads_scale(d, heads)?,
         })
     }
 
-    /// (n, t, d) -> (n, heads, t, head_dim), contiguous.
-    fn split_heads(&self, xs: &Tensor) -> Result<Tensor> {
-        let (n, t, _) = xs.dims3()?;
-        Ok(xs
-            .reshape((n, t, self.heads, self.head_dim))?
-            .transpose(1, 2)?
-            .contiguous()?)
+    /// Per-head q, k and v of `xs` (n, t, d).
+    fn project(&self, xs: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+        let d = xs.dim(2)?;
+        let qkv = self.qkv.forward(xs)?;
+        let part = |i: usize| split_heads(&qkv.narrow(2, i * d, d)?, self.heads);
+        Ok((part(0)?, part(1)?, part(2)?))
+    }
+}
+
+impl CrossAttention {
+    fn load(w: &Weights, name: &str, d: usize, heads: usize) -> Result<Self> {
+        Ok(Self {
+            q: w.linear(&format!("{name}.q_proj"), d, d)?,
+            kv: stacked_linear(w, &[format!("{name}.k_proj"), format!("{name}.v_proj")], d)?,
+            out: w.linear(&format!("{name}.out_proj"), d, d)?,
+            heads,
+            scale: heads_scale(d, heads)?,
+        })
     }
 
-    fn project_kv(&self, xs: &Tensor) -> Result<(Tensor, Tensor)> {
-        let k = self.split_heads(&self.k.forward(xs)?)?;
-        let v = self.split_heads(&self.v.forward(xs)?)?;
-        Ok((k, v))
-    }
-
-    /// Scaled dot-product attention of `xs`'s queries over `k`/`v`, with an additive bias
-    /// broadcastable to (n, heads, t_q, t_k).
-    fn attend(&self, xs: &Tensor, k: &Tensor, v: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-        let (n, t, d) = xs.dims3()?;
-        let q = self.split_heads(&self.q.forward(xs)?)?;
-        let mut scores = (q.matmul(&k.t()?)? * self.scale)?;
-        if let Some(bias) = bias {
-            scores = scores.broadcast_add(bias)?;
-        }
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        let ctx = probs.matmul(v)?.transpose(1, 2)?.reshape((n, t, d))?;
-        Ok(self.out.forward(&ctx)?)
+    /// Per-head keys and values of the encoder output (n, s, d).
+    fn project_kv(&self, hidden: &Tensor) -> Result<(Tensor, Tensor)> {
+        let d = hidden.dim(2)?;
+        let kv = self.kv.forward(hidden)?;
+        Ok((
+            split_heads(&kv.narrow(2, 0, d)?, self.heads)?,
+            split_heads(&kv.narrow(2, d, d)?, self.heads)?,
+        ))
     }
 }
 
 struct EncoderLayer {
-    self_attn: Attention,
+    self_attn: SelfAttention,
     self_attn_norm: LayerNorm,
     fc1: Linear,
     fc2: Linear,
@@ -175,27 +362,93 @@ struct EncoderLayer {
 }
 
 struct DecoderLayer {
-    self_attn: Attention,
+    self_attn: SelfAttention,
     self_attn_norm: LayerNorm,
-    cross_attn: Attention,
+    cross_attn: CrossAttention,
     cross_attn_norm: LayerNorm,
     fc1: Linear,
     fc2: Linear,
     final_norm: LayerNorm,
 }
 
-/// The encoder's output for one batch, with the additive padding bias the decoder's
-/// cross-attention needs.
+/// The encoder's output for one batch.
 pub struct Encoded {
-    /// (n, s, d_model)
-    pub hidden: Tensor,
-    /// (n, 1, 1, s): 0 for real tokens, -inf for padding.
-    pub pad_bias: Tensor,
+    kind: EncodedKind,
+    /// Real (unpadded) length of each sentence.
+    lengths: Vec<usize>,
+}
+
+enum EncodedKind {
+    /// (n, s, d_model) with the additive padding bias (n, 1, 1, s) cross-attention needs:
+    /// 0 for real tokens, -inf for padding.
+    Tensors { hidden: Tensor, pad_bias: Tensor },
+    /// CPU: real tokens only, sentence after sentence: (Σ lengths, d_model).
+    Packed(Vec<f32>),
+}
+
+impl Encoded {
+    /// Sentences in the batch.
+    pub fn rows(&self) -> usize {
+        self.lengths.len()
+    }
+
+    /// Source tokens per sentence.
+    pub fn lengths(&self) -> &[usize] {
+        &self.lengths
+    }
+
+    /// Hidden states, packed sentence after sentence: (Σ lengths, d_model).
+    fn packed(&self, d: usize) -> Result<std::borrow::Cow<'_, [f32]>> {
+        match &self.kind {
+            EncodedKind::Packed(v) => Ok(std::borrow::Cow::Borrowed(v)),
+            EncodedKind::Tensors { hidden, .. } => {
+                let mut packed = Vec::with_capacity(self.lengths.iter().sum::<usize>() * d);
+                for (i, &len) in self.lengths.iter().enumerate() {
+                    let rows = hidden.i((i, ..len))?.flatten_all()?.to_vec1::<f32>()?;
+                    packed.extend(rows);
+                }
+                Ok(std::borrow::Cow::Owned(packed))
+            }
+        }
+    }
+
+    /// Padded hidden states (n, s, d_model) and the padding bias (n, 1, 1, s).
+    fn padded(&self, d: usize, device: &Device) -> Result<(Tensor, Tensor)> {
+        match &self.kind {
+            EncodedKind::Tensors { hidden, pad_bias } => Ok((hidden.clone(), pad_bias.clone())),
+            EncodedKind::Packed(v) => {
+                let n = self.lengths.len();
+                let s = self.lengths.iter().copied().max().unwrap_or(0);
+                let mut hidden = vec![0f32; n * s * d];
+                let mut bias = vec![f32::NEG_INFINITY; n * s];
+                let mut at = 0;
+                for (i, &len) in self.lengths.iter().enumerate() {
+                    hidden[i * s * d..(i * s + len) * d].copy_from_slice(&v[at..at + len * d]);
+                    bias[i * s..i * s + len].fill(0.0);
+                    at += len * d;
+                }
+                Ok((
+                    Tensor::from_vec(hidden, (n, s, d), device)?,
+                    Tensor::from_vec(bias, (n, 1, 1, s), device)?,
+                ))
+            }
+        }
+    }
 }
 
 /// Per-row decoder state for incremental decoding. Rows can be reordered or dropped with
 /// [`DecoderState::select`] (beam reordering, finished sequences leaving the batch).
 pub struct DecoderState {
+    inner: StateKind,
+}
+
+enum StateKind {
+    Tensors(TensorState),
+    Cpu(Box<cpu::State>),
+}
+
+/// The device-independent decoder state: candle tensors per row.
+struct TensorState {
     self_kv: Vec<Option<(Tensor, Tensor)>>,
     cross_kv: Vec<(Tensor, Tensor)>,
     cross_bias: Tensor,
@@ -205,22 +458,38 @@ pub struct DecoderState {
 
 impl DecoderState {
     pub fn rows(&self) -> Result<usize> {
-        Ok(self.cross_bias.dim(0)?)
+        match &self.inner {
+            StateKind::Tensors(s) => Ok(s.cross_bias.dim(0)?),
+            StateKind::Cpu(s) => Ok(s.rows()),
+        }
+    }
+
+    fn step(&self) -> usize {
+        match &self.inner {
+            StateKind::Tensors(s) => s.step,
+            StateKind::Cpu(s) => s.step,
+        }
     }
 
     /// Keep rows `rows` (in that order, repeats allowed) of every cached tensor.
     pub fn select(&mut self, rows: &[u32]) -> Result<()> {
-        let device = self.cross_bias.device().clone();
-        let idx = Tensor::from_slice(rows, rows.len(), &device)?;
-        let pick = |t: &Tensor| -> Result<Tensor> { Ok(t.index_select(&idx, 0)?) };
-        for kv in self.self_kv.iter_mut().flatten() {
-            *kv = (pick(&kv.0)?, pick(&kv.1)?);
+        let _t = profile::time(Phase::Reorder);
+        match &mut self.inner {
+            StateKind::Cpu(s) => s.select(rows),
+            StateKind::Tensors(s) => {
+                let device = s.cross_bias.device().clone();
+                let idx = Tensor::from_slice(rows, rows.len(), &device)?;
+                let pick = |t: &Tensor| -> Result<Tensor> { Ok(t.index_select(&idx, 0)?) };
+                for kv in s.self_kv.iter_mut().flatten() {
+                    *kv = (pick(&kv.0)?, pick(&kv.1)?);
+                }
+                for kv in s.cross_kv.iter_mut() {
+                    *kv = (pick(&kv.0)?, pick(&kv.1)?);
+                }
+                s.cross_bias = pick(&s.cross_bias)?;
+                Ok(())
+            }
         }
-        for kv in self.cross_kv.iter_mut() {
-            *kv = (pick(&kv.0)?, pick(&kv.1)?);
-        }
-        self.cross_bias = pick(&self.cross_bias)?;
-        Ok(())
     }
 }
 
@@ -229,6 +498,7 @@ pub struct MarianModel {
     encoder_embed: Tensor,
     decoder_embed: Tensor,
     lm_head: Tensor,
+    /// (target_vocab,)
     final_logits_bias: Tensor,
     encoder_positions: Tensor,
     decoder_positions: Tensor,
@@ -236,6 +506,47 @@ pub struct MarianModel {
     decoder_layers: Vec<DecoderLayer>,
     embed_scale: f64,
     device: Device,
+    /// Decode with the plain-buffer CPU decoder (`cpu`) rather than candle tensor operations.
+    cpu_decoder: bool,
+}
+
+/// A contiguous f32 CPU tensor's elements.
+fn cpu_slice<'a>(storage: &'a Storage, layout: &Layout) -> Result<&'a [f32]> {
+    let Storage::Cpu(cpu) = storage else {
+        return Err(TranslateError::Input(
+            "the CPU decoder was given a tensor on another device".into(),
+        ));
+    };
+    let all = cpu.as_slice::<f32>()?;
+    let (start, end) = layout.contiguous_offsets().ok_or_else(|| {
+        TranslateError::Weights("the CPU decoder needs contiguous weights".into())
+    })?;
+    all.get(start..end)
+        .ok_or_else(|| TranslateError::Weights("tensor layout outside its storage".into()))
+}
+
+fn bias(l: &Linear) -> Result<&Tensor> {
+    l.bias()
+        .ok_or_else(|| TranslateError::Weights("a projection has no bias".into()))
+}
+
+fn norm_bias(l: &LayerNorm) -> Result<&Tensor> {
+    l.bias()
+        .ok_or_else(|| TranslateError::Weights("a layer norm has no bias".into()))
+}
+
+fn linear<'a>(w: &'a [f32], b: &'a [f32], inp: usize, out: usize) -> cpu::Linear<'a> {
+    cpu::Linear { w, b, inp, out }
+}
+
+/// Run `f` with `tensors` (contiguous f32 CPU tensors) borrowed as slices, in order.
+fn with_slices<R>(tensors: &[&Tensor], f: impl FnOnce(&[&[f32]]) -> Result<R>) -> Result<R> {
+    let guards: Vec<_> = tensors.iter().map(|t| t.storage_and_layout()).collect();
+    let slices = guards
+        .iter()
+        .map(|(storage, layout)| cpu_slice(storage, layout))
+        .collect::<Result<Vec<&[f32]>>>()?;
+    f(&slices)
 }
 
 impl MarianModel {
@@ -267,9 +578,15 @@ impl MarianModel {
         } else {
             w.get("lm_head.weight", &[target_vocab, d])?
         };
+        if lm_head.dim(0)? != target_vocab {
+            return Err(TranslateError::Weights(format!(
+                "the output projection has {} rows for a target vocabulary of {target_vocab}",
+                lm_head.dim(0)?
+            )));
+        }
         let final_logits_bias = match w.get_opt("final_logits_bias", &[1, target_vocab])? {
-            Some(t) => t,
-            None => Tensor::zeros((1, target_vocab), DType::F32, device)?,
+            Some(t) => t.reshape(target_vocab)?,
+            None => Tensor::zeros(target_vocab, DType::F32, device)?,
         };
         let n_pos = cfg.max_position_embeddings;
         let table = sinusoidal_positions(n_pos, d, device)?;
@@ -285,7 +602,7 @@ impl MarianModel {
         for i in 0..cfg.encoder_layers {
             let p = format!("encoder.layers.{i}");
             encoder_layers.push(EncoderLayer {
-                self_attn: Attention::load(
+                self_attn: SelfAttention::load(
                     &w,
                     &format!("{p}.self_attn"),
                     d,
@@ -302,9 +619,9 @@ impl MarianModel {
             let p = format!("decoder.layers.{i}");
             let heads = cfg.decoder_attention_heads;
             decoder_layers.push(DecoderLayer {
-                self_attn: Attention::load(&w, &format!("{p}.self_attn"), d, heads)?,
+                self_attn: SelfAttention::load(&w, &format!("{p}.self_attn"), d, heads)?,
                 self_attn_norm: w.layer_norm(&format!("{p}.self_attn_layer_norm"), d)?,
-                cross_attn: Attention::load(&w, &format!("{p}.encoder_attn"), d, heads)?,
+                cross_attn: CrossAttention::load(&w, &format!("{p}.encoder_attn"), d, heads)?,
                 cross_attn_norm: w.layer_norm(&format!("{p}.encoder_attn_layer_norm"), d)?,
                 fc1: w.linear(&format!("{p}.fc1"), d, cfg.decoder_ffn_dim)?,
                 fc2: w.linear(&format!("{p}.fc2"), cfg.decoder_ffn_dim, d)?,
@@ -327,6 +644,7 @@ impl MarianModel {
                 1.0
             },
             device: device.clone(),
+            cpu_decoder: device.is_cpu(),
         })
     }
 
@@ -338,8 +656,156 @@ impl MarianModel {
         &self.device
     }
 
+    /// Run `f` with the decoder's weights borrowed as plain slices (CPU only).
+    fn with_cpu_weights<R>(&self, f: impl FnOnce(&cpu::Weights<'_>) -> Result<R>) -> Result<R> {
+        let mut tensors: Vec<&Tensor> = vec![
+            &self.decoder_embed,
+            &self.decoder_positions,
+            &self.lm_head,
+            &self.final_logits_bias,
+        ];
+        for l in &self.decoder_layers {
+            let linears = [
+                &l.self_attn.qkv,
+                &l.self_attn.out,
+                &l.cross_attn.q,
+                &l.cross_attn.kv,
+                &l.cross_attn.out,
+                &l.fc1,
+                &l.fc2,
+            ];
+            for lin in linears {
+                tensors.push(lin.weight());
+                tensors.push(bias(lin)?);
+            }
+            for norm in [&l.self_attn_norm, &l.cross_attn_norm, &l.final_norm] {
+                tensors.push(norm.weight());
+                tensors.push(norm_bias(norm)?);
+            }
+        }
+        with_slices(&tensors, |slices| {
+            let mut next = slices.iter().copied();
+            let mut take = || {
+                next.next()
+                    .ok_or_else(|| TranslateError::Weights("decoder weights missing".into()))
+            };
+            let d = self.cfg.d_model;
+            let ffn = self.cfg.decoder_ffn_dim;
+            let embed = take()?;
+            let positions = take()?;
+            let lm_w = take()?;
+            let lm_b = take()?;
+            let mut layers = Vec::with_capacity(self.decoder_layers.len());
+            for _ in &self.decoder_layers {
+                let self_qkv = linear(take()?, take()?, d, 3 * d);
+                let self_out = linear(take()?, take()?, d, d);
+                let cross_q = linear(take()?, take()?, d, d);
+                let cross_kv = linear(take()?, take()?, d, 2 * d);
+                let cross_out = linear(take()?, take()?, d, d);
+                let fc1 = linear(take()?, take()?, d, ffn);
+                let fc2 = linear(take()?, take()?, ffn, d);
+                let mut norm = || -> Result<cpu::Norm<'_>> {
+                    Ok(cpu::Norm {
+                        w: take()?,
+                        b: take()?,
+                        eps: LAYER_NORM_EPS as f32,
+                    })
+                };
+                let self_norm = norm()?;
+                let cross_norm = norm()?;
+                let final_norm = norm()?;
+                layers.push(cpu::Layer {
+                    self_qkv,
+                    self_out,
+                    self_norm,
+                    cross_q,
+                    cross_kv,
+                    cross_out,
+                    cross_norm,
+                    fc1,
+                    fc2,
+                    final_norm,
+                });
+            }
+            let weights = cpu::Weights {
+                layers,
+                embed,
+                positions,
+                embed_scale: self.embed_scale as f32,
+                lm_head: linear(lm_w, lm_b, d, self.cfg.target_vocab_size()),
+                d,
+                heads: self.cfg.decoder_attention_heads,
+                activation: self.cfg.activation,
+            };
+            f(&weights)
+        })
+    }
+
+    /// Run `f` with the encoder's weights borrowed as plain slices (CPU only).
+    fn with_cpu_encoder<R>(
+        &self,
+        f: impl FnOnce(&cpu::EncoderWeights<'_>) -> Result<R>,
+    ) -> Result<R> {
+        let mut tensors: Vec<&Tensor> = vec![&self.encoder_embed, &self.encoder_positions];
+        for l in &self.encoder_layers {
+            for lin in [&l.self_attn.qkv, &l.self_attn.out, &l.fc1, &l.fc2] {
+                tensors.push(lin.weight());
+                tensors.push(bias(lin)?);
+            }
+            for norm in [&l.self_attn_norm, &l.final_norm] {
+                tensors.push(norm.weight());
+                tensors.push(norm_bias(norm)?);
+            }
+        }
+        with_slices(&tensors, |slices| {
+            let mut next = slices.iter().copied();
+            let mut take = || {
+                next.next()
+                    .ok_or_else(|| TranslateError::Weights("encoder weights missing".into()))
+            };
+            let d = self.cfg.d_model;
+            let ffn = self.cfg.encoder_ffn_dim;
+            let embed = take()?;
+            let positions = take()?;
+            let mut layers = Vec::with_capacity(self.encoder_layers.len());
+            for _ in &self.encoder_layers {
+                let qkv = linear(take()?, take()?, d, 3 * d);
+                let out = linear(take()?, take()?, d, d);
+                let fc1 = linear(take()?, take()?, d, ffn);
+                let fc2 = linear(take()?, take()?, ffn, d);
+                let mut norm = || -> Result<cpu::Norm<'_>> {
+                    Ok(cpu::Norm {
+                        w: take()?,
+                        b: take()?,
+                        eps: LAYER_NORM_EPS as f32,
+                    })
+                };
+                let self_norm = norm()?;
+                let final_norm = norm()?;
+                layers.push(cpu::EncoderLayer {
+                    qkv,
+                    out,
+                    self_norm,
+                    fc1,
+                    fc2,
+                    final_norm,
+                });
+            }
+            f(&cpu::EncoderWeights {
+                layers,
+                embed,
+                positions,
+                embed_scale: self.embed_scale as f32,
+                d,
+                heads: self.cfg.encoder_attention_heads,
+                activation: self.cfg.activation,
+            })
+        })
+    }
+
     /// Encode a batch of token id rows, right-padded with `pad_token_id` to the longest row.
     pub fn encode(&self, rows: &[Vec<u32>]) -> Result<Encoded> {
+        let _t = profile::time(Phase::Encode);
         let n = rows.len();
         let s = rows.iter().map(Vec::len).max().unwrap_or(0);
         if n == 0 || s == 0 {
@@ -352,14 +818,23 @@ impl MarianModel {
             )));
         }
         let vocab = self.cfg.vocab_size as u32;
+        if let Some(bad) = rows.iter().flatten().find(|&&id| id >= vocab) {
+            return Err(TranslateError::Input(format!(
+                "token id {bad} is outside the source vocabulary of {vocab}"
+            )));
+        }
+        let lengths: Vec<usize> = rows.iter().map(Vec::len).collect();
+        if self.cpu_decoder {
+            let ids: Vec<u32> = rows.iter().flatten().copied().collect();
+            let hidden = self.with_cpu_encoder(|w| cpu::encode(w, &ids, &lengths))?;
+            return Ok(Encoded {
+                kind: EncodedKind::Packed(hidden),
+                lengths,
+            });
+        }
         let mut ids = Vec::with_capacity(n * s);
         let mut bias = Vec::with_capacity(n * s);
         for row in rows {
-            if let Some(bad) = row.iter().find(|&&id| id >= vocab) {
-                return Err(TranslateError::Input(format!(
-                    "token id {bad} is outside the source vocabulary of {vocab}"
-                )));
-            }
             ids.extend_from_slice(row);
             ids.extend(std::iter::repeat_n(self.cfg.pad_token_id, s - row.len()));
             bias.extend(std::iter::repeat_n(0f32, row.len()));
@@ -375,8 +850,10 @@ impl MarianModel {
         let positions = self.encoder_positions.i(..s)?;
         let mut xs = (embedded * self.embed_scale)?.broadcast_add(&positions)?;
         for layer in &self.encoder_layers {
-            let (k, v) = layer.self_attn.project_kv(&xs)?;
-            let attn = layer.self_attn.attend(&xs, &k, &v, Some(&pad_bias))?;
+            let att = &layer.self_attn;
+            let (q, k, v) = att.project(&xs)?;
+            let ctx = attention(&q, &k, &v, Some(&pad_bias), att.scale)?;
+            let attn = att.out.forward(&ctx)?;
             xs = layer.self_attn_norm.forward(&(xs + attn)?)?;
             let ff = layer
                 .fc2
@@ -384,23 +861,49 @@ impl MarianModel {
             xs = layer.final_norm.forward(&(xs + ff)?)?;
         }
         Ok(Encoded {
-            hidden: xs,
-            pad_bias,
+            kind: EncodedKind::Tensors {
+                hidden: xs,
+                pad_bias,
+            },
+            lengths,
         })
     }
 
     /// Prepare decoding: cross-attention keys/values of every decoder layer, computed once.
     /// `rows` maps each decoder row to an encoder row (e.g. each sentence repeated per beam).
     pub fn start_decoding(&self, encoded: &Encoded, rows: Option<&[u32]>) -> Result<DecoderState> {
+        let _t = profile::time(Phase::CrossKv);
+        let n = encoded.rows();
+        if let Some(bad) = rows.into_iter().flatten().find(|&&r| r as usize >= n) {
+            return Err(TranslateError::Input(format!(
+                "decoder row maps to encoder row {bad} of {n}"
+            )));
+        }
+        let d = self.cfg.d_model;
+        if self.cpu_decoder {
+            let hidden = encoded.packed(d)?;
+            let rows: Vec<usize> = match rows {
+                Some(rows) => rows.iter().map(|&r| r as usize).collect(),
+                None => (0..n).collect(),
+            };
+            let state = self
+                .with_cpu_weights(|w| cpu::State::new(w, &hidden, encoded.lengths.clone(), rows))?;
+            return Ok(DecoderState {
+                inner: StateKind::Cpu(Box::new(state)),
+            });
+        }
+        let (hidden, pad_bias) = encoded.padded(d, &self.device)?;
         let mut cross_kv = Vec::with_capacity(self.decoder_layers.len());
         for layer in &self.decoder_layers {
-            cross_kv.push(layer.cross_attn.project_kv(&encoded.hidden)?);
+            cross_kv.push(layer.cross_attn.project_kv(&hidden)?);
         }
         let mut state = DecoderState {
-            self_kv: vec![None; self.decoder_layers.len()],
-            cross_kv,
-            cross_bias: encoded.pad_bias.clone(),
-            step: 0,
+            inner: StateKind::Tensors(TensorState {
+                self_kv: vec![None; self.decoder_layers.len()],
+                cross_kv,
+                cross_bias: pad_bias,
+                step: 0,
+            }),
         };
         if let Some(rows) = rows {
             state.select(rows)?;
@@ -408,9 +911,7 @@ impl MarianModel {
         Ok(state)
     }
 
-    /// One decoder step: feed one token per row, get next-token logits (rows, target_vocab)
-    /// with `final_logits_bias` added.
-    pub fn decode_step(&self, tokens: &[u32], state: &mut DecoderState) -> Result<Tensor> {
+    fn check_step(&self, tokens: &[u32], state: &DecoderState) -> Result<()> {
         let n = tokens.len();
         if n != state.rows()? {
             return Err(TranslateError::Input(format!(
@@ -418,21 +919,72 @@ impl MarianModel {
                 state.rows()?
             )));
         }
-        if state.step >= self.cfg.max_position_embeddings {
+        if state.step() >= self.cfg.max_position_embeddings {
             return Err(TranslateError::Input(format!(
                 "cannot decode past the model's {} positions",
                 self.cfg.max_position_embeddings
             )));
         }
+        let vocab = self.cfg.target_vocab_size() as u32;
+        if let Some(bad) = tokens.iter().find(|&&t| t >= vocab) {
+            return Err(TranslateError::Input(format!(
+                "token id {bad} is outside the target vocabulary of {vocab}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// One decoder step: feed one token per row, get next-token logits (rows, target_vocab)
+    /// with `final_logits_bias` added.
+    pub fn decode_step(&self, tokens: &[u32], state: &mut DecoderState) -> Result<Tensor> {
+        self.check_step(tokens, state)?;
+        match &mut state.inner {
+            StateKind::Tensors(s) => self.decode_step_tensors(tokens, s),
+            StateKind::Cpu(s) => {
+                let mut logits = Vec::new();
+                self.with_cpu_weights(|w| cpu::step(w, s, tokens, &mut logits))?;
+                let shape = (tokens.len(), self.cfg.target_vocab_size());
+                Ok(Tensor::from_vec(logits, shape, &self.device)?)
+            }
+        }
+    }
+
+    /// [`Self::decode_step`] into a caller-owned buffer (rows × target_vocab, row-major), so
+    /// that a generation loop reuses one allocation.
+    pub fn decode_step_into(
+        &self,
+        tokens: &[u32],
+        state: &mut DecoderState,
+        logits: &mut Vec<f32>,
+    ) -> Result<()> {
+        self.check_step(tokens, state)?;
+        match &mut state.inner {
+            StateKind::Cpu(s) => self.with_cpu_weights(|w| cpu::step(w, s, tokens, logits)),
+            StateKind::Tensors(s) => {
+                let t = self.decode_step_tensors(tokens, s)?;
+                let _t = profile::time(Phase::ReadLogits);
+                *logits = t.flatten_all()?.to_vec1::<f32>()?;
+                Ok(())
+            }
+        }
+    }
+
+    fn decode_step_tensors(&self, tokens: &[u32], state: &mut TensorState) -> Result<Tensor> {
+        let n = tokens.len();
+        let d = self.cfg.d_model;
+        let t_embed = profile::time(Phase::Embed);
         let ids = Tensor::from_slice(tokens, n, &self.device)?;
         let embedded = self.decoder_embed.index_select(&ids, 0)?;
         let position = self.decoder_positions.i(state.step..state.step + 1)?;
         let mut xs = (embedded * self.embed_scale)?
             .broadcast_add(&position)?
-            .reshape((n, 1, self.cfg.d_model))?;
+            .reshape((n, 1, d))?;
+        drop(t_embed);
         for (i, layer) in self.decoder_layers.iter().enumerate() {
             // Self-attention over everything decoded so far (no causal mask needed: one query).
-            let (k_new, v_new) = layer.self_attn.project_kv(&xs)?;
+            let t_qkv = profile::time(Phase::SelfQkv);
+            let att = &layer.self_attn;
+            let (q, k_new, v_new) = att.project(&xs)?;
             let (k, v) = match state.self_kv[i].take() {
                 Some((k, v)) => (
                     Tensor::cat(&[&k, &k_new], 2)?,
@@ -440,23 +992,44 @@ impl MarianModel {
                 ),
                 None => (k_new, v_new),
             };
-            let attn = layer.self_attn.attend(&xs, &k, &v, None)?;
+            drop(t_qkv);
+            let t_att = profile::time(Phase::SelfAttend);
+            let ctx = attention(&q, &k, &v, None, att.scale)?;
+            drop(t_att);
             state.self_kv[i] = Some((k, v));
+            let t_out = profile::time(Phase::SelfOut);
+            let attn = att.out.forward(&ctx)?;
+            drop(t_out);
+            let t_norm = profile::time(Phase::AddNorm);
             xs = layer.self_attn_norm.forward(&(xs + attn)?)?;
+            drop(t_norm);
 
+            let cross = &layer.cross_attn;
+            let t_q = profile::time(Phase::CrossQ);
+            let q = split_heads(&cross.q.forward(&xs)?, cross.heads)?;
+            drop(t_q);
+            let t_att = profile::time(Phase::CrossAttend);
             let (ck, cv) = &state.cross_kv[i];
-            let cross = layer
-                .cross_attn
-                .attend(&xs, ck, cv, Some(&state.cross_bias))?;
-            xs = layer.cross_attn_norm.forward(&(xs + cross)?)?;
+            let ctx = attention(&q, ck, cv, Some(&state.cross_bias), cross.scale)?;
+            drop(t_att);
+            let t_out = profile::time(Phase::CrossOut);
+            let attn = cross.out.forward(&ctx)?;
+            drop(t_out);
+            let t_norm = profile::time(Phase::AddNorm);
+            xs = layer.cross_attn_norm.forward(&(xs + attn)?)?;
+            drop(t_norm);
 
+            let t_ffn = profile::time(Phase::Ffn);
             let ff = layer
                 .fc2
                 .forward(&activate(self.cfg.activation, &layer.fc1.forward(&xs)?)?)?;
+            drop(t_ffn);
+            let _t = profile::time(Phase::AddNorm);
             xs = layer.final_norm.forward(&(xs + ff)?)?;
         }
         state.step += 1;
-        let hidden = xs.reshape((n, self.cfg.d_model))?;
+        let _t = profile::time(Phase::LmHead);
+        let hidden = xs.reshape((n, d))?;
         let logits = hidden
             .matmul(&self.lm_head.t()?)?
             .broadcast_add(&self.final_logits_bias)?;
@@ -470,5 +1043,131 @@ impl MarianModel {
         let start = vec![self.cfg.decoder_start_token_id; rows.len()];
         let logits = self.decode_step(&start, &mut state)?;
         Ok(logits.to_vec2::<f32>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::translate::random;
+
+    fn small(activation: Activation) -> MarianConfig {
+        let mut cfg = MarianConfig::opus_mt_base();
+        cfg.vocab_size = 60;
+        cfg.decoder_vocab_size = 60;
+        cfg.d_model = 24;
+        cfg.encoder_attention_heads = 4;
+        cfg.decoder_attention_heads = 4;
+        cfg.encoder_ffn_dim = 40;
+        cfg.decoder_ffn_dim = 40;
+        cfg.encoder_layers = 2;
+        cfg.decoder_layers = 2;
+        cfg.activation = activation;
+        cfg.pad_token_id = 59;
+        cfg.decoder_start_token_id = 59;
+        cfg
+    }
+
+    /// The plain-buffer CPU model and the candle-tensor model, on the same weights.
+    fn pair(cfg: &MarianConfig) -> (MarianModel, MarianModel) {
+        let tensors = random::random_weights(cfg, 3, &Device::Cpu).unwrap();
+        let fast = MarianModel::new(cfg, tensors.clone(), &Device::Cpu).unwrap();
+        let mut reference = MarianModel::new(cfg, tensors, &Device::Cpu).unwrap();
+        reference.cpu_decoder = false;
+        assert!(fast.cpu_decoder);
+        (fast, reference)
+    }
+
+    fn worst_diff(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+    }
+
+    #[test]
+    fn cpu_decoder_matches_tensor_decoder() {
+        for act in [Activation::Swish, Activation::Relu, Activation::Gelu] {
+            let cfg = small(act);
+            let (fast, reference) = pair(&cfg);
+            let rows = vec![
+                vec![5, 0],
+                vec![7, 8, 9, 10, 11, 12, 13, 0],
+                vec![0],
+                vec![3, 4, 0],
+            ];
+            let enc_fast = fast.encode(&rows).unwrap();
+            let enc_ref = reference.encode(&rows).unwrap();
+            assert!(matches!(enc_fast.kind, EncodedKind::Packed(_)));
+            let d = cfg.d_model;
+            let diff = worst_diff(&enc_fast.packed(d).unwrap(), &enc_ref.packed(d).unwrap());
+            assert!(diff < 1e-4, "{act:?}: encoder differs by {diff}");
+
+            // Beams fan out, reorder, repeat a parent and drop rows, as beam search does.
+            let expand = [0u32, 0, 1, 1, 2, 3];
+            let mut s_fast = fast.start_decoding(&enc_fast, Some(&expand)).unwrap();
+            // The tensor decoder also reads the packed encoder output.
+            let mut s_ref = reference.start_decoding(&enc_fast, Some(&expand)).unwrap();
+            let selections: [&[u32]; 5] = [
+                &[1, 1, 0, 3, 2, 5],
+                &[0, 1, 2, 3, 4, 5],
+                &[5, 4, 4, 4, 0, 1],
+                &[2, 3, 0],
+                &[2, 2, 1, 1, 0],
+            ];
+            let mut tokens = vec![cfg.decoder_start_token_id; expand.len()];
+            let mut out = Vec::new();
+            for (step, sel) in selections.iter().enumerate() {
+                fast.decode_step_into(&tokens, &mut s_fast, &mut out)
+                    .unwrap();
+                let want = reference
+                    .decode_step(&tokens, &mut s_ref)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap();
+                let diff = worst_diff(&out, &want);
+                assert!(diff < 1e-4, "{act:?} step {step}: logits differ by {diff}");
+                s_fast.select(sel).unwrap();
+                s_ref.select(sel).unwrap();
+                tokens = sel
+                    .iter()
+                    .map(|&r| (r * 7 + step as u32 * 3) % 60)
+                    .collect();
+            }
+            assert!(s_fast.select(&[9]).is_err());
+        }
+    }
+
+    #[test]
+    fn generation_agrees_between_decoders() {
+        use crate::translate::{generate, GenerationConfig};
+        let cfg = small(Activation::Swish);
+        let (fast, reference) = pair(&cfg);
+        let rows = vec![vec![5, 6, 0], vec![7, 8, 9, 10, 11, 0], vec![0]];
+        let mut gen = GenerationConfig::defaults_for(&cfg).with_max_new_tokens(8);
+        for beams in [1, 3] {
+            gen.num_beams = beams;
+            let a = generate::beam_search(&fast, &fast.encode(&rows).unwrap(), &gen).unwrap();
+            let b =
+                generate::beam_search(&reference, &reference.encode(&rows).unwrap(), &gen).unwrap();
+            assert_eq!(a, b, "beam {beams}");
+        }
+    }
+
+    #[test]
+    fn bad_inputs_are_errors() {
+        let cfg = small(Activation::Relu);
+        let (fast, _) = pair(&cfg);
+        assert!(fast.encode(&[vec![600]]).is_err());
+        assert!(fast.encode(&[]).is_err());
+        let enc = fast.encode(&[vec![1, 0]]).unwrap();
+        assert!(fast.start_decoding(&enc, Some(&[1])).is_err());
+        let mut state = fast.start_decoding(&enc, None).unwrap();
+        assert!(fast.decode_step(&[1, 2], &mut state).is_err());
+        assert!(fast.decode_step(&[600], &mut state).is_err());
+        assert!(fast.decode_step(&[1], &mut state).is_ok());
     }
 }
