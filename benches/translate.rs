@@ -6,6 +6,8 @@
 //! Besides wall-clock tokens/s it prints the process CPU time per run (Linux), which is what to
 //! compare on a machine shared with other work: run with `RAYON_NUM_THREADS=1` and compare
 //! tokens per CPU-second. `TIDINGS_BENCH_BEAMS=4` measures one beam width only;
+//! `TIDINGS_BENCH_IDS=rows.json` translates those source id rows (a JSON list of lists, e.g. the
+//! rows `scripts/peer_bench.py` gives every engine) instead of 32 synthetic ones;
 //! `TIDINGS_PROFILE=1` adds a table of where the time went.
 
 use candle_core::Device;
@@ -34,9 +36,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let tensors = random::random_weights(&cfg, 0x7d1d_1e55, &Device::Cpu)?;
     let model = MarianModel::new(&cfg, tensors, &Device::Cpu)?;
     let gen = GenerationConfig::defaults_for(&cfg);
-    let rows = synthetic_rows(32, cfg.vocab_size as u32, 0, &[cfg.pad_token_id], 42);
+    let rows: Vec<Vec<u32>> = match std::env::var_os("TIDINGS_BENCH_IDS") {
+        Some(path) => serde_json::from_slice(&std::fs::read(path)?)?,
+        None => synthetic_rows(32, cfg.vocab_size as u32, 0, &[cfg.pad_token_id], 42),
+    };
+    let warm_up = &rows[..rows.len().min(4)];
     for beams in beams {
-        run_translation(&model, &gen, &rows[..4], 4, beams, 2)?; // warm-up
+        run_translation(&model, &gen, warm_up, 4, beams, 2)?;
         profile::reset();
         let mut runs = Vec::new();
         for _ in 0..3 {
@@ -60,7 +66,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             None => String::new(),
         };
         println!(
-            "opus-mt-base random, batch 32, beam {beams}, 32 new tokens: median {:.1} tokens/s ({:.2} sentences/s) over 3 runs{cpu_note}",
+            "opus-mt-base random, {} sentences in batches of 32, beam {beams}, 32 new tokens: median {:.1} tokens/s ({:.2} sentences/s) over 3 runs{cpu_note}",
+            rows.len(),
             median.generated_tokens_per_s, median.sentences_per_s
         );
         if let Some(table) = profile::report() {
