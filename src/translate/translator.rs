@@ -122,21 +122,16 @@ fn optional(repo: &ModelRepo, file: &str) -> Result<Option<std::path::PathBuf>> 
 
 /// Make sure every file a Marian model needs is local; download what is missing.
 pub fn fetch_files(repo: &ModelRepo) -> Result<MarianFiles> {
-    let mut folder = None;
-    let mut config = None;
-    for file in REQUIRED_FILES {
-        let path = repo.get(file)?;
-        if *file == "config.json" {
-            folder = path.parent().map(Path::to_path_buf);
-            config = Some(path);
-        }
+    let config = repo.get("config.json")?;
+    for file in REQUIRED_FILES.iter().filter(|f| **f != "config.json") {
+        repo.get(file)?;
     }
-    let mut generation_config = None;
-    for file in OPTIONAL_FILES {
-        let path = optional(repo, file)?;
-        if *file == "generation_config.json" {
-            generation_config = path;
-        }
+    let generation_config = optional(repo, "generation_config.json")?;
+    for file in OPTIONAL_FILES
+        .iter()
+        .filter(|f| **f != "generation_config.json")
+    {
+        optional(repo, file)?;
     }
     let mut weights = None;
     let mut offline_miss = None;
@@ -163,17 +158,16 @@ pub fn fetch_files(repo: &ModelRepo) -> Result<MarianFiles> {
             )))
         }
     };
-    match (folder, config) {
-        (Some(folder), Some(config)) => Ok(MarianFiles {
-            folder,
-            config,
-            generation_config,
-            weights,
-        }),
-        _ => Err(TranslateError::Config(
-            "config.json has no parent folder".into(),
-        )),
-    }
+    let folder = config
+        .parent()
+        .ok_or_else(|| TranslateError::Config("config.json has no parent folder".into()))?
+        .to_path_buf();
+    Ok(MarianFiles {
+        folder,
+        config,
+        generation_config,
+        weights,
+    })
 }
 
 impl Translator {
