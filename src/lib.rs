@@ -16,6 +16,7 @@ pub mod detect;
 pub mod device;
 pub mod embed;
 pub mod hub;
+pub mod kernels;
 pub mod manifest;
 pub mod metrics;
 pub mod pipeline;

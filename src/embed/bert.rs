@@ -2,6 +2,10 @@
 //! candle: word + position + token-type embeddings and LayerNorm, then post-norm layers of
 //! masked self-attention and a feed-forward block. Returns the last hidden states; the pooler
 //! head is not used (sentence-transformers pools the token vectors itself).
+//!
+//! On the CPU the layers run on plain buffers ([`crate::kernels::layers`], the same code as
+//! Marian's encoder): sentences packed without padding, q/k/v as one product, fused attention,
+//! add & norm and GELU. Other devices run candle tensor operations.
 
 use std::collections::HashMap;
 
@@ -10,6 +14,14 @@ use candle_nn::{LayerNorm, Linear};
 
 use super::config::{EncoderConfig, HiddenAct, PositionScheme};
 use super::EmbedError;
+use crate::kernels::layers::{self as cpu, Activation};
+use crate::kernels::KernelError;
+
+impl From<KernelError> for EmbedError {
+    fn from(e: KernelError) -> Self {
+        EmbedError::Input(e.to_string())
+    }
+}
 
 type Result<T> = std::result::Result<T, EmbedError>;
 
@@ -112,23 +124,41 @@ struct Layer {
     out_norm: LayerNorm,
 }
 
-pub struct BertEncoder {
-    cfg: EncoderConfig,
+/// Owned weights of one layer for the plain-buffer CPU path.
+struct CpuLayer {
+    /// query, key and value stacked: (3·d, d).
+    qkv: (Vec<f32>, Vec<f32>),
+    attn_out: (Vec<f32>, Vec<f32>),
+    attn_norm: (Vec<f32>, Vec<f32>),
+    intermediate: (Vec<f32>, Vec<f32>),
+    output: (Vec<f32>, Vec<f32>),
+    out_norm: (Vec<f32>, Vec<f32>),
+}
+
+struct CpuWeights {
+    /// (vocab, d), (positions, d), and token type 0's row (d).
+    word: Vec<f32>,
+    position: Vec<f32>,
+    type0: Vec<f32>,
+    embed_norm: (Vec<f32>, Vec<f32>),
+    layers: Vec<CpuLayer>,
+}
+
+struct TensorWeights {
     word: Tensor,
     position: Tensor,
     token_type: Tensor,
     embed_norm: LayerNorm,
     layers: Vec<Layer>,
-    head_dim: usize,
-    device: Device,
 }
 
-impl BertEncoder {
-    pub fn new(
-        cfg: &EncoderConfig,
-        tensors: HashMap<String, Tensor>,
-        device: &Device,
-    ) -> Result<Self> {
+enum Backend {
+    Cpu(Box<CpuWeights>),
+    Tensors(Box<TensorWeights>),
+}
+
+impl TensorWeights {
+    fn new(cfg: &EncoderConfig, tensors: HashMap<String, Tensor>, device: &Device) -> Result<Self> {
         let w = Weights::new(tensors, device)?;
         let d = cfg.hidden_size;
         let eps = cfg.layer_norm_eps;
@@ -158,13 +188,105 @@ impl BertEncoder {
             });
         }
         Ok(Self {
-            cfg: cfg.clone(),
             word,
             position,
             token_type,
             embed_norm,
             layers,
-            head_dim: d / cfg.num_attention_heads,
+        })
+    }
+}
+
+pub struct BertEncoder {
+    cfg: EncoderConfig,
+    backend: Backend,
+    head_dim: usize,
+    device: Device,
+}
+
+fn to_vec(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.flatten_all()?.to_vec1::<f32>()?)
+}
+
+fn linear_vecs(l: &Linear) -> Result<(Vec<f32>, Vec<f32>)> {
+    let b = l
+        .bias()
+        .ok_or_else(|| EmbedError::Weights("a linear layer has no bias".into()))?;
+    Ok((to_vec(l.weight())?, to_vec(b)?))
+}
+
+fn norm_vecs(n: &LayerNorm) -> Result<(Vec<f32>, Vec<f32>)> {
+    let b = n
+        .bias()
+        .ok_or_else(|| EmbedError::Weights("a layer norm has no bias".into()))?;
+    Ok((to_vec(n.weight())?, to_vec(b)?))
+}
+
+impl CpuWeights {
+    fn new(t: &TensorWeights) -> Result<Self> {
+        let layers = t
+            .layers
+            .iter()
+            .map(|l| {
+                let (q, k, v) = (
+                    linear_vecs(&l.query)?,
+                    linear_vecs(&l.key)?,
+                    linear_vecs(&l.value)?,
+                );
+                Ok(CpuLayer {
+                    qkv: ([q.0, k.0, v.0].concat(), [q.1, k.1, v.1].concat()),
+                    attn_out: linear_vecs(&l.attn_out)?,
+                    attn_norm: norm_vecs(&l.attn_norm)?,
+                    intermediate: linear_vecs(&l.intermediate)?,
+                    output: linear_vecs(&l.output)?,
+                    out_norm: norm_vecs(&l.out_norm)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            word: to_vec(&t.word)?,
+            position: to_vec(&t.position)?,
+            type0: to_vec(&t.token_type.get(0)?)?,
+            embed_norm: norm_vecs(&t.embed_norm)?,
+            layers,
+        })
+    }
+}
+
+impl BertEncoder {
+    /// Loads the encoder; on the CPU its weights are copied into plain buffers (and the tensors
+    /// dropped) for the faster CPU path.
+    pub fn new(
+        cfg: &EncoderConfig,
+        tensors: HashMap<String, Tensor>,
+        device: &Device,
+    ) -> Result<Self> {
+        let tensor_weights = TensorWeights::new(cfg, tensors, device)?;
+        let backend = if device.is_cpu() {
+            Backend::Cpu(Box::new(CpuWeights::new(&tensor_weights)?))
+        } else {
+            Backend::Tensors(Box::new(tensor_weights))
+        };
+        Ok(Self {
+            cfg: cfg.clone(),
+            backend,
+            head_dim: cfg.hidden_size / cfg.num_attention_heads,
+            device: device.clone(),
+        })
+    }
+
+    /// The encoder on candle tensor operations even on the CPU (to check one path against
+    /// the other).
+    #[cfg(test)]
+    fn with_tensor_ops(
+        cfg: &EncoderConfig,
+        tensors: HashMap<String, Tensor>,
+        device: &Device,
+    ) -> Result<Self> {
+        Ok(Self {
+            cfg: cfg.clone(),
+            backend: Backend::Tensors(Box::new(TensorWeights::new(cfg, tensors, device)?)),
+            head_dim: cfg.hidden_size / cfg.num_attention_heads,
             device: device.clone(),
         })
     }
@@ -214,44 +336,130 @@ impl BertEncoder {
             )));
         }
         let vocab = self.cfg.vocab_size as u32;
-        let mut ids = Vec::with_capacity(n * s);
-        let mut pos = Vec::with_capacity(n * s);
+        if let Some(bad) = rows.iter().flat_map(|r| r.iter()).find(|&&id| id >= vocab) {
+            return Err(EmbedError::Input(format!(
+                "token id {bad} is outside the model's vocabulary of {vocab}"
+            )));
+        }
         let mut mask = Vec::with_capacity(n * s);
         for row in rows {
-            if let Some(bad) = row.iter().find(|&&id| id >= vocab) {
-                return Err(EmbedError::Input(format!(
-                    "token id {bad} is outside the model's vocabulary of {vocab}"
-                )));
+            mask.extend(std::iter::repeat_n(1f32, row.len()));
+            mask.extend(std::iter::repeat_n(0f32, s - row.len()));
+        }
+        let mask = Tensor::from_vec(mask, (n, s), &self.device)?;
+        let hidden = match &self.backend {
+            Backend::Cpu(w) => self.forward_cpu(w, rows, s)?,
+            Backend::Tensors(w) => self.forward_tensors(w, rows, s, &mask)?,
+        };
+        Ok((hidden, mask))
+    }
+
+    /// The CPU path: real tokens only, packed row after row, then laid out padded (n, s, d)
+    /// with zeros for the padding (which pooling masks out).
+    fn forward_cpu(&self, w: &CpuWeights, rows: &[&[u32]], s: usize) -> Result<Tensor> {
+        let d = self.cfg.hidden_size;
+        let lengths: Vec<usize> = rows.iter().map(|r| r.len()).collect();
+        let total: usize = lengths.iter().sum();
+        let mut x = Vec::with_capacity(total * d);
+        for row in rows {
+            for (&id, pos) in row.iter().zip(self.positions(row, row.len())) {
+                let (id, pos) = (id as usize, pos as usize);
+                let word = &w.word[id * d..(id + 1) * d];
+                let position = w.position.get(pos * d..(pos + 1) * d).ok_or_else(|| {
+                    EmbedError::Input(format!("position {pos} is outside the model's table"))
+                })?;
+                x.extend(
+                    word.iter()
+                        .zip(position)
+                        .zip(&w.type0)
+                        .map(|((a, b), c)| a + b + c),
+                );
             }
+        }
+        let eps = self.cfg.layer_norm_eps as f32;
+        fn norm(p: &(Vec<f32>, Vec<f32>), eps: f32) -> cpu::Norm<'_> {
+            cpu::Norm {
+                w: &p.0,
+                b: &p.1,
+                eps,
+            }
+        }
+        fn linear(p: &(Vec<f32>, Vec<f32>), inp: usize, out: usize) -> cpu::Linear<'_> {
+            cpu::Linear {
+                w: &p.0,
+                b: &p.1,
+                inp,
+                out,
+            }
+        }
+        cpu::norm_rows(&mut x, d, norm(&w.embed_norm, eps));
+        let ff = self.cfg.intermediate_size;
+        let layers: Vec<cpu::EncoderLayer<'_>> = w
+            .layers
+            .iter()
+            .map(|l| cpu::EncoderLayer {
+                qkv: linear(&l.qkv, d, 3 * d),
+                out: linear(&l.attn_out, d, d),
+                self_norm: norm(&l.attn_norm, eps),
+                fc1: linear(&l.intermediate, d, ff),
+                fc2: linear(&l.output, ff, d),
+                final_norm: norm(&l.out_norm, eps),
+            })
+            .collect();
+        let activation = match self.cfg.hidden_act {
+            HiddenAct::Gelu => Activation::Gelu,
+            HiddenAct::GeluTanh => Activation::GeluTanh,
+            HiddenAct::Relu => Activation::Relu,
+            HiddenAct::Silu => Activation::Swish,
+        };
+        let heads = self.cfg.num_attention_heads;
+        cpu::encode_layers(&layers, &mut x, &lengths, d, heads, activation)?;
+        let mut padded = vec![0f32; rows.len() * s * d];
+        let mut at = 0;
+        for (i, &len) in lengths.iter().enumerate() {
+            padded[i * s * d..(i * s + len) * d].copy_from_slice(&x[at..at + len * d]);
+            at += len * d;
+        }
+        Ok(Tensor::from_vec(padded, (rows.len(), s, d), &self.device)?)
+    }
+
+    fn forward_tensors(
+        &self,
+        w: &TensorWeights,
+        rows: &[&[u32]],
+        s: usize,
+        mask: &Tensor,
+    ) -> Result<Tensor> {
+        let n = rows.len();
+        let mut ids = Vec::with_capacity(n * s);
+        let mut pos = Vec::with_capacity(n * s);
+        for row in rows {
             ids.extend_from_slice(row);
             ids.extend(std::iter::repeat_n(self.cfg.pad_token_id, s - row.len()));
             pos.extend(self.positions(row, s));
-            mask.extend(std::iter::repeat_n(1f32, row.len()));
-            mask.extend(std::iter::repeat_n(0f32, s - row.len()));
         }
         let d = self.cfg.hidden_size;
         let ids = Tensor::from_vec(ids, n * s, &self.device)?;
         let pos = Tensor::from_vec(pos, n * s, &self.device)?;
-        let mask = Tensor::from_vec(mask, (n, s), &self.device)?;
         // (n, 1, 1, s): 0 where the key is a token, MASKED where it is padding.
-        let bias = ((1.0 - &mask)? * f64::from(MASKED))?.reshape((n, 1, 1, s))?;
+        let bias = ((1.0 - mask)? * f64::from(MASKED))?.reshape((n, 1, 1, s))?;
 
-        let type0 = self.token_type.get(0)?;
-        let embedded = self
+        let type0 = w.token_type.get(0)?;
+        let embedded = w
             .word
             .index_select(&ids, 0)?
-            .add(&self.position.index_select(&pos, 0)?)?
+            .add(&w.position.index_select(&pos, 0)?)?
             .broadcast_add(&type0)?
             .reshape((n, s, d))?;
-        let mut xs = self.embed_norm.forward(&embedded)?;
-        for layer in &self.layers {
+        let mut xs = w.embed_norm.forward(&embedded)?;
+        for layer in &w.layers {
             let attn = self.attention(layer, &xs, &bias)?;
             xs = layer.attn_norm.forward(&(attn + &xs)?)?;
             let ff = activate(self.cfg.hidden_act, &layer.intermediate.forward(&xs)?)?;
             let ff = layer.output.forward(&ff)?;
             xs = layer.out_norm.forward(&(ff + &xs)?)?;
         }
-        Ok((xs, mask))
+        Ok(xs)
     }
 
     fn attention(&self, layer: &Layer, xs: &Tensor, bias: &Tensor) -> Result<Tensor> {
@@ -270,5 +478,152 @@ impl BertEncoder {
         let probs = candle_nn::ops::softmax_last_dim(&scores)?;
         let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((n, s, d))?;
         Ok(layer.attn_out.forward(&ctx)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(positions: PositionScheme, hidden_act: HiddenAct) -> EncoderConfig {
+        EncoderConfig {
+            model_type: "bert".into(),
+            vocab_size: 53,
+            hidden_size: 16,
+            num_hidden_layers: 2,
+            num_attention_heads: 4,
+            intermediate_size: 40,
+            hidden_act,
+            layer_norm_eps: 1e-12,
+            max_position_embeddings: 40,
+            type_vocab_size: 2,
+            pad_token_id: 1,
+            positions,
+        }
+    }
+
+    /// Every tensor the encoder reads, with deterministic pseudo-random values.
+    fn random_tensors(cfg: &EncoderConfig) -> HashMap<String, Tensor> {
+        let mut seed = 0x2545_f491_u64;
+        let mut tensor = |shape: &[usize], around: f32| {
+            let n: usize = shape.iter().product();
+            let values: Vec<f32> = (0..n)
+                .map(|_| {
+                    seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                    around + ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.5
+                })
+                .collect();
+            Tensor::from_vec(values, shape, &Device::Cpu).expect("tensor")
+        };
+        let (d, ff) = (cfg.hidden_size, cfg.intermediate_size);
+        let mut t = HashMap::new();
+        let mut put = |name: String, shape: &[usize], around: f32| {
+            t.insert(name, tensor(shape, around));
+        };
+        put(
+            "embeddings.word_embeddings.weight".into(),
+            &[cfg.vocab_size, d],
+            0.0,
+        );
+        put(
+            "embeddings.position_embeddings.weight".into(),
+            &[cfg.max_position_embeddings, d],
+            0.0,
+        );
+        put(
+            "embeddings.token_type_embeddings.weight".into(),
+            &[cfg.type_vocab_size, d],
+            0.0,
+        );
+        let norm = |put: &mut dyn FnMut(String, &[usize], f32), p: &str| {
+            put(format!("{p}.weight"), &[d], 1.0);
+            put(format!("{p}.bias"), &[d], 0.0);
+        };
+        norm(&mut put, "embeddings.LayerNorm");
+        for i in 0..cfg.num_hidden_layers {
+            let p = format!("encoder.layer.{i}");
+            for (name, inp, out) in [
+                ("attention.self.query", d, d),
+                ("attention.self.key", d, d),
+                ("attention.self.value", d, d),
+                ("attention.output.dense", d, d),
+                ("intermediate.dense", d, ff),
+                ("output.dense", ff, d),
+            ] {
+                put(format!("{p}.{name}.weight"), &[out, inp], 0.0);
+                put(format!("{p}.{name}.bias"), &[out], 0.0);
+            }
+            norm(&mut put, &format!("{p}.attention.output.LayerNorm"));
+            norm(&mut put, &format!("{p}.output.LayerNorm"));
+        }
+        t
+    }
+
+    #[test]
+    fn cpu_path_matches_tensor_ops() {
+        let rows: Vec<Vec<u32>> = vec![
+            vec![0, 5, 9, 2],
+            vec![0, 7, 3, 3, 11, 40, 52, 8, 2],
+            vec![0, 2],
+            vec![0, 17, 1, 23, 2],
+        ];
+        let rows: Vec<&[u32]> = rows.iter().map(Vec::as_slice).collect();
+        for (positions, act) in [
+            (PositionScheme::FromZero, HiddenAct::Gelu),
+            (PositionScheme::AfterPadding, HiddenAct::GeluTanh),
+            (PositionScheme::FromZero, HiddenAct::Relu),
+        ] {
+            let cfg = config(positions, act);
+            let fast = BertEncoder::new(&cfg, random_tensors(&cfg), &Device::Cpu).expect("cpu");
+            let slow = BertEncoder::with_tensor_ops(&cfg, random_tensors(&cfg), &Device::Cpu)
+                .expect("tensors");
+            assert!(matches!(fast.backend, Backend::Cpu(_)));
+            let (a, mask_a) = fast.forward(&rows).expect("cpu forward");
+            let (b, mask_b) = slow.forward(&rows).expect("tensor forward");
+            assert_eq!(a.dims(), b.dims());
+            let mask = mask_a.to_vec2::<f32>().expect("mask");
+            assert_eq!(mask, mask_b.to_vec2::<f32>().expect("mask"));
+            let (a, b) = (
+                a.to_vec3::<f32>().expect("a"),
+                b.to_vec3::<f32>().expect("b"),
+            );
+            let mut worst = 0f32;
+            for (i, row) in rows.iter().enumerate() {
+                for p in 0..row.len() {
+                    assert_eq!(mask[i][p], 1.0);
+                    for (x, y) in a[i][p].iter().zip(&b[i][p]) {
+                        worst = worst.max((x - y).abs());
+                    }
+                }
+            }
+            assert!(
+                worst < 2e-5,
+                "{positions:?} {act:?}: largest difference {worst}"
+            );
+            // A row alone gives what it gives in the batch.
+            let (alone, _) = fast.forward(&rows[1..2]).expect("alone");
+            let alone = alone.to_vec3::<f32>().expect("alone");
+            for (x, y) in alone[0][..rows[1].len()].iter().zip(&a[1][..rows[1].len()]) {
+                let worst = x
+                    .iter()
+                    .zip(y)
+                    .map(|(x, y)| (x - y).abs())
+                    .fold(0f32, f32::max);
+                assert!(worst < 1e-5, "alone vs in the batch: {worst}");
+            }
+        }
+    }
+
+    #[test]
+    fn bad_rows_are_errors() {
+        let cfg = config(PositionScheme::FromZero, HiddenAct::Gelu);
+        let enc = BertEncoder::new(&cfg, random_tensors(&cfg), &Device::Cpu).expect("cpu");
+        assert!(matches!(enc.forward(&[]), Err(EmbedError::Input(_))));
+        assert!(matches!(
+            enc.forward(&[&[0, 53]]),
+            Err(EmbedError::Input(_))
+        ));
+        let long = vec![3u32; 41];
+        assert!(matches!(enc.forward(&[&long]), Err(EmbedError::Input(_))));
     }
 }

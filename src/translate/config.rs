@@ -8,25 +8,17 @@ use super::TranslateError;
 
 /// Activation functions OPUS-MT checkpoints use (`swish` for the 2020 base models, `relu` for
 /// tc-big), plus the GELU variants other Marian conversions carry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Activation {
-    Swish,
-    Relu,
-    Gelu,
-    GeluTanh,
-}
+pub use crate::kernels::layers::Activation;
 
-impl Activation {
-    fn parse(name: &str) -> Result<Self, TranslateError> {
-        match name {
-            "swish" | "silu" => Ok(Self::Swish),
-            "relu" => Ok(Self::Relu),
-            "gelu" => Ok(Self::Gelu),
-            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Ok(Self::GeluTanh),
-            other => Err(TranslateError::Config(format!(
-                "activation_function \"{other}\" is not supported (expected swish, relu, gelu or gelu_new)"
-            ))),
-        }
+fn parse_activation(name: &str) -> Result<Activation, TranslateError> {
+    match name {
+        "swish" | "silu" => Ok(Activation::Swish),
+        "relu" => Ok(Activation::Relu),
+        "gelu" => Ok(Activation::Gelu),
+        "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Ok(Activation::GeluTanh),
+        other => Err(TranslateError::Config(format!(
+            "activation_function \"{other}\" is not supported (expected swish, relu, gelu or gelu_new)"
+        ))),
     }
 }
 
@@ -407,7 +399,7 @@ fn validate(raw: &RawConfig) -> Result<MarianConfig, TranslateError> {
         decoder_layers: raw.decoder_layers,
         decoder_ffn_dim: raw.decoder_ffn_dim,
         decoder_attention_heads: raw.decoder_attention_heads,
-        activation: Activation::parse(&raw.activation_function)?,
+        activation: parse_activation(&raw.activation_function)?,
         d_model: raw.d_model,
         scale_embedding: raw.scale_embedding,
         pad_token_id: raw.pad_token_id,

@@ -21,7 +21,7 @@ use super::TranslateError;
 use profile::Phase;
 
 mod cpu;
-pub(crate) use cpu::simd;
+pub(crate) use crate::kernels::simd;
 
 type Result<T> = std::result::Result<T, TranslateError>;
 

@@ -1,0 +1,324 @@
+//! The layers of a post-norm transformer on plain `f32` buffers: linear layers as large
+//! matrix products, attention, residual + layer norm and activations as fused row passes.
+//! Marian's encoder and decoder and BERT's encoder are built from these.
+//!
+//! Every row is computed independently of the others, in the same order, so a sentence's result
+//! does not depend on the batch it is in.
+
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+use super::simd::{self, dispatch};
+use super::KernelError;
+
+type Result<T> = std::result::Result<T, KernelError>;
+
+/// The feed-forward activations of the supported models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    Relu,
+    /// x · sigmoid(x), also called SiLU.
+    Swish,
+    /// Exact (erf) GELU.
+    Gelu,
+    /// GELU's tanh approximation.
+    GeluTanh,
+}
+
+/// `y = x · Wᵀ + b` with `W` stored (out, in), as in PyTorch checkpoints.
+#[derive(Clone, Copy)]
+pub struct Linear<'a> {
+    pub w: &'a [f32],
+    pub b: &'a [f32],
+    pub inp: usize,
+    pub out: usize,
+}
+
+#[derive(Clone, Copy)]
+pub struct Norm<'a> {
+    pub w: &'a [f32],
+    pub b: &'a [f32],
+    pub eps: f32,
+}
+
+/// Multiply-accumulate threads for a product of this size: small products are not worth
+/// waking the pool for.
+fn parallelism(m: usize, n: usize, k: usize) -> Parallelism {
+    let threads = rayon::current_num_threads();
+    if threads > 1 && m * n * k >= 1 << 18 {
+        Parallelism::Rayon(threads)
+    } else {
+        Parallelism::None
+    }
+}
+
+/// `out[m×n] = x[m×k] · Wᵀ + b`.
+pub fn linear(lin: Linear<'_>, x: &[f32], m: usize, out: &mut Vec<f32>) -> Result<()> {
+    let (k, n) = (lin.inp, lin.out);
+    if x.len() < m * k || lin.w.len() != n * k || lin.b.len() != n {
+        return Err(KernelError::Shape("linear layer"));
+    }
+    out.clear();
+    out.reserve(m * n);
+    for _ in 0..m {
+        out.extend_from_slice(lin.b);
+    }
+    if m == 0 {
+        return Ok(());
+    }
+    // SAFETY: the checks above and `out.len() == m * n` keep every access in bounds: lhs is
+    // x[i*k + p], rhs is W[j*k + p] (Wᵀ read column by column) and dst is out[i*n + j], for
+    // i < m, j < n, p < k. The three buffers are distinct allocations.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            true,
+            x.as_ptr(),
+            1,
+            k as isize,
+            lin.w.as_ptr(),
+            k as isize,
+            1,
+            1.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            parallelism(m, n, k),
+        );
+    }
+    Ok(())
+}
+
+/// Run `f(row, out_row, scratch)` for each `width`-wide row of `out`, on the thread pool when
+/// there is enough work (`cost` is a rough per-row element count). `scratch` is a buffer
+/// reused across the rows a thread runs.
+pub fn for_rows<F>(out: &mut [f32], width: usize, cost: usize, f: F)
+where
+    F: Fn(usize, &mut [f32], &mut Vec<f32>) + Sync + Send,
+{
+    if width == 0 {
+        return;
+    }
+    let rows = out.len() / width;
+    if rows > 1 && rows * cost >= 1 << 15 && rayon::current_num_threads() > 1 {
+        let min_len = (1 << 13) / cost.max(1);
+        out.par_chunks_mut(width)
+            .enumerate()
+            .with_min_len(min_len.max(1))
+            .for_each_init(Vec::new, |scratch, (r, row)| f(r, row, scratch));
+    } else {
+        let mut scratch = Vec::new();
+        for (r, row) in out.chunks_mut(width).enumerate() {
+            f(r, row, &mut scratch);
+        }
+    }
+}
+
+/// Attention of one row's query (all heads) over `len` keys/values stored every `stride`
+/// floats from `kv` (keys at +0, values at +`d`), writing the context into `out`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn attend_body(
+    q: &[f32],
+    kv: &[f32],
+    stride: usize,
+    len: usize,
+    heads: usize,
+    scale: f32,
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    let d = out.len();
+    let hd = d / heads.max(1);
+    out.fill(0.0);
+    if len == 0 || hd == 0 {
+        return;
+    }
+    // Head-major scores; each key and value is read once, all heads at a time, so the
+    // cache is walked position by position.
+    scores.clear();
+    scores.resize(heads * len, 0.0);
+    for j in 0..len {
+        let k = &kv[j * stride..j * stride + d];
+        for h in 0..heads {
+            let at = h * hd;
+            scores[h * len + j] = simd::dot(&q[at..at + hd], &k[at..at + hd]) * scale;
+        }
+    }
+    for h in 0..heads {
+        simd::softmax(&mut scores[h * len..(h + 1) * len]);
+    }
+    for j in 0..len {
+        let v = &kv[j * stride + d..j * stride + 2 * d];
+        for h in 0..heads {
+            let at = h * hd;
+            simd::axpy(&mut out[at..at + hd], scores[h * len + j], &v[at..at + hd]);
+        }
+    }
+}
+
+dispatch!(
+    attend,
+    (
+        q: &[f32],
+        kv: &[f32],
+        stride: usize,
+        len: usize,
+        heads: usize,
+        scale: f32,
+        scores: &mut Vec<f32>,
+        out: &mut [f32]
+    ) -> (),
+    attend_body(q, kv, stride, len, heads, scale, scores, out)
+);
+
+/// x = LayerNorm(x + y), with the mean and variance of the sum computed in two passes.
+#[inline(always)]
+fn residual_norm_body(x: &mut [f32], y: &[f32], w: &[f32], b: &[f32], eps: f32) {
+    for (x, y) in x.iter_mut().zip(y) {
+        *x += *y;
+    }
+    let n = x.len() as f32;
+    let mean = simd::sum(x) / n;
+    let mut acc = [0f32; 8];
+    let mut chunks = x.chunks_exact(8);
+    for c in &mut chunks {
+        for l in 0..8 {
+            acc[l] += (c[l] - mean) * (c[l] - mean);
+        }
+    }
+    let tail: f32 = chunks
+        .remainder()
+        .iter()
+        .map(|v| (v - mean) * (v - mean))
+        .sum();
+    let var = (acc.iter().sum::<f32>() + tail) / n;
+    let inv = 1.0 / (var + eps).sqrt();
+    for ((x, w), b) in x.iter_mut().zip(w).zip(b) {
+        *x = (*x - mean) * inv * w + b;
+    }
+}
+
+dispatch!(
+    residual_norm,
+    (x: &mut [f32], y: &[f32], w: &[f32], b: &[f32], eps: f32) -> (),
+    residual_norm_body(x, y, w, b, eps)
+);
+
+#[inline(always)]
+fn activate_body(act: Activation, v: &mut [f32]) {
+    match act {
+        Activation::Relu => simd::map(v, |x| x.max(0.0)),
+        Activation::Swish => simd::map(v, |x| x / (1.0 + simd::exp(-x))),
+        Activation::Gelu => simd::map(v, simd::gelu),
+        Activation::GeluTanh => simd::map(v, simd::gelu_tanh),
+    }
+}
+
+dispatch!(
+    activate,
+    (act: Activation, v: &mut [f32]) -> (),
+    activate_body(act, v)
+);
+
+/// Every row of `x` (rows of `d`) = LayerNorm(row + the same row of `y`).
+pub fn residual_norm_rows(x: &mut [f32], y: &[f32], d: usize, norm: Norm<'_>) {
+    for_rows(x, d, d, |r, row, _| {
+        residual_norm(row, &y[r * d..(r + 1) * d], norm.w, norm.b, norm.eps)
+    });
+}
+
+/// LayerNorm of every row of `x` (rows of `d`) in place.
+pub fn norm_rows(x: &mut [f32], d: usize, norm: Norm<'_>) {
+    for_rows(x, d, d, |_, row, zeros| {
+        zeros.clear();
+        zeros.resize(row.len(), 0.0);
+        residual_norm(row, zeros, norm.w, norm.b, norm.eps)
+    });
+}
+
+/// The activation on every element of `v` (rows of `width`).
+pub fn activate_rows(act: Activation, v: &mut [f32], width: usize) {
+    for_rows(v, width, width, |_, row, _| activate(act, row));
+}
+
+/// One post-norm encoder layer: self-attention, add & norm, feed-forward, add & norm.
+pub struct EncoderLayer<'a> {
+    /// q, k and v projections stacked: out = 3·d.
+    pub qkv: Linear<'a>,
+    pub out: Linear<'a>,
+    pub self_norm: Norm<'a>,
+    pub fc1: Linear<'a>,
+    pub fc2: Linear<'a>,
+    pub final_norm: Norm<'a>,
+}
+
+/// Start of each sentence in a packed batch, and the total.
+pub fn offsets(lengths: &[usize]) -> (Vec<usize>, usize) {
+    let mut at = 0;
+    let starts = lengths
+        .iter()
+        .map(|&l| {
+            let s = at;
+            at += l;
+            s
+        })
+        .collect();
+    (starts, at)
+}
+
+/// Run encoder layers over sentences packed one after another (`lengths` tokens each, `x` is
+/// (Σ lengths, d) of embedded tokens, updated in place): padding is never computed, and each
+/// token attends to the tokens of its own sentence only (what a padding mask does).
+pub fn encode_layers(
+    layers: &[EncoderLayer<'_>],
+    x: &mut [f32],
+    lengths: &[usize],
+    d: usize,
+    heads: usize,
+    activation: Activation,
+) -> Result<()> {
+    let (starts, total) = offsets(lengths);
+    if x.len() != total * d || heads == 0 || !d.is_multiple_of(heads) {
+        return Err(KernelError::Shape("packed encoder input"));
+    }
+    let max_len = lengths.iter().copied().max().unwrap_or(0);
+    let sentence: Vec<usize> = lengths
+        .iter()
+        .enumerate()
+        .flat_map(|(i, &len)| std::iter::repeat_n(i, len))
+        .collect();
+    let scale = ((d / heads) as f32).powf(-0.5);
+    let (mut qkv, mut ctx, mut y, mut hidden) =
+        (Vec::new(), vec![0f32; total * d], Vec::new(), Vec::new());
+    for layer in layers {
+        if layer.qkv.out != 3 * d || layer.out.out != d || layer.fc2.out != d {
+            return Err(KernelError::Shape("encoder layer"));
+        }
+        linear(layer.qkv, x, total, &mut qkv)?;
+        {
+            let qkv = &qkv;
+            let sentence = &sentence;
+            let starts = &starts;
+            for_rows(&mut ctx, d, max_len * 2 * d, |r, out, scores| {
+                let i = sentence[r];
+                let kv = &qkv[starts[i] * 3 * d + d..];
+                let q = &qkv[r * 3 * d..r * 3 * d + d];
+                attend(q, kv, 3 * d, lengths[i], heads, scale, scores, out);
+            });
+        }
+        linear(layer.out, &ctx, total, &mut y)?;
+        residual_norm_rows(x, &y, d, layer.self_norm);
+        linear(layer.fc1, x, total, &mut hidden)?;
+        activate_rows(activation, &mut hidden, layer.fc1.out);
+        linear(layer.fc2, &hidden, total, &mut y)?;
+        residual_norm_rows(x, &y, d, layer.final_norm);
+    }
+    Ok(())
+}
