@@ -174,6 +174,7 @@ pub fn read_input(path: &Path) -> Result<BenchInput, BenchError> {
 pub fn load_model_only(
     repo: &ModelRepo,
     device: &Device,
+    format: crate::translate::WeightFormat,
 ) -> Result<(MarianModel, GenerationConfig), TranslateError> {
     let config = repo.get("config.json")?;
     let generation = match repo.get_optional("generation_config.json") {
@@ -197,7 +198,10 @@ pub fn load_model_only(
         ))
     })?;
     let tensors = crate::weights::read_tensors(&weights, device)?;
-    Ok((MarianModel::new(&cfg, tensors, device)?, generation))
+    Ok((
+        MarianModel::with_format(&cfg, tensors, device, format)?,
+        generation,
+    ))
 }
 
 #[derive(Debug, Clone, Serialize)]

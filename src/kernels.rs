@@ -5,7 +5,9 @@
 //! large matrix products plus fused passes over rows (attention, residual + layer norm,
 //! activation), with vector kernels compiled for AVX2 and picked at run time.
 
+pub mod int8;
 pub mod layers;
+pub mod packed_f32;
 pub mod simd;
 
 /// A kernel was handed buffers whose sizes disagree: a bug in the caller, reported instead of
@@ -14,4 +16,8 @@ pub mod simd;
 pub enum KernelError {
     #[error("kernel buffers disagree: {0}")]
     Shape(&'static str),
+    #[error("f32 matrix product: {0}")]
+    PackedF32(#[from] packed_f32::KernelError),
+    #[error("int8 matrix product: {0}")]
+    Int8(#[from] int8::KernelError),
 }

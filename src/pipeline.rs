@@ -15,6 +15,7 @@ use crate::hub::{HubOptions, ModelRepo, ModelSource};
 use crate::manifest::{normalise_lang, Manifest};
 use crate::prepare::{prepare, Prepared};
 use crate::store::Store;
+use crate::translate::WeightFormat;
 use crate::translate::{TranslateOptions, Translator};
 
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +77,8 @@ pub struct AlignOptions {
     /// as paraphrase-multilingual-MiniLM-L12-v2 or LaBSE); "translation" then holds the source.
     pub embed_source: bool,
     pub translate: TranslateOptions,
+    /// How the translation models' layers are stored (int8: faster, CPU only, not bit-equal).
+    pub compute_type: WeightFormat,
     pub cluster: ClusterOptions,
     pub hub: HubOptions,
 }
@@ -211,16 +214,21 @@ impl<'a> Models<'a> {
         let key = source.to_string();
         if !self.translators.contains_key(&key) {
             let repo = ModelRepo::open(source, &self.opts.hub)?;
-            let t = Translator::load(&repo, &self.device).map_err(|e| {
-                PipelineError::LoadTranslator {
+            let t = Translator::load_with(&repo, &self.device, self.opts.compute_type).map_err(
+                |e| PipelineError::LoadTranslator {
                     model: repo.describe(),
                     source: Box::new(e),
-                }
-            })?;
+                },
+            )?;
             // The cache key is the model and the commit it resolved to (a folder has none).
             let revision = repo.commit().unwrap_or_default();
+            // int8 translations differ from f32 ones: they are cached (and reported) apart.
+            let described = match self.opts.compute_type {
+                WeightFormat::F32 => repo.describe(),
+                other => format!("{} [{other}]", repo.describe()),
+            };
             self.translators
-                .insert(key.clone(), (t, repo.describe(), revision));
+                .insert(key.clone(), (t, described, revision));
         }
         let (t, model, revision) = &self.translators[&key];
         Ok((t, model.clone(), revision.clone()))

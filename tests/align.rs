@@ -54,6 +54,7 @@ fn options(threshold: Option<f32>) -> AlignOptions {
             max_new_tokens: Some(12),
             batch_size: 8,
         },
+        compute_type: Default::default(),
         cluster,
         hub: HubOptions {
             offline: true,

@@ -29,6 +29,7 @@ async fn a_dropped_request_is_skipped_by_the_model_worker() {
                 progress: false,
             },
             device: Device::Cpu,
+            compute_type: Default::default(),
             embed_model: fixture("marian-tiny-swish"),
         },
         metrics.clone(),

@@ -14,7 +14,7 @@ use candle_nn::{LayerNorm, Linear};
 
 use super::config::{EncoderConfig, HiddenAct, PositionScheme};
 use super::EmbedError;
-use crate::kernels::layers::{self as cpu, Activation};
+use crate::kernels::layers::{self as cpu, Activation, PackedLinear, WeightFormat};
 use crate::kernels::KernelError;
 
 impl From<KernelError> for EmbedError {
@@ -127,11 +127,11 @@ struct Layer {
 /// Owned weights of one layer for the plain-buffer CPU path.
 struct CpuLayer {
     /// query, key and value stacked: (3·d, d).
-    qkv: (Vec<f32>, Vec<f32>),
-    attn_out: (Vec<f32>, Vec<f32>),
+    qkv: PackedLinear,
+    attn_out: PackedLinear,
     attn_norm: (Vec<f32>, Vec<f32>),
-    intermediate: (Vec<f32>, Vec<f32>),
-    output: (Vec<f32>, Vec<f32>),
+    intermediate: PackedLinear,
+    output: PackedLinear,
     out_norm: (Vec<f32>, Vec<f32>),
 }
 
@@ -215,6 +215,12 @@ fn linear_vecs(l: &Linear) -> Result<(Vec<f32>, Vec<f32>)> {
     Ok((to_vec(l.weight())?, to_vec(b)?))
 }
 
+fn pack(l: &Linear) -> Result<PackedLinear> {
+    let (w, b) = linear_vecs(l)?;
+    let (out, inp) = l.weight().dims2()?;
+    Ok(PackedLinear::new(&w, &b, out, inp, WeightFormat::F32)?)
+}
+
 fn norm_vecs(n: &LayerNorm) -> Result<(Vec<f32>, Vec<f32>)> {
     let b = n
         .bias()
@@ -233,12 +239,14 @@ impl CpuWeights {
                     linear_vecs(&l.key)?,
                     linear_vecs(&l.value)?,
                 );
+                let d = q.1.len();
+                let (w, b) = ([q.0, k.0, v.0].concat(), [q.1, k.1, v.1].concat());
                 Ok(CpuLayer {
-                    qkv: ([q.0, k.0, v.0].concat(), [q.1, k.1, v.1].concat()),
-                    attn_out: linear_vecs(&l.attn_out)?,
+                    qkv: PackedLinear::new(&w, &b, 3 * d, d, WeightFormat::F32)?,
+                    attn_out: pack(&l.attn_out)?,
                     attn_norm: norm_vecs(&l.attn_norm)?,
-                    intermediate: linear_vecs(&l.intermediate)?,
-                    output: linear_vecs(&l.output)?,
+                    intermediate: pack(&l.intermediate)?,
+                    output: pack(&l.output)?,
                     out_norm: norm_vecs(&l.out_norm)?,
                 })
             })
@@ -384,25 +392,16 @@ impl BertEncoder {
                 eps,
             }
         }
-        fn linear(p: &(Vec<f32>, Vec<f32>), inp: usize, out: usize) -> cpu::Linear<'_> {
-            cpu::Linear {
-                w: &p.0,
-                b: &p.1,
-                inp,
-                out,
-            }
-        }
         cpu::norm_rows(&mut x, d, norm(&w.embed_norm, eps));
-        let ff = self.cfg.intermediate_size;
         let layers: Vec<cpu::EncoderLayer<'_>> = w
             .layers
             .iter()
             .map(|l| cpu::EncoderLayer {
-                qkv: linear(&l.qkv, d, 3 * d),
-                out: linear(&l.attn_out, d, d),
+                qkv: &l.qkv,
+                out: &l.attn_out,
                 self_norm: norm(&l.attn_norm, eps),
-                fc1: linear(&l.intermediate, d, ff),
-                fc2: linear(&l.output, ff, d),
+                fc1: &l.intermediate,
+                fc2: &l.output,
                 final_norm: norm(&l.out_norm, eps),
             })
             .collect();

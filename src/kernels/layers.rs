@@ -5,9 +5,10 @@
 //! Every row is computed independently of the others, in the same order, so a sentence's result
 //! does not depend on the batch it is in.
 
-use gemm::Parallelism;
 use rayon::prelude::*;
 
+use super::int8::PackedI8;
+use super::packed_f32::PackedF32;
 use super::simd::{self, dispatch};
 use super::KernelError;
 
@@ -25,14 +26,86 @@ pub enum Activation {
     GeluTanh,
 }
 
-/// `y = x · Wᵀ + b` with `W` stored (out, in), as in PyTorch checkpoints.
-#[derive(Clone, Copy)]
-pub struct Linear<'a> {
-    pub w: &'a [f32],
-    pub b: &'a [f32],
-    pub inp: usize,
-    pub out: usize,
+/// How the CPU kernels store a linear layer's weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WeightFormat {
+    /// f32, packed once at load for the matrix-product kernel: the reference numerics.
+    #[default]
+    F32,
+    /// 8-bit weights per output feature and activations quantised per row on every product
+    /// (what CTranslate2 calls int8): faster and smaller, not bit-equal to the f32 model.
+    Int8,
 }
+
+impl WeightFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            WeightFormat::F32 => "f32",
+            WeightFormat::Int8 => "int8",
+        }
+    }
+}
+
+impl std::str::FromStr for WeightFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" | "float32" => Ok(WeightFormat::F32),
+            "int8" | "i8" => Ok(WeightFormat::Int8),
+            other => Err(format!(
+                "unknown weight format `{other}` (expected f32 or int8)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for WeightFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A linear layer `y = x · Wᵀ + b` (W given (out, in), as in PyTorch checkpoints), its weights
+/// packed at load for the kernel of its [`WeightFormat`].
+pub enum PackedLinear {
+    F32(PackedF32),
+    Int8(PackedI8),
+}
+
+impl PackedLinear {
+    /// `w` is (out, inp) row-major, `b` has `out` entries.
+    pub fn new(w: &[f32], b: &[f32], out: usize, inp: usize, format: WeightFormat) -> Result<Self> {
+        Ok(match format {
+            WeightFormat::F32 => PackedLinear::F32(PackedF32::pack(w, b, out, inp)?),
+            WeightFormat::Int8 => PackedLinear::Int8(PackedI8::quantize(w, b, out, inp)?),
+        })
+    }
+
+    pub fn inp(&self) -> usize {
+        match self {
+            PackedLinear::F32(p) => p.k(),
+            PackedLinear::Int8(p) => p.k(),
+        }
+    }
+
+    pub fn out(&self) -> usize {
+        match self {
+            PackedLinear::F32(p) => p.n(),
+            PackedLinear::Int8(p) => p.n(),
+        }
+    }
+
+    /// Memory the packed weights take.
+    pub fn bytes(&self) -> usize {
+        match self {
+            PackedLinear::F32(p) => p.bytes(),
+            PackedLinear::Int8(p) => p.bytes(),
+        }
+    }
+}
+
+pub type Linear<'a> = &'a PackedLinear;
 
 #[derive(Clone, Copy)]
 pub struct Norm<'a> {
@@ -41,56 +114,14 @@ pub struct Norm<'a> {
     pub eps: f32,
 }
 
-/// Multiply-accumulate threads for a product of this size: small products are not worth
-/// waking the pool for.
-fn parallelism(m: usize, n: usize, k: usize) -> Parallelism {
-    let threads = rayon::current_num_threads();
-    if threads > 1 && m * n * k >= 1 << 18 {
-        Parallelism::Rayon(threads)
-    } else {
-        Parallelism::None
-    }
-}
-
-/// `out[m×n] = x[m×k] · Wᵀ + b`.
+/// `out[m×n] = x[m×k] · Wᵀ + b`, reading the first m·k values of `x`.
 pub fn linear(lin: Linear<'_>, x: &[f32], m: usize, out: &mut Vec<f32>) -> Result<()> {
-    let (k, n) = (lin.inp, lin.out);
-    if x.len() < m * k || lin.w.len() != n * k || lin.b.len() != n {
-        return Err(KernelError::Shape("linear layer"));
-    }
-    out.clear();
-    out.reserve(m * n);
-    for _ in 0..m {
-        out.extend_from_slice(lin.b);
-    }
-    if m == 0 {
-        return Ok(());
-    }
-    // SAFETY: the checks above and `out.len() == m * n` keep every access in bounds: lhs is
-    // x[i*k + p], rhs is W[j*k + p] (Wᵀ read column by column) and dst is out[i*n + j], for
-    // i < m, j < n, p < k. The three buffers are distinct allocations.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            out.as_mut_ptr(),
-            1,
-            n as isize,
-            true,
-            x.as_ptr(),
-            1,
-            k as isize,
-            lin.w.as_ptr(),
-            k as isize,
-            1,
-            1.0f32,
-            1.0f32,
-            false,
-            false,
-            false,
-            parallelism(m, n, k),
-        );
+    let x = x
+        .get(..m * lin.inp())
+        .ok_or(KernelError::Shape("linear layer input"))?;
+    match lin {
+        PackedLinear::F32(p) => p.matmul(x, m, out)?,
+        PackedLinear::Int8(p) => p.matmul(x, m, out)?,
     }
     Ok(())
 }
@@ -298,7 +329,7 @@ pub fn encode_layers(
     let (mut qkv, mut ctx, mut y, mut hidden) =
         (Vec::new(), vec![0f32; total * d], Vec::new(), Vec::new());
     for layer in layers {
-        if layer.qkv.out != 3 * d || layer.out.out != d || layer.fc2.out != d {
+        if layer.qkv.out() != 3 * d || layer.out.out() != d || layer.fc2.out() != d {
             return Err(KernelError::Shape("encoder layer"));
         }
         linear(layer.qkv, x, total, &mut qkv)?;
@@ -316,7 +347,7 @@ pub fn encode_layers(
         linear(layer.out, &ctx, total, &mut y)?;
         residual_norm_rows(x, &y, d, layer.self_norm);
         linear(layer.fc1, x, total, &mut hidden)?;
-        activate_rows(activation, &mut hidden, layer.fc1.out);
+        activate_rows(activation, &mut hidden, layer.fc1.out());
         linear(layer.fc2, &hidden, total, &mut y)?;
         residual_norm_rows(x, &y, d, layer.final_norm);
     }

@@ -68,6 +68,8 @@ pub struct ServerConfig {
     /// SQLite store for the online grouping; `None` keeps it in memory.
     pub store: Option<PathBuf>,
     pub device: Device,
+    /// How translation models store their layers (int8: CPU only).
+    pub compute_type: crate::translate::WeightFormat,
     pub hub: HubOptions,
     pub cluster: ClusterOptions,
     /// Adds `GET /v1/_panic`, which panics, to test that a panic costs one request only.
@@ -94,6 +96,7 @@ impl ServerConfig {
             api_key: None,
             store: None,
             device: Device::Cpu,
+            compute_type: Default::default(),
             hub: HubOptions::default(),
             cluster: ClusterOptions::default(),
             panic_route: false,
@@ -495,6 +498,7 @@ pub async fn serve(
             max_batch_tokens: config.max_batch_tokens.max(1),
             hub: config.hub,
             device: config.device.clone(),
+            compute_type: config.compute_type,
             embed_model: config.embed_model.clone(),
         },
         metrics.clone(),

@@ -40,6 +40,7 @@ pub struct EngineConfig {
     pub max_batch_tokens: usize,
     pub hub: HubOptions,
     pub device: Device,
+    pub compute_type: crate::translate::WeightFormat,
     pub embed_model: ModelSource,
 }
 
@@ -256,6 +257,7 @@ impl Engine {
         let (ready_tx, ready_rx) = oneshot::channel::<Result<String, EngineError>>();
         let hub = self.cfg.hub;
         let device = self.cfg.device.clone();
+        let compute_type = self.cfg.compute_type;
         let metrics = self.metrics.clone();
         let budget = self.cfg.max_batch_tokens.max(1);
         let key = source.to_string();
@@ -267,7 +269,8 @@ impl Engine {
         let spawned = std::thread::Builder::new().name(name).spawn(move || {
             let load = || -> Result<(Translator, String), String> {
                 let repo = ModelRepo::open(source, &hub).map_err(|e| chain(&e))?;
-                let t = Translator::load(&repo, &device).map_err(|e| chain(&e))?;
+                let t =
+                    Translator::load_with(&repo, &device, compute_type).map_err(|e| chain(&e))?;
                 Ok((t, repo.describe()))
             };
             match catch_unwind(AssertUnwindSafe(load)) {

@@ -8,6 +8,7 @@ pub mod translator;
 
 use std::path::PathBuf;
 
+pub use crate::kernels::layers::WeightFormat;
 pub use config::{EarlyStopping, GenerationConfig, MarianConfig};
 pub use model::MarianModel;
 pub use translator::{TranslateOptions, Translation, Translator};

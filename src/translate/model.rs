@@ -18,6 +18,7 @@ use candle_nn::{LayerNorm, Linear};
 
 use super::config::{Activation, MarianConfig};
 use super::TranslateError;
+use crate::kernels::layers::{PackedLinear, WeightFormat};
 use profile::Phase;
 
 mod cpu;
@@ -502,17 +503,163 @@ pub struct MarianModel {
     cfg: MarianConfig,
     encoder_embed: Tensor,
     decoder_embed: Tensor,
-    lm_head: Tensor,
     /// (target_vocab,)
     final_logits_bias: Tensor,
     encoder_positions: Tensor,
     decoder_positions: Tensor,
-    encoder_layers: Vec<EncoderLayer>,
-    decoder_layers: Vec<DecoderLayer>,
     embed_scale: f64,
     device: Device,
-    /// Decode with the plain-buffer CPU decoder (`cpu`) rather than candle tensor operations.
-    cpu_decoder: bool,
+    backend: Backend,
+}
+
+/// The layers, either as candle tensors (any device) or packed for the CPU kernels.
+enum Backend {
+    Tensors(Box<TensorLayers>),
+    Cpu(Box<CpuLayers>),
+}
+
+struct TensorLayers {
+    lm_head: Tensor,
+    encoder: Vec<EncoderLayer>,
+    decoder: Vec<DecoderLayer>,
+}
+
+/// Layer norm parameters copied out of their tensors.
+struct NormVecs {
+    w: Vec<f32>,
+    b: Vec<f32>,
+}
+
+impl NormVecs {
+    fn new(norm: &LayerNorm) -> Result<Self> {
+        Ok(Self {
+            w: norm.weight().to_vec1::<f32>()?,
+            b: norm_bias(norm)?.to_vec1::<f32>()?,
+        })
+    }
+
+    fn view(&self) -> cpu::Norm<'_> {
+        cpu::Norm {
+            w: &self.w,
+            b: &self.b,
+            eps: LAYER_NORM_EPS as f32,
+        }
+    }
+}
+
+struct CpuEncoderLayer {
+    qkv: PackedLinear,
+    out: PackedLinear,
+    self_norm: NormVecs,
+    fc1: PackedLinear,
+    fc2: PackedLinear,
+    final_norm: NormVecs,
+}
+
+struct CpuDecoderLayer {
+    self_qkv: PackedLinear,
+    self_out: PackedLinear,
+    self_norm: NormVecs,
+    cross_q: PackedLinear,
+    cross_kv: PackedLinear,
+    cross_out: PackedLinear,
+    cross_norm: NormVecs,
+    fc1: PackedLinear,
+    fc2: PackedLinear,
+    final_norm: NormVecs,
+}
+
+/// The layers packed for the CPU kernels; the embeddings stay tensors (looked up by row).
+struct CpuLayers {
+    encoder: Vec<CpuEncoderLayer>,
+    decoder: Vec<CpuDecoderLayer>,
+    /// The output projection with `final_logits_bias` as its bias.
+    lm_head: PackedLinear,
+    format: WeightFormat,
+}
+
+/// Pack a candle linear layer (weight (out, in) and bias) for the CPU kernels.
+fn pack_linear(l: &Linear, format: WeightFormat) -> Result<PackedLinear> {
+    pack_tensors(l.weight(), bias(l)?, format)
+}
+
+fn pack_tensors(w: &Tensor, b: &Tensor, format: WeightFormat) -> Result<PackedLinear> {
+    let (out, inp) = w.dims2()?;
+    with_slices(&[w, b], |s| {
+        Ok(PackedLinear::new(s[0], s[1], out, inp, format)?)
+    })
+}
+
+impl CpuLayers {
+    /// Packs the tensor layers one by one, dropping each once packed so that the f32 copies
+    /// are freed as the packed ones are made.
+    fn pack(t: TensorLayers, final_logits_bias: &Tensor, format: WeightFormat) -> Result<Self> {
+        let TensorLayers {
+            lm_head,
+            encoder,
+            decoder,
+        } = t;
+        let mut enc = Vec::with_capacity(encoder.len());
+        for l in encoder {
+            enc.push(CpuEncoderLayer {
+                qkv: pack_linear(&l.self_attn.qkv, format)?,
+                out: pack_linear(&l.self_attn.out, format)?,
+                self_norm: NormVecs::new(&l.self_attn_norm)?,
+                fc1: pack_linear(&l.fc1, format)?,
+                fc2: pack_linear(&l.fc2, format)?,
+                final_norm: NormVecs::new(&l.final_norm)?,
+            });
+        }
+        let mut dec = Vec::with_capacity(decoder.len());
+        for l in decoder {
+            dec.push(CpuDecoderLayer {
+                self_qkv: pack_linear(&l.self_attn.qkv, format)?,
+                self_out: pack_linear(&l.self_attn.out, format)?,
+                self_norm: NormVecs::new(&l.self_attn_norm)?,
+                cross_q: pack_linear(&l.cross_attn.q, format)?,
+                cross_kv: pack_linear(&l.cross_attn.kv, format)?,
+                cross_out: pack_linear(&l.cross_attn.out, format)?,
+                cross_norm: NormVecs::new(&l.cross_attn_norm)?,
+                fc1: pack_linear(&l.fc1, format)?,
+                fc2: pack_linear(&l.fc2, format)?,
+                final_norm: NormVecs::new(&l.final_norm)?,
+            });
+        }
+        let lm_head = pack_tensors(&lm_head, final_logits_bias, format)?;
+        Ok(Self {
+            encoder: enc,
+            decoder: dec,
+            lm_head,
+            format,
+        })
+    }
+
+    fn bytes(&self) -> usize {
+        let enc: usize = self
+            .encoder
+            .iter()
+            .map(|l| l.qkv.bytes() + l.out.bytes() + l.fc1.bytes() + l.fc2.bytes())
+            .sum();
+        let dec: usize = self
+            .decoder
+            .iter()
+            .map(|l| {
+                [
+                    &l.self_qkv,
+                    &l.self_out,
+                    &l.cross_q,
+                    &l.cross_kv,
+                    &l.cross_out,
+                    &l.fc1,
+                    &l.fc2,
+                ]
+                .iter()
+                .map(|p| p.bytes())
+                .sum::<usize>()
+            })
+            .sum();
+        enc + dec + self.lm_head.bytes()
+    }
 }
 
 /// A contiguous f32 CPU tensor's elements.
@@ -540,10 +687,6 @@ fn norm_bias(l: &LayerNorm) -> Result<&Tensor> {
         .ok_or_else(|| TranslateError::Weights("a layer norm has no bias".into()))
 }
 
-fn linear<'a>(w: &'a [f32], b: &'a [f32], inp: usize, out: usize) -> cpu::Linear<'a> {
-    cpu::Linear { w, b, inp, out }
-}
-
 /// Run `f` with `tensors` (contiguous f32 CPU tensors) borrowed as slices, in order.
 fn with_slices<R>(tensors: &[&Tensor], f: impl FnOnce(&[&[f32]]) -> Result<R>) -> Result<R> {
     let guards: Vec<_> = tensors.iter().map(|t| t.storage_and_layout()).collect();
@@ -555,8 +698,51 @@ fn with_slices<R>(tensors: &[&Tensor], f: impl FnOnce(&[&[f32]]) -> Result<R>) -
 }
 
 impl MarianModel {
-    /// Build the model from a checkpoint's tensors (as `MarianMTModel.state_dict()` names them).
+    /// Build the model from a checkpoint's tensors (as `MarianMTModel.state_dict()` names them),
+    /// with f32 weights.
     pub fn new(
+        cfg: &MarianConfig,
+        tensors: HashMap<String, Tensor>,
+        device: &Device,
+    ) -> Result<Self> {
+        Self::with_format(cfg, tensors, device, WeightFormat::F32)
+    }
+
+    /// Build the model with its linear layers stored in `format`. On the CPU the layers are
+    /// packed for the CPU kernels (and the tensors freed); other devices run candle tensor
+    /// operations in f32, so `Int8` is refused there.
+    pub fn with_format(
+        cfg: &MarianConfig,
+        tensors: HashMap<String, Tensor>,
+        device: &Device,
+        format: WeightFormat,
+    ) -> Result<Self> {
+        let mut model = Self::with_tensor_ops(cfg, tensors, device)?;
+        if device.is_cpu() {
+            let Backend::Tensors(layers) = std::mem::replace(
+                &mut model.backend,
+                Backend::Tensors(Box::new(TensorLayers {
+                    lm_head: model.decoder_embed.clone(),
+                    encoder: Vec::new(),
+                    decoder: Vec::new(),
+                })),
+            ) else {
+                return Err(TranslateError::Weights("the model was built packed".into()));
+            };
+            let packed = CpuLayers::pack(*layers, &model.final_logits_bias, format)?;
+            tracing::debug!(format = %format, bytes = packed.bytes(), "packed the linear layers");
+            model.backend = Backend::Cpu(Box::new(packed));
+        } else if format != WeightFormat::F32 {
+            return Err(TranslateError::Config(format!(
+                "{format} weights run on the CPU only (this model is on {device:?}); use f32 or --device cpu"
+            )));
+        }
+        Ok(model)
+    }
+
+    /// The model on candle tensor operations, on any device (on the CPU: the reference the
+    /// packed layers are tested against).
+    fn with_tensor_ops(
         cfg: &MarianConfig,
         tensors: HashMap<String, Tensor>,
         device: &Device,
@@ -637,20 +823,29 @@ impl MarianModel {
             cfg: cfg.clone(),
             encoder_embed,
             decoder_embed,
-            lm_head,
             final_logits_bias,
             encoder_positions,
             decoder_positions,
-            encoder_layers,
-            decoder_layers,
             embed_scale: if cfg.scale_embedding {
                 (d as f64).sqrt()
             } else {
                 1.0
             },
             device: device.clone(),
-            cpu_decoder: device.is_cpu(),
+            backend: Backend::Tensors(Box::new(TensorLayers {
+                lm_head,
+                encoder: encoder_layers,
+                decoder: decoder_layers,
+            })),
         })
+    }
+
+    /// How the linear layers are stored: f32 for the tensor path, else what was packed.
+    pub fn weight_format(&self) -> WeightFormat {
+        match &self.backend {
+            Backend::Cpu(c) => c.format,
+            Backend::Tensors(_) => WeightFormat::F32,
+        }
     }
 
     pub fn config(&self) -> &MarianConfig {
@@ -661,147 +856,67 @@ impl MarianModel {
         &self.device
     }
 
-    /// Run `f` with the decoder's weights borrowed as plain slices (CPU only).
-    fn with_cpu_weights<R>(&self, f: impl FnOnce(&cpu::Weights<'_>) -> Result<R>) -> Result<R> {
-        let mut tensors: Vec<&Tensor> = vec![
-            &self.decoder_embed,
-            &self.decoder_positions,
-            &self.lm_head,
-            &self.final_logits_bias,
-        ];
-        for l in &self.decoder_layers {
-            let linears = [
-                &l.self_attn.qkv,
-                &l.self_attn.out,
-                &l.cross_attn.q,
-                &l.cross_attn.kv,
-                &l.cross_attn.out,
-                &l.fc1,
-                &l.fc2,
-            ];
-            for lin in linears {
-                tensors.push(lin.weight());
-                tensors.push(bias(lin)?);
-            }
-            for norm in [&l.self_attn_norm, &l.cross_attn_norm, &l.final_norm] {
-                tensors.push(norm.weight());
-                tensors.push(norm_bias(norm)?);
-            }
-        }
-        with_slices(&tensors, |slices| {
-            let mut next = slices.iter().copied();
-            let mut take = || {
-                next.next()
-                    .ok_or_else(|| TranslateError::Weights("decoder weights missing".into()))
-            };
-            let d = self.cfg.d_model;
-            let ffn = self.cfg.decoder_ffn_dim;
-            let embed = take()?;
-            let positions = take()?;
-            let lm_w = take()?;
-            let lm_b = take()?;
-            let mut layers = Vec::with_capacity(self.decoder_layers.len());
-            for _ in &self.decoder_layers {
-                let self_qkv = linear(take()?, take()?, d, 3 * d);
-                let self_out = linear(take()?, take()?, d, d);
-                let cross_q = linear(take()?, take()?, d, d);
-                let cross_kv = linear(take()?, take()?, d, 2 * d);
-                let cross_out = linear(take()?, take()?, d, d);
-                let fc1 = linear(take()?, take()?, d, ffn);
-                let fc2 = linear(take()?, take()?, ffn, d);
-                let mut norm = || -> Result<cpu::Norm<'_>> {
-                    Ok(cpu::Norm {
-                        w: take()?,
-                        b: take()?,
-                        eps: LAYER_NORM_EPS as f32,
-                    })
-                };
-                let self_norm = norm()?;
-                let cross_norm = norm()?;
-                let final_norm = norm()?;
-                layers.push(cpu::Layer {
-                    self_qkv,
-                    self_out,
-                    self_norm,
-                    cross_q,
-                    cross_kv,
-                    cross_out,
-                    cross_norm,
-                    fc1,
-                    fc2,
-                    final_norm,
-                });
-            }
-            let weights = cpu::Weights {
+    /// Run `f` with the decoder's weights (CPU only).
+    fn with_cpu_weights<R>(
+        &self,
+        c: &CpuLayers,
+        f: impl FnOnce(&cpu::Weights<'_>) -> Result<R>,
+    ) -> Result<R> {
+        with_slices(&[&self.decoder_embed, &self.decoder_positions], |s| {
+            let layers = c
+                .decoder
+                .iter()
+                .map(|l| cpu::Layer {
+                    self_qkv: &l.self_qkv,
+                    self_out: &l.self_out,
+                    self_norm: l.self_norm.view(),
+                    cross_q: &l.cross_q,
+                    cross_kv: &l.cross_kv,
+                    cross_out: &l.cross_out,
+                    cross_norm: l.cross_norm.view(),
+                    fc1: &l.fc1,
+                    fc2: &l.fc2,
+                    final_norm: l.final_norm.view(),
+                })
+                .collect();
+            f(&cpu::Weights {
                 layers,
-                embed,
-                positions,
+                embed: s[0],
+                positions: s[1],
                 embed_scale: self.embed_scale as f32,
-                lm_head: linear(lm_w, lm_b, d, self.cfg.target_vocab_size()),
-                d,
+                lm_head: &c.lm_head,
+                d: self.cfg.d_model,
                 heads: self.cfg.decoder_attention_heads,
                 activation: self.cfg.activation,
-            };
-            f(&weights)
+            })
         })
     }
 
-    /// Run `f` with the encoder's weights borrowed as plain slices (CPU only).
+    /// Run `f` with the encoder's weights (CPU only).
     fn with_cpu_encoder<R>(
         &self,
+        c: &CpuLayers,
         f: impl FnOnce(&cpu::EncoderWeights<'_>) -> Result<R>,
     ) -> Result<R> {
-        let mut tensors: Vec<&Tensor> = vec![&self.encoder_embed, &self.encoder_positions];
-        for l in &self.encoder_layers {
-            for lin in [&l.self_attn.qkv, &l.self_attn.out, &l.fc1, &l.fc2] {
-                tensors.push(lin.weight());
-                tensors.push(bias(lin)?);
-            }
-            for norm in [&l.self_attn_norm, &l.final_norm] {
-                tensors.push(norm.weight());
-                tensors.push(norm_bias(norm)?);
-            }
-        }
-        with_slices(&tensors, |slices| {
-            let mut next = slices.iter().copied();
-            let mut take = || {
-                next.next()
-                    .ok_or_else(|| TranslateError::Weights("encoder weights missing".into()))
-            };
-            let d = self.cfg.d_model;
-            let ffn = self.cfg.encoder_ffn_dim;
-            let embed = take()?;
-            let positions = take()?;
-            let mut layers = Vec::with_capacity(self.encoder_layers.len());
-            for _ in &self.encoder_layers {
-                let qkv = linear(take()?, take()?, d, 3 * d);
-                let out = linear(take()?, take()?, d, d);
-                let fc1 = linear(take()?, take()?, d, ffn);
-                let fc2 = linear(take()?, take()?, ffn, d);
-                let mut norm = || -> Result<cpu::Norm<'_>> {
-                    Ok(cpu::Norm {
-                        w: take()?,
-                        b: take()?,
-                        eps: LAYER_NORM_EPS as f32,
-                    })
-                };
-                let self_norm = norm()?;
-                let final_norm = norm()?;
-                layers.push(cpu::EncoderLayer {
-                    qkv,
-                    out,
-                    self_norm,
-                    fc1,
-                    fc2,
-                    final_norm,
-                });
-            }
+        with_slices(&[&self.encoder_embed, &self.encoder_positions], |s| {
+            let layers = c
+                .encoder
+                .iter()
+                .map(|l| cpu::EncoderLayer {
+                    qkv: &l.qkv,
+                    out: &l.out,
+                    self_norm: l.self_norm.view(),
+                    fc1: &l.fc1,
+                    fc2: &l.fc2,
+                    final_norm: l.final_norm.view(),
+                })
+                .collect();
             f(&cpu::EncoderWeights {
                 layers,
-                embed,
-                positions,
+                embed: s[0],
+                positions: s[1],
                 embed_scale: self.embed_scale as f32,
-                d,
+                d: self.cfg.d_model,
                 heads: self.cfg.encoder_attention_heads,
                 activation: self.cfg.activation,
             })
@@ -829,14 +944,17 @@ impl MarianModel {
             )));
         }
         let lengths: Vec<usize> = rows.iter().map(Vec::len).collect();
-        if self.cpu_decoder {
-            let ids: Vec<u32> = rows.iter().flatten().copied().collect();
-            let hidden = self.with_cpu_encoder(|w| cpu::encode(w, &ids, &lengths))?;
-            return Ok(Encoded {
-                kind: EncodedKind::Packed(hidden),
-                lengths,
-            });
-        }
+        let layers = match &self.backend {
+            Backend::Tensors(t) => t,
+            Backend::Cpu(c) => {
+                let ids: Vec<u32> = rows.iter().flatten().copied().collect();
+                let hidden = self.with_cpu_encoder(c, |w| cpu::encode(w, &ids, &lengths))?;
+                return Ok(Encoded {
+                    kind: EncodedKind::Packed(hidden),
+                    lengths,
+                });
+            }
+        };
         let mut ids = Vec::with_capacity(n * s);
         let mut bias = Vec::with_capacity(n * s);
         for row in rows {
@@ -854,7 +972,7 @@ impl MarianModel {
             .reshape((n, s, self.cfg.d_model))?;
         let positions = self.encoder_positions.i(..s)?;
         let mut xs = (embedded * self.embed_scale)?.broadcast_add(&positions)?;
-        for layer in &self.encoder_layers {
+        for layer in &layers.encoder {
             let att = &layer.self_attn;
             let (q, k, v) = att.project(&xs)?;
             let ctx = attention(&q, &k, &v, Some(&pad_bias), att.scale)?;
@@ -885,26 +1003,30 @@ impl MarianModel {
             )));
         }
         let d = self.cfg.d_model;
-        if self.cpu_decoder {
-            let hidden = encoded.packed(d)?;
-            let rows: Vec<usize> = match rows {
-                Some(rows) => rows.iter().map(|&r| r as usize).collect(),
-                None => (0..n).collect(),
-            };
-            let state = self
-                .with_cpu_weights(|w| cpu::State::new(w, &hidden, encoded.lengths.clone(), rows))?;
-            return Ok(DecoderState {
-                inner: StateKind::Cpu(Box::new(state)),
-            });
-        }
+        let layers = match &self.backend {
+            Backend::Tensors(t) => t,
+            Backend::Cpu(c) => {
+                let hidden = encoded.packed(d)?;
+                let rows: Vec<usize> = match rows {
+                    Some(rows) => rows.iter().map(|&r| r as usize).collect(),
+                    None => (0..n).collect(),
+                };
+                let state = self.with_cpu_weights(c, |w| {
+                    cpu::State::new(w, &hidden, encoded.lengths.clone(), rows)
+                })?;
+                return Ok(DecoderState {
+                    inner: StateKind::Cpu(Box::new(state)),
+                });
+            }
+        };
         let (hidden, pad_bias) = encoded.padded(d, &self.device)?;
-        let mut cross_kv = Vec::with_capacity(self.decoder_layers.len());
-        for layer in &self.decoder_layers {
+        let mut cross_kv = Vec::with_capacity(layers.decoder.len());
+        for layer in &layers.decoder {
             cross_kv.push(layer.cross_attn.project_kv(&hidden)?);
         }
         let mut state = DecoderState {
             inner: StateKind::Tensors(TensorState {
-                self_kv: vec![None; self.decoder_layers.len()],
+                self_kv: vec![None; layers.decoder.len()],
                 cross_kv,
                 cross_bias: pad_bias,
                 step: 0,
@@ -947,7 +1069,8 @@ impl MarianModel {
             StateKind::Tensors(s) => self.decode_step_tensors(tokens, s),
             StateKind::Cpu(s) => {
                 let mut logits = Vec::new();
-                self.with_cpu_weights(|w| cpu::step(w, s, tokens, &mut logits))?;
+                let c = self.cpu_layers()?;
+                self.with_cpu_weights(c, |w| cpu::step(w, s, tokens, &mut logits))?;
                 let shape = (tokens.len(), self.cfg.target_vocab_size());
                 Ok(Tensor::from_vec(logits, shape, &self.device)?)
             }
@@ -964,7 +1087,10 @@ impl MarianModel {
     ) -> Result<()> {
         self.check_step(tokens, state)?;
         match &mut state.inner {
-            StateKind::Cpu(s) => self.with_cpu_weights(|w| cpu::step(w, s, tokens, logits)),
+            StateKind::Cpu(s) => {
+                let c = self.cpu_layers()?;
+                self.with_cpu_weights(c, |w| cpu::step(w, s, tokens, logits))
+            }
             StateKind::Tensors(s) => {
                 let t = self.decode_step_tensors(tokens, s)?;
                 let _t = profile::time(Phase::ReadLogits);
@@ -974,7 +1100,26 @@ impl MarianModel {
         }
     }
 
+    fn cpu_layers(&self) -> Result<&CpuLayers> {
+        match &self.backend {
+            Backend::Cpu(c) => Ok(c),
+            Backend::Tensors(_) => Err(TranslateError::Input(
+                "a CPU decoder state was given to a tensor model".into(),
+            )),
+        }
+    }
+
+    fn tensor_layers(&self) -> Result<&TensorLayers> {
+        match &self.backend {
+            Backend::Tensors(t) => Ok(t),
+            Backend::Cpu(_) => Err(TranslateError::Input(
+                "a tensor decoder state was given to a CPU model".into(),
+            )),
+        }
+    }
+
     fn decode_step_tensors(&self, tokens: &[u32], state: &mut TensorState) -> Result<Tensor> {
+        let layers = self.tensor_layers()?;
         let n = tokens.len();
         let d = self.cfg.d_model;
         let t_embed = profile::time(Phase::Embed);
@@ -985,7 +1130,7 @@ impl MarianModel {
             .broadcast_add(&position)?
             .reshape((n, 1, d))?;
         drop(t_embed);
-        for (i, layer) in self.decoder_layers.iter().enumerate() {
+        for (i, layer) in layers.decoder.iter().enumerate() {
             // Self-attention over everything decoded so far (no causal mask needed: one query).
             let t_qkv = profile::time(Phase::SelfQkv);
             let att = &layer.self_attn;
@@ -1036,7 +1181,7 @@ impl MarianModel {
         let _t = profile::time(Phase::LmHead);
         let hidden = xs.reshape((n, d))?;
         let logits = hidden
-            .matmul(&self.lm_head.t()?)?
+            .matmul(&layers.lm_head.t()?)?
             .broadcast_add(&self.final_logits_bias)?;
         Ok(logits.to_dtype(DType::F32)?)
     }
@@ -1077,9 +1222,9 @@ mod tests {
     fn pair(cfg: &MarianConfig) -> (MarianModel, MarianModel) {
         let tensors = random::random_weights(cfg, 3, &Device::Cpu).unwrap();
         let fast = MarianModel::new(cfg, tensors.clone(), &Device::Cpu).unwrap();
-        let mut reference = MarianModel::new(cfg, tensors, &Device::Cpu).unwrap();
-        reference.cpu_decoder = false;
-        assert!(fast.cpu_decoder);
+        let reference = MarianModel::with_tensor_ops(cfg, tensors, &Device::Cpu).unwrap();
+        assert!(matches!(fast.backend, Backend::Cpu(_)));
+        assert!(matches!(reference.backend, Backend::Tensors(_)));
         (fast, reference)
     }
 

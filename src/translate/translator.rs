@@ -10,6 +10,7 @@ use super::config::{load_configs, GenerationConfig};
 use super::generate;
 use super::model::MarianModel;
 use super::TranslateError;
+use super::WeightFormat;
 use crate::hub::ModelRepo;
 use crate::tokenize::MarianTokenizer;
 use crate::weights;
@@ -171,8 +172,13 @@ pub fn fetch_files(repo: &ModelRepo) -> Result<MarianFiles> {
 }
 
 impl Translator {
-    /// Load a model from a Hub repo or a local folder laid out like one.
+    /// Load a model from a Hub repo or a local folder laid out like one, with f32 weights.
     pub fn load(repo: &ModelRepo, device: &Device) -> Result<Self> {
+        Self::load_with(repo, device, WeightFormat::F32)
+    }
+
+    /// [`Self::load`] with the linear layers stored as `format` (int8: CPU only).
+    pub fn load_with(repo: &ModelRepo, device: &Device, format: WeightFormat) -> Result<Self> {
         let files = fetch_files(repo)?;
         let (config, generation) = with_refetch(repo, "config.json", files.config.clone(), |p| {
             load_configs(p, files.generation_config.as_deref())
@@ -182,7 +188,7 @@ impl Translator {
         let tensors = with_refetch(repo, weights_name, weights_path, |p| {
             Ok(weights::read_tensors(p, device)?)
         })?;
-        let model = MarianModel::new(&config, tensors, device)?;
+        let model = MarianModel::with_format(&config, tensors, device, format)?;
         check_vocab_sizes(&model, &tokenizer)?;
         let (id, revision) = match repo.source() {
             crate::hub::ModelSource::Hub { repo_id, revision } => {

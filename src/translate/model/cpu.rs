@@ -284,7 +284,7 @@ pub(super) fn step(
     if n != st.rows() || d != st.d || w.layers.len() != st.layers {
         return Err(internal("rows or model size"));
     }
-    let vocab = w.lm_head.out;
+    let vocab = w.lm_head.out();
     let pos = st.step;
     if (pos + 1) * d > w.positions.len() {
         return Err(TranslateError::Input(
@@ -383,7 +383,7 @@ pub(super) fn step(
         let t_ffn = profile::time(Phase::Ffn);
         linear(layer.fc1, &sc.x, n, &mut sc.hidden)?;
         let act = w.activation;
-        let ffn = layer.fc1.out;
+        let ffn = layer.fc1.out();
         for_rows(&mut sc.hidden, ffn, ffn, |_, row, _| activate(act, row));
         linear(layer.fc2, &sc.hidden, n, &mut sc.y)?;
         drop(t_ffn);
