@@ -112,13 +112,14 @@ NEWS_SENTENCES = [
     "Voters go to the polls on Sunday.",
 ]
 
-TRANSLATION_ENGINES = ["transformers", "ct2-fp32", "ct2-int8", "tidings"]
+TRANSLATION_ENGINES = ["transformers", "ct2-fp32", "ct2-int8", "tidings", "tidings-int8"]
 EMBED_ENGINES = ["sentence-transformers", "tidings"]
 ENGINE_LABELS = {
     "transformers": "transformers (torch)",
     "ct2-fp32": "CTranslate2 fp32",
     "ct2-int8": "CTranslate2 int8",
-    "tidings": "tidings (candle)",
+    "tidings": "tidings f32",
+    "tidings-int8": "tidings int8",
     "sentence-transformers": "sentence-transformers (torch)",
 }
 
@@ -549,7 +550,8 @@ def main(argv=None) -> int:
                 else:
                     targs = ["--model", str(model_dir), "--input", str(ids),
                              "--batch-sizes", str(s["batch_size"]), "--beams", str(s["beams"]),
-                             "--max-new-tokens", str(args.max_new_tokens)]
+                             "--max-new-tokens", str(args.max_new_tokens),
+                             "--compute-type", "int8" if engine == "tidings-int8" else "f32"]
                     fn = lambda targs=targs, t=threads: tidings_translation(binary, targs, t, args.timeout)
                 jobs.append((threads, s, engine, fn))
     embed_settings = []
@@ -703,16 +705,18 @@ def load_average():
 
 
 def headline(results) -> str:
-    """One line per setting: tidings' speed relative to each peer."""
+    """One line per setting and tidings variant: its speed relative to each peer."""
     out = []
     for b in results["summary"]:
         e = b["engines"]
-        t = (e.get("tidings") or {}).get("tokens_per_s")
-        if not t:
-            continue
-        peers = [k for k in (TRANSLATION_ENGINES if b["kind"] == "translation" else EMBED_ENGINES) if k != "tidings" and k in e]
-        rel = ", ".join(f"{ratio(t, e[k]['tokens_per_s'])} {ENGINE_LABELS[k]}" for k in peers)
-        out.append(f"- {block_title(b, results['max_new_tokens'])}: tidings {t:,.1f} {b['unit']} = {rel}")
+        order = TRANSLATION_ENGINES if b["kind"] == "translation" else EMBED_ENGINES
+        ours = [k for k in order if k.startswith("tidings") and (e.get(k) or {}).get("tokens_per_s")]
+        peers = [k for k in order if not k.startswith("tidings") and k in e]
+        for k in ours:
+            t = e[k]["tokens_per_s"]
+            rel = ", ".join(f"{ratio(t, e[p]['tokens_per_s'])} {ENGINE_LABELS[p]}" for p in peers)
+            label = ENGINE_LABELS[k] if b["kind"] == "translation" else "tidings"
+            out.append(f"- {block_title(b, results['max_new_tokens'])}: {label} {t:,.1f} {b['unit']} = {rel}")
     return "\n".join(out)
 
 
@@ -757,7 +761,7 @@ def render_block(block, max_new_tokens, level="###") -> str:
             if engine not in e:
                 continue
             r = e[engine]
-            name = f"**{ENGINE_LABELS[engine]}**" if engine == "tidings" else ENGINE_LABELS[engine]
+            name = f"**{ENGINE_LABELS[engine]}**" if engine.startswith("tidings") else ENGINE_LABELS[engine]
             lines.append(
                 f"| {name} | {r['tokens_per_s']:.1f} | {spread(r)} | {r['sentences_per_s']:.2f} | "
                 f"{ratio(r['tokens_per_s'], ref['transformers'])} | {ratio(r['tokens_per_s'], ref['ct2-fp32'])} | "
@@ -771,7 +775,7 @@ def render_block(block, max_new_tokens, level="###") -> str:
             if engine not in e:
                 continue
             r = e[engine]
-            name = f"**{ENGINE_LABELS[engine]}**" if engine == "tidings" else ENGINE_LABELS[engine]
+            name = "**tidings**" if engine == "tidings" else ENGINE_LABELS[engine]
             lines.append(
                 f"| {name} | {r['texts_per_s']:.1f} | {r['tokens_per_s']:.0f} | {spread(r, 0)} | "
                 f"{ratio(r['tokens_per_s'], ref)} | {fmt_mib(r['peak_rss_bytes'])} | {r['load_seconds']:.2f} s |"
@@ -834,8 +838,11 @@ CTranslate2 `intra_threads` with `inter_threads=1`, `tidings bench --threads`);
 median of {results['repeats']} runs, engines interleaved (every run is in
 `target/peer-bench/{results['shape']}/results.json`).
 
-**Versions:** {versions}. tidings: `cargo build --release`, default features, f32 on the CPU
-through candle. Python packages: `scripts/requirements-bench.txt`.
+**Versions:** {versions}. tidings: `cargo build --release`, default features, on the CPU through
+its own kernels (`src/kernels`): **tidings f32** is the default (`--compute-type f32`, the
+numerics tested equal to transformers), **tidings int8** is `--compute-type int8` (8-bit weights
+per output feature, activations quantised per row, like CTranslate2 int8). Python packages:
+`scripts/requirements-bench.txt`.
 
 **tidings relative to each peer** (its tokens/s divided by theirs; above 1× = tidings is
 faster):
@@ -869,8 +876,7 @@ and tokenize inside the timed call; tidings' vectors match sentence-transformers
 {render_tables(results, "embedding")}
 ## Reading these numbers
 
-- **tidings is a baseline here.** Its decode loop (src/translate/model.rs and generate.rs) is
-  being optimised; re-run the command above after those changes land to refresh this page.
+- **Where tidings' time goes** and how it got here: PROFILE.md.
 - **Threads on a busy machine.** torch and CTranslate2 parallelise with OpenMP, whose threads
   spin at every barrier by default. When another process holds one of the two cores, a
   spinning barrier waits for a whole scheduler time slice: on this machine, with another job
@@ -883,10 +889,11 @@ and tokenize inside the timed call; tidings' vectors match sentence-transformers
   the 2-thread numbers look odd.
 - Peak RSS is each engine's own process (VmHWM), measured for each setting separately; for
   the Python engines it includes the interpreter and its libraries{baseline_note}. tidings
-  memory-maps model.safetensors and copies the tensors out while loading, so its peak counts
-  the f32 weights about twice.
-- CTranslate2 int8 computes with 8-bit weights; the others in f32, so int8 is faster but not
-  numerically the same model.
+  reads the weights into memory, then packs each layer for its kernels and frees the f32 copy;
+  the output projection shares its matrix with the embedding table, which stays f32 for the
+  row lookups, so that matrix is held twice in f32 (once in int8 mode).
+- The int8 rows (CTranslate2's and tidings') compute with 8-bit weights; the others in f32, so
+  int8 is faster but not numerically the same model (tidings' int8 error bounds: tests/int8.rs).
 - Random weights give random tokens, but the work per step is that of a real model of this
   shape; real models also stop at EOS, which every engine handles alike.
 - `tidings bench` measures tidings the same way without Python (its own built-in input):
@@ -910,7 +917,7 @@ def render_svg(results) -> str:
     """Horizontal bar chart, one panel per setting and thread count, each on its own scale."""
     colors = {
         "transformers": "#9a9a9a", "ct2-fp32": "#6f9fc8", "ct2-int8": "#2f5f8a",
-        "tidings": "#d9822b", "sentence-transformers": "#9a9a9a",
+        "tidings": "#d9822b", "tidings-int8": "#a0521b", "sentence-transformers": "#9a9a9a",
     }
     width, label_w, bar_h, gap = 780, 240, 20, 5
     y = 58
@@ -931,7 +938,8 @@ def render_svg(results) -> str:
             v = e[k]["tokens_per_s"]
             w = max(1.0, (width - label_w - 130) * v / top)
             ty = y + bar_h * 0.75
-            parts.append(f'<text x="{label_w - 8}" y="{ty:.0f}" font-size="13" text-anchor="end">{esc(ENGINE_LABELS[k])}</text>')
+            label = ENGINE_LABELS[k] if block["kind"] == "translation" or k != "tidings" else "tidings"
+            parts.append(f'<text x="{label_w - 8}" y="{ty:.0f}" font-size="13" text-anchor="end">{esc(label)}</text>')
             parts.append(f'<rect x="{label_w}" y="{y}" width="{w:.1f}" height="{bar_h}" fill="{colors[k]}"/>')
             parts.append(f'<text x="{label_w + w + 6:.1f}" y="{ty:.0f}" font-size="13">{v:,.0f} {esc(block["unit"].split()[-1])}</text>')
             y += bar_h + gap

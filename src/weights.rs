@@ -4,7 +4,9 @@
 //! by torch's legacy (pre-zip) serializer, which candle cannot read. This module
 //! reads all three formats into candle tensors:
 //!
-//! * safetensors — memory-mapped and fully validated before use;
+//! * safetensors — header validated through a memory map, then each tensor read
+//!   from the file straight into its own buffer (the mapped data pages are
+//!   never touched, so loading holds the weights once, not twice);
 //! * torch zip (`torch.save` default since 1.6) — `<dir>/data.pkl` plus one
 //!   zip entry per storage;
 //! * torch legacy — a chain of pickles followed by raw storage bytes.
@@ -177,6 +179,10 @@ fn map_file(path: &Path) -> Result<memmap2::Mmap, WeightsError> {
 fn read_safetensors(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>, WeightsError> {
     use safetensors::SafeTensorError as E;
     let mmap = map_file(path)?;
+    let file = File::open(path).map_err(|source| WeightsError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     // `deserialize` validates the header: JSON parses, every tensor's byte
     // range matches its dtype and shape, ranges tile the data without gaps,
     // and the data ends exactly at the end of the file.
@@ -219,17 +225,60 @@ fn read_safetensors(path: &Path, device: &Device) -> Result<HashMap<String, Tens
                 })
             }
         };
-        let tensor =
-            tensor_from_le_bytes(view.data(), elem, view.shape(), device).map_err(|source| {
-                WeightsError::Candle {
+        let candle_err = |source| WeightsError::Candle {
+            path: path.to_path_buf(),
+            name: pickle::printable(name),
+            source: Box::new(source),
+        };
+        // Where the tensor's bytes start in the file (the slice points into the map; taking
+        // its address reads nothing).
+        let offset = view.data().as_ptr() as usize - mmap.as_ptr() as usize;
+        let tensor = match read_f32_at(&file, offset, view.data().len(), elem) {
+            Some(values) => {
+                let values = values.map_err(|source| WeightsError::Io {
                     path: path.to_path_buf(),
-                    name: pickle::printable(name),
-                    source: Box::new(source),
-                }
-            })?;
+                    source,
+                })?;
+                Tensor::from_vec(values, view.shape(), device).map_err(candle_err)?
+            }
+            None => {
+                tensor_from_le_bytes(view.data(), elem, view.shape(), device).map_err(candle_err)?
+            }
+        };
         out.insert(name.to_string(), tensor);
     }
     Ok(out)
+}
+
+/// Reads `len` bytes of little-endian f32 at `offset` of `file` into a new vector, without
+/// going through the memory map (whose pages would otherwise stay resident next to the copy
+/// until the map is dropped). `None` where this does not apply (other element types, hosts
+/// without positioned reads or not little-endian): the caller then copies from the map.
+fn read_f32_at(
+    file: &File,
+    offset: usize,
+    len: usize,
+    elem: ElemType,
+) -> Option<std::io::Result<Vec<f32>>> {
+    #[cfg(all(unix, target_endian = "little"))]
+    {
+        use std::os::unix::fs::FileExt;
+        if elem != ElemType::F32 || !len.is_multiple_of(4) {
+            return None;
+        }
+        let mut values = vec![0f32; len / 4];
+        // SAFETY: the byte view covers exactly the vector's initialised memory (len bytes), u8
+        // has no alignment requirement, and every bit pattern is a valid f32, so filling the
+        // bytes from the file cannot create an invalid value.
+        let bytes =
+            unsafe { std::slice::from_raw_parts_mut(values.as_mut_ptr().cast::<u8>(), len) };
+        Some(file.read_exact_at(bytes, offset as u64).map(|()| values))
+    }
+    #[cfg(not(all(unix, target_endian = "little")))]
+    {
+        let _ = (file, offset, len, elem);
+        None
+    }
 }
 
 /// Element types as stored on disk, before mapping to candle.
