@@ -110,6 +110,85 @@ fn translate_json_ids_equal_transformers() {
 }
 
 #[test]
+fn compute_type_int8_reaches_the_model_and_bad_types_are_refused() {
+    use tidings::hub::{HubOptions, ModelRepo, ModelSource};
+    use tidings::translate::{TranslateOptions, Translator, WeightFormat};
+    let home = tempfile::tempdir().unwrap();
+    let dir = fixture("marian-tiny-swish");
+    let r: Reference =
+        serde_json::from_slice(&std::fs::read(dir.join("reference.json")).unwrap()).unwrap();
+    let picked: Vec<usize> = (0..r.inputs.len())
+        .filter(|&i| !r.inputs[i].trim().is_empty() && !r.inputs[i].contains(['\n', '\r']))
+        .collect();
+    let stdin: String = picked
+        .iter()
+        .map(|&i| format!("{}\n", r.inputs[i]))
+        .collect();
+    let max = r.greedy.max_new_tokens.to_string();
+    let args = [
+        "translate",
+        "--model",
+        dir.to_str().unwrap(),
+        "--beam",
+        "1",
+        "--max-new-tokens",
+        &max,
+        "--json",
+        "--device",
+        "cpu",
+        "--compute-type",
+        "int8",
+    ];
+    let out = tidings(&args, &stdin, home.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<Line> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // The same as the library's int8 model, and not simply the f32 output.
+    let repo = ModelRepo::open(
+        ModelSource::parse(dir.to_str().unwrap(), None).unwrap(),
+        &HubOptions::default(),
+    )
+    .unwrap();
+    let int8 = Translator::load_with(&repo, &candle_core::Device::Cpu, WeightFormat::Int8).unwrap();
+    let gen = int8.generation_config(&TranslateOptions {
+        num_beams: Some(1),
+        max_new_tokens: Some(r.greedy.max_new_tokens),
+        batch_size: 1,
+    });
+    let mut differs_from_f32 = 0;
+    for (line, &i) in lines.iter().zip(&picked) {
+        let want = int8
+            .generate_batch(std::slice::from_ref(&r.source_ids[i]), &gen)
+            .unwrap();
+        assert_eq!(line.token_ids, want[0], "input {i}");
+        differs_from_f32 += usize::from(line.token_ids != r.greedy.alone[i]);
+    }
+    assert_eq!(lines.len(), picked.len());
+    assert!(
+        differs_from_f32 > 0,
+        "int8 output equals f32 everywhere: was it used?"
+    );
+    fails_with(
+        &[
+            "translate",
+            "--model",
+            dir.to_str().unwrap(),
+            "--compute-type",
+            "int4",
+        ],
+        "Hallo\n",
+        &["int4", "expected f32 or int8"],
+    );
+}
+
+#[test]
 fn plain_output_keeps_line_count_and_blank_lines() {
     let home = tempfile::tempdir().unwrap();
     let dir = fixture("marian-tiny-swish");

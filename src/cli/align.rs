@@ -14,8 +14,8 @@ use tidings::manifest::Manifest;
 use tidings::pipeline::{self, AlignOptions, AlignOutput, Models, Progress};
 use tidings::store::{default_store_path, write_atomic, Store};
 use tidings::translate::TranslateOptions;
-use tidings::translate::WeightFormat;
 
+use super::ComputeArgs;
 use super::SourceArgs;
 
 pub const DEFAULT_EMBED_MODEL: &str = "sentence-transformers/all-MiniLM-L6-v2";
@@ -125,16 +125,8 @@ pub struct AlignArgs {
     batch_size: usize,
     #[arg(long, default_value = "auto")]
     device: DeviceChoice,
-    /// How the translation models compute: f32 (same results as transformers) or int8 (8-bit
-    /// weights as CTranslate2's int8: faster and smaller, CPU only, slightly different output;
-    /// cached apart from f32 translations in --store).
-    #[arg(
-        long,
-        value_name = "TYPE",
-        default_value = "f32",
-        env = "TIDINGS_COMPUTE_TYPE"
-    )]
-    compute_type: WeightFormat,
+    #[command(flatten)]
+    compute: ComputeArgs,
     #[command(flatten)]
     source: SourceArgs,
 }
@@ -203,7 +195,7 @@ pub fn align(args: AlignArgs, quiet: bool) -> anyhow::Result<()> {
             max_new_tokens: None,
             batch_size: args.batch_size.max(1),
         },
-        compute_type: args.compute_type,
+        compute_type: args.compute.compute_type,
         cluster,
         hub: args.source.hub_options(quiet),
     };

@@ -14,9 +14,9 @@ use tidings::bench::{
 use tidings::device::{self, DeviceChoice};
 use tidings::embed::Embedder;
 use tidings::hub::{ModelRepo, ModelSource};
-use tidings::translate::WeightFormat;
 use tidings::translate::{random, GenerationConfig, MarianModel, Translator};
 
+use super::ComputeArgs;
 use super::SourceArgs;
 
 const AFTER_HELP: &str = "\
@@ -79,15 +79,8 @@ pub struct BenchArgs {
     threads: Option<usize>,
     #[arg(long, default_value = "auto")]
     device: DeviceChoice,
-    /// How the translation model computes: f32 (same results as transformers) or int8 (8-bit
-    /// weights as CTranslate2's int8: faster and smaller, CPU only, slightly different output).
-    #[arg(
-        long,
-        value_name = "TYPE",
-        default_value = "f32",
-        env = "TIDINGS_COMPUTE_TYPE"
-    )]
-    compute_type: WeightFormat,
+    #[command(flatten)]
+    compute: ComputeArgs,
     /// One JSON document on stdout instead of a table.
     #[arg(long)]
     json: bool,
@@ -167,7 +160,7 @@ pub fn run(args: BenchArgs, quiet: bool) -> anyhow::Result<()> {
         version: env!("CARGO_PKG_VERSION"),
         device: device::describe(&device),
         threads: candle_core::utils::get_num_threads(),
-        dtype: args.compute_type.name(),
+        dtype: args.compute.compute_type.name(),
         hardware: hardware(&device),
         peak_rss_bytes: peak_rss_bytes(),
         translation,
@@ -207,7 +200,7 @@ fn bench_translation(
             let cfg = random::shape(shape)?;
             let tensors = random::random_weights(&cfg, 0x7d1d_1e55, device)?;
             let generation = GenerationConfig::defaults_for(&cfg);
-            let model = MarianModel::with_format(&cfg, tensors, device, args.compute_type)?;
+            let model = MarianModel::with_format(&cfg, tensors, device, args.compute.compute_type)?;
             let (rows, described) = match input {
                 Some((path, BenchInput::Ids(rows))) => (rows.clone(), format!("{path} (token ids)")),
                 Some((path, BenchInput::Texts(_))) => bail!(
@@ -237,8 +230,9 @@ fn bench_translation(
             match input {
                 Some((path, BenchInput::Ids(rows))) => {
                     // Token ids need no tokenizer: the folder may hold only config and weights.
-                    let (model, generation) = load_model_only(&repo, device, args.compute_type)
-                        .with_context(|| format!("cannot load {}", repo.describe()))?;
+                    let (model, generation) =
+                        load_model_only(&repo, device, args.compute.compute_type)
+                            .with_context(|| format!("cannot load {}", repo.describe()))?;
                     (
                         model,
                         generation,
@@ -248,7 +242,7 @@ fn bench_translation(
                     )
                 }
                 other => {
-                    let t = Translator::load_with(&repo, device, args.compute_type)
+                    let t = Translator::load_with(&repo, device, args.compute.compute_type)
                         .with_context(|| format!("cannot load {}", repo.describe()))?;
                     let (texts, described): (Vec<&str>, String) = match other {
                         Some((path, BenchInput::Texts(lines))) => (

@@ -60,6 +60,20 @@ pub enum Command {
     Serve(serve::ServeArgs),
 }
 
+/// How translation models compute, for every command that translates.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct ComputeArgs {
+    /// f32 (same results as transformers) or int8 (8-bit weights as CTranslate2's int8: faster
+    /// and smaller, CPU only, slightly different output; cached apart from f32 in a store).
+    #[arg(
+        long,
+        value_name = "TYPE",
+        default_value = "f32",
+        env = "TIDINGS_COMPUTE_TYPE"
+    )]
+    pub compute_type: tidings::translate::WeightFormat,
+}
+
 /// Model-source flags shared by every command that loads a model.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SourceArgs {

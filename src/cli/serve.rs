@@ -8,9 +8,9 @@ use tidings::hub::ModelSource;
 use tidings::manifest::{normalise_lang, Manifest};
 use tidings::server::{serve, ServerConfig, Shutdown};
 use tidings::store::default_store_path;
-use tidings::translate::WeightFormat;
 
 use super::align::DEFAULT_EMBED_MODEL;
+use super::ComputeArgs;
 
 const SERVE_HELP: &str = "\
 Every flag can also be set from the environment (TIDINGS_HOST, TIDINGS_PORT, ...).
@@ -89,15 +89,8 @@ pub struct ServeArgs {
     store: Option<PathBuf>,
     #[arg(long, env = "TIDINGS_DEVICE", default_value = "auto")]
     device: DeviceChoice,
-    /// How the translation model computes: f32 (same results as transformers) or int8 (8-bit
-    /// weights as CTranslate2's int8: faster and smaller, CPU only, slightly different output).
-    #[arg(
-        long,
-        value_name = "TYPE",
-        default_value = "f32",
-        env = "TIDINGS_COMPUTE_TYPE"
-    )]
-    compute_type: WeightFormat,
+    #[command(flatten)]
+    compute: ComputeArgs,
     /// Use only the local model cache (also HF_HUB_OFFLINE=1).
     #[arg(long, env = "TIDINGS_OFFLINE")]
     offline: bool,
@@ -160,7 +153,7 @@ fn config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
     }
     cfg.store = Some(args.store.clone().unwrap_or_else(default_store_path));
     cfg.device = device::open(args.device)?;
-    cfg.compute_type = args.compute_type;
+    cfg.compute_type = args.compute.compute_type;
     let mut hub = tidings::hub::HubOptions::from_env();
     hub.offline |= args.offline;
     hub.progress = false;

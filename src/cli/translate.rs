@@ -8,8 +8,8 @@ use tidings::device::{self, DeviceChoice};
 use tidings::hub::{ModelRepo, ModelSource};
 use tidings::manifest::Manifest;
 use tidings::translate::translator::{TranslateOptions, Translator};
-use tidings::translate::WeightFormat;
 
+use super::ComputeArgs;
 use super::SourceArgs;
 
 const AFTER_HELP: &str = "\
@@ -49,15 +49,8 @@ pub struct TranslateArgs {
     /// Where to run: cpu, cuda, metal or auto (auto falls back to the CPU).
     #[arg(long, value_name = "D", default_value = "auto", env = "TIDINGS_DEVICE")]
     device: DeviceChoice,
-    /// How the translation model computes: f32 (same results as transformers) or int8 (8-bit
-    /// weights as CTranslate2's int8: faster and smaller, CPU only, slightly different output).
-    #[arg(
-        long,
-        value_name = "TYPE",
-        default_value = "f32",
-        env = "TIDINGS_COMPUTE_TYPE"
-    )]
-    compute_type: WeightFormat,
+    #[command(flatten)]
+    compute: ComputeArgs,
     /// One JSON object per output line.
     #[arg(long)]
     json: bool,
@@ -142,7 +135,7 @@ pub fn run(args: TranslateArgs, quiet: bool) -> anyhow::Result<()> {
     let lines = read_input(&args.input)?;
     let device = device::open(args.device)?;
     let repo = ModelRepo::open(source, &args.source.hub_options(quiet))?;
-    let translator = Translator::load_with(&repo, &device, args.compute_type)
+    let translator = Translator::load_with(&repo, &device, args.compute.compute_type)
         .with_context(|| format!("cannot load the model {}", repo.describe()))?;
     let opts = TranslateOptions {
         num_beams: args.beam.map(|b| b as usize),

@@ -719,14 +719,7 @@ impl MarianModel {
     ) -> Result<Self> {
         let mut model = Self::with_tensor_ops(cfg, tensors, device)?;
         if device.is_cpu() {
-            let Backend::Tensors(layers) = std::mem::replace(
-                &mut model.backend,
-                Backend::Tensors(Box::new(TensorLayers {
-                    lm_head: model.decoder_embed.clone(),
-                    encoder: Vec::new(),
-                    decoder: Vec::new(),
-                })),
-            ) else {
+            let Backend::Tensors(layers) = model.backend else {
                 return Err(TranslateError::Weights("the model was built packed".into()));
             };
             let packed = CpuLayers::pack(*layers, &model.final_logits_bias, format)?;
