@@ -4,9 +4,12 @@
 //! Needs the real MiniLM (scripts/fetch-minilm.sh puts it in .cache/models/all-MiniLM-L6-v2).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::Device;
+#[path = "support/minilm.rs"]
+mod minilm;
+use minilm::minilm_dir;
 use tidings::article::{load_input, Article};
 use tidings::cluster::ClusterOptions;
 use tidings::hub::{HubOptions, ModelSource};
@@ -17,18 +20,6 @@ use tidings::translate::TranslateOptions;
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn minilm_dir() -> PathBuf {
-    let dir = std::env::var_os("TIDINGS_MINILM_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join(".cache/models/all-MiniLM-L6-v2"));
-    assert!(
-        dir.join("model.safetensors").is_file(),
-        "all-MiniLM-L6-v2 is not at {}: run scripts/fetch-minilm.sh (or set TIDINGS_MINILM_DIR)",
-        dir.display()
-    );
-    dir
 }
 
 fn fixture(name: &str) -> ModelSource {

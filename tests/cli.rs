@@ -4,6 +4,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+#[path = "support/minilm.rs"]
+mod minilm;
+use minilm::minilm_dir;
 use serde::Deserialize;
 
 fn tidings(args: &[&str], stdin: &str, home: &Path) -> Output {
@@ -359,20 +362,6 @@ fn inspect_json_removes_furniture_and_keeps_ordinal_dates() {
     }
 }
 
-fn minilm() -> PathBuf {
-    let dir = std::env::var_os("TIDINGS_MINILM_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache/models/all-MiniLM-L6-v2")
-        });
-    assert!(
-        dir.join("model.safetensors").is_file(),
-        "all-MiniLM-L6-v2 is not at {}: run scripts/fetch-minilm.sh",
-        dir.display()
-    );
-    dir
-}
-
 #[test]
 fn align_seeds_writes_events_plot_and_scores() {
     let home = tempfile::tempdir().unwrap();
@@ -392,7 +381,7 @@ fn align_seeds_writes_events_plot_and_scores() {
     }
     args.extend([
         "--embed-model".into(),
-        minilm().to_str().unwrap().into(),
+        minilm_dir().to_str().unwrap().into(),
         "--store".into(),
         store.to_str().unwrap().into(),
         "--out".into(),
@@ -460,7 +449,7 @@ fn align_seeds_writes_events_plot_and_scores() {
 #[test]
 fn embed_json_gives_unit_vectors_of_the_model_dimension() {
     let home = tempfile::tempdir().unwrap();
-    let dir = minilm();
+    let dir = minilm_dir();
     let out = tidings(
         &[
             "embed",

@@ -11,6 +11,9 @@ use std::sync::OnceLock;
 
 use candle_core::Device;
 use serde::Deserialize;
+#[path = "support/minilm.rs"]
+mod minilm;
+use minilm::minilm_dir;
 use tidings::embed::{EmbedError, Embedder};
 use tidings::hub::{HubOptions, ModelRepo, ModelSource};
 
@@ -47,19 +50,6 @@ struct LongRef {
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/embed")
-}
-
-fn minilm_dir() -> PathBuf {
-    let dir = match std::env::var_os("TIDINGS_MINILM_DIR") {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache/models/all-MiniLM-L6-v2"),
-    };
-    assert!(
-        dir.join("model.safetensors").is_file(),
-        "all-MiniLM-L6-v2 is not at {}: run scripts/fetch-minilm.sh (or set TIDINGS_MINILM_DIR)",
-        dir.display()
-    );
-    dir
 }
 
 fn open(dir: &Path) -> ModelRepo {

@@ -6,29 +6,20 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use serde_json::Value;
+#[path = "minilm.rs"]
+mod minilm;
+pub use minilm::{minilm_dir, minilm_dir_unchecked};
 use tidings::hub::{HubOptions, ModelSource};
 use tidings::manifest::Manifest;
 use tidings::server::{serve, ServerConfig, Shutdown};
 
 pub fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-pub fn minilm_dir() -> PathBuf {
-    let dir = std::env::var_os("TIDINGS_MINILM_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join(".cache/models/all-MiniLM-L6-v2"));
-    assert!(
-        dir.join("model.safetensors").is_file(),
-        "all-MiniLM-L6-v2 is not at {}: run scripts/fetch-minilm.sh (or set TIDINGS_MINILM_DIR)",
-        dir.display()
-    );
-    dir
 }
 
 pub fn fixture(name: &str) -> ModelSource {
@@ -53,12 +44,6 @@ pub fn fixture_config() -> ServerConfig {
     };
     cfg.max_concurrent_requests = 256;
     cfg
-}
-
-fn minilm_dir_unchecked() -> PathBuf {
-    std::env::var_os("TIDINGS_MINILM_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join(".cache/models/all-MiniLM-L6-v2"))
 }
 
 pub struct TestServer {
