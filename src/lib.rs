@@ -2,8 +2,9 @@
 //!
 //! One module per responsibility. The engine: `hub` finds model files, `weights` reads tensors,
 //! `tokenize` turns text into ids and back, `translate` runs Marian models, `embed` runs
-//! sentence-transformers models, `manifest` says which model serves which language, `device`
-//! picks CPU or GPU. The articles: `article` reads input, `clean` removes page furniture,
+//! sentence-transformers models, `kernels` is their CPU compute (packed f32 and int8 matrix
+//! products, transformer layers on plain buffers), `manifest` says which model serves which
+//! language, `device` picks CPU or GPU. The articles: `article` reads input, `clean` removes page furniture,
 //! `detect` finds languages, `segment` splits sentences, `prepare` does all three; `cluster`
 //! groups and explains, `metrics` scores groupings, `store` caches and resumes, `pipeline` runs
 //! the whole chain, `plot` draws it, `bench` measures speed.
