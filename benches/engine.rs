@@ -1,6 +1,8 @@
 //! `cargo bench --bench engine`: criterion benchmarks of the engine's parts, small enough to run
 //! in about two minutes.
 //!
+//! Every `marian/*` benchmark runs twice, for f32 (`f32/...`) and int8 (`int8/...`) weights.
+//!
 //! - `marian/encode`: the encoder on 32 sentences of news-like lengths (random-weight model of
 //!   the real opus-mt-base shape, so no download).
 //! - `marian/decode_step`: one decoder step at position 8, for 32 rows (greedy) and 128 rows
@@ -23,7 +25,7 @@ use tidings::bench::{run_translation, synthetic_rows};
 use tidings::cluster::{group, ClusterOptions};
 use tidings::embed::Embedder;
 use tidings::hub::{HubOptions, ModelRepo, ModelSource};
-use tidings::translate::{random, GenerationConfig, MarianModel};
+use tidings::translate::{random, GenerationConfig, MarianModel, WeightFormat};
 
 struct Setup {
     model: MarianModel,
@@ -31,26 +33,36 @@ struct Setup {
     rows: Vec<Vec<u32>>,
 }
 
-fn setup() -> Setup {
+fn setup(format: WeightFormat) -> Setup {
     let cfg = random::shape("opus-mt-base").expect("known shape");
     let tensors = random::random_weights(&cfg, 0x7d1d_1e55, &Device::Cpu).expect("weights");
-    let model = MarianModel::new(&cfg, tensors, &Device::Cpu).expect("model");
+    let model = MarianModel::with_format(&cfg, tensors, &Device::Cpu, format).expect("model");
     let gen = GenerationConfig::defaults_for(&cfg);
     let rows = synthetic_rows(32, cfg.vocab_size as u32, 0, &[cfg.pad_token_id], 42);
     Setup { model, gen, rows }
 }
 
 fn marian(c: &mut Criterion) {
-    let s = setup();
-    let source_tokens: usize = s.rows.iter().map(Vec::len).sum();
     let mut g = c.benchmark_group("marian");
     g.sample_size(10)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(3))
         .sampling_mode(SamplingMode::Flat);
+    for format in [WeightFormat::F32, WeightFormat::Int8] {
+        marian_format(&mut g, format);
+    }
+    g.finish();
+}
+
+fn marian_format(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    format: WeightFormat,
+) {
+    let s = setup(format);
+    let source_tokens: usize = s.rows.iter().map(Vec::len).sum();
 
     g.throughput(Throughput::Elements(source_tokens as u64));
-    g.bench_function("encode/batch32", |b| {
+    g.bench_function(format!("{format}/encode/batch32"), |b| {
         b.iter(|| s.model.encode(&s.rows).expect("encode"))
     });
 
@@ -62,7 +74,7 @@ fn marian(c: &mut Criterion) {
             .collect();
         let tokens = vec![start; expand.len()];
         g.throughput(Throughput::Elements(expand.len() as u64));
-        g.bench_function(name, |b| {
+        g.bench_function(format!("{format}/{name}"), |b| {
             b.iter_batched(
                 || {
                     let mut state = s
@@ -91,14 +103,13 @@ fn marian(c: &mut Criterion) {
     let new_tokens = 8;
     g.throughput(Throughput::Elements((s.rows.len() * new_tokens) as u64));
     for (name, beams) in [("translate/greedy", 1usize), ("translate/beam4", 4)] {
-        g.bench_function(name, |b| {
+        g.bench_function(format!("{format}/{name}"), |b| {
             b.iter(|| {
                 run_translation(&s.model, &s.gen, &s.rows, 32, beams, new_tokens)
                     .expect("translate")
             })
         });
     }
-    g.finish();
 }
 
 fn minilm_dir() -> PathBuf {
