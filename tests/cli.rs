@@ -53,6 +53,33 @@ struct Line {
     token_ids: Vec<u32>,
 }
 
+/// The JSON lines of a successful `translate --json` run.
+fn json_lines(out: Output) -> Vec<Line> {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The reference inputs that fit on one line (blank ones and ones spanning lines can't be given
+/// one per line), and the stdin that gives them.
+fn one_line_inputs(r: &Reference) -> (Vec<usize>, String) {
+    let picked: Vec<usize> = (0..r.inputs.len())
+        .filter(|&i| !r.inputs[i].trim().is_empty() && !r.inputs[i].contains(['\n', '\r']))
+        .collect();
+    let stdin = picked
+        .iter()
+        .map(|&i| format!("{}\n", r.inputs[i]))
+        .collect();
+    (picked, stdin)
+}
+
 #[test]
 fn translate_json_ids_equal_transformers() {
     let home = tempfile::tempdir().unwrap();
@@ -60,14 +87,7 @@ fn translate_json_ids_equal_transformers() {
         let dir = fixture(name);
         let r: Reference =
             serde_json::from_slice(&std::fs::read(dir.join("reference.json")).unwrap()).unwrap();
-        // One segment per line: inputs that are blank or span lines can't be given this way.
-        let picked: Vec<usize> = (0..r.inputs.len())
-            .filter(|&i| !r.inputs[i].trim().is_empty() && !r.inputs[i].contains(['\n', '\r']))
-            .collect();
-        let stdin: String = picked
-            .iter()
-            .map(|&i| format!("{}\n", r.inputs[i]))
-            .collect();
+        let (picked, stdin) = one_line_inputs(&r);
         for (beam, g) in [("1", &r.greedy), ("4", &r.beam4)] {
             let max = g.max_new_tokens.to_string();
             let out = tidings(
@@ -88,16 +108,7 @@ fn translate_json_ids_equal_transformers() {
                 &stdin,
                 home.path(),
             );
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let lines: Vec<Line> = String::from_utf8(out.stdout)
-                .unwrap()
-                .lines()
-                .map(|l| serde_json::from_str(l).unwrap())
-                .collect();
+            let lines = json_lines(out);
             assert_eq!(
                 lines.len(),
                 picked.len(),
@@ -120,13 +131,7 @@ fn compute_type_int8_reaches_the_model_and_bad_types_are_refused() {
     let dir = fixture("marian-tiny-swish");
     let r: Reference =
         serde_json::from_slice(&std::fs::read(dir.join("reference.json")).unwrap()).unwrap();
-    let picked: Vec<usize> = (0..r.inputs.len())
-        .filter(|&i| !r.inputs[i].trim().is_empty() && !r.inputs[i].contains(['\n', '\r']))
-        .collect();
-    let stdin: String = picked
-        .iter()
-        .map(|&i| format!("{}\n", r.inputs[i]))
-        .collect();
+    let (picked, stdin) = one_line_inputs(&r);
     let max = r.greedy.max_new_tokens.to_string();
     let args = [
         "translate",
@@ -142,17 +147,7 @@ fn compute_type_int8_reaches_the_model_and_bad_types_are_refused() {
         "--compute-type",
         "int8",
     ];
-    let out = tidings(&args, &stdin, home.path());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<Line> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = json_lines(tidings(&args, &stdin, home.path()));
     // The same as the library's int8 model, and not simply the f32 output.
     let repo = ModelRepo::open(
         ModelSource::parse(dir.to_str().unwrap(), None).unwrap(),
