@@ -75,41 +75,11 @@ SHAPES = {
     ),
 }
 
-# Keep in step with NEWS_SENTENCES in src/bench.rs: their lengths shape the token id rows, and
-# they are the embedding benchmark's texts.
+# The built-in sentences of `tidings bench` (src/bench.rs reads the same file): their lengths
+# shape the token id rows, and they are the embedding benchmark's texts.
 NEWS_SENTENCES = [
-    "The central bank left its main interest rate unchanged on Thursday, saying inflation had eased for a third month in a row but remained above its target.",
-    "Rescue teams searched through the night for survivors after the earthquake.",
-    "The finance minister said the budget deficit would fall to 2.8 percent of economic output next year, helped by higher tax revenue and lower energy subsidies.",
-    "Thousands of farmers drove their tractors into the capital on Monday to protest against cheap imports, new environmental rules and the planned cut in diesel subsidies, blocking several main roads for hours.",
-    "Parliament approved the new law by 412 votes to 163.",
-    "Police said two people were injured when a car hit a tram stop in the city centre late on Saturday evening.",
-    "The company expects sales to grow again next year.",
-    "Officials from both countries met in Geneva for a second round of talks on a ceasefire, but a spokesman said no agreement had yet been reached on the exchange of prisoners.",
-    "Heavy rain caused flooding in several villages along the river, and the regional government declared a state of emergency.",
-    "The airline cancelled more than 300 flights because of a strike by air traffic controllers, affecting tens of thousands of passengers at the start of the school holidays.",
-    "Shares in the carmaker fell by nine percent after it lowered its profit forecast.",
-    "The mayor announced a plan to build 5,000 new flats over the next four years, most of them on land owned by the city.",
-    "Doctors warned that hospitals were running out of beds as the number of flu cases rose sharply in the first week of January.",
-    "According to the statistics office, unemployment fell to 5.1 percent in March, its lowest level since the autumn of 2008, while wages rose faster than prices for the first time in two years, which economists said should support consumer spending in the coming months.",
-    "The opposition leader called for an early election.",
-    "A court in the capital sentenced the former minister to six years in prison for taking bribes.",
-    "The government will spend an additional 1.2 billion euros on the railways next year, the transport minister told reporters after a cabinet meeting on Wednesday.",
-    "Firefighters brought the forest fire under control after three days.",
-    "The football club confirmed that its coach had resigned with immediate effect after a run of seven games without a win, and said an interim successor would be named before the weekend.",
-    "Scientists at the university have developed a cheaper way to recycle the batteries used in electric cars.",
-    "The president will travel to Brussels next week for a summit of European leaders on migration and defence spending.",
-    "Prices for heating oil have risen by almost a third since the summer.",
-    "The trade union said its members had voted in favour of a two-year agreement that raises pay by 6.5 percent and adds one day of annual leave.",
-    "Exports fell for the second month in a row, mainly because of weaker demand from China and the United States, the economy ministry said in its monthly report.",
-    "The museum will reopen in May after a renovation that took five years and cost 80 million euros.",
-    "Residents were asked to keep their windows closed because of smoke from a fire at a chemical plant.",
-    "In a statement released on Sunday, the foreign ministry condemned the attack on the embassy and summoned the ambassador to explain why the building had not been better protected, adding that it would review its security arrangements abroad.",
-    "The new bridge over the river opened to traffic on Friday.",
-    "Teachers in the northern region will go on strike next Tuesday over pay and working hours.",
-    "The health ministry reported 1,245 new cases of measles this year, more than in the previous five years combined.",
-    "The energy company plans to close its last two coal-fired power stations by 2030 and replace them with wind farms and gas turbines that can later run on hydrogen.",
-    "Voters go to the polls on Sunday.",
+    line for line in (ROOT / "benches" / "news-sentences.txt").read_text(encoding="utf-8").splitlines()
+    if line.strip()
 ]
 
 TRANSLATION_ENGINES = ["transformers", "ct2-fp32", "ct2-int8", "tidings", "tidings-int8"]
