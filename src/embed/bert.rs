@@ -124,24 +124,15 @@ struct Layer {
     out_norm: LayerNorm,
 }
 
-/// Owned weights of one layer for the plain-buffer CPU path.
-struct CpuLayer {
-    /// query, key and value stacked: (3·d, d).
-    qkv: PackedLinear,
-    attn_out: PackedLinear,
-    attn_norm: (Vec<f32>, Vec<f32>),
-    intermediate: PackedLinear,
-    output: PackedLinear,
-    out_norm: (Vec<f32>, Vec<f32>),
-}
-
+/// The weights copied into plain buffers and packed for the CPU kernels.
 struct CpuWeights {
     /// (vocab, d), (positions, d), and token type 0's row (d).
     word: Vec<f32>,
     position: Vec<f32>,
     type0: Vec<f32>,
-    embed_norm: (Vec<f32>, Vec<f32>),
-    layers: Vec<CpuLayer>,
+    embed_norm: cpu::Norm,
+    layers: Vec<cpu::EncoderLayer>,
+    activation: Activation,
 }
 
 struct TensorWeights {
@@ -221,15 +212,20 @@ fn pack(l: &Linear) -> Result<PackedLinear> {
     Ok(PackedLinear::new(&w, &b, out, inp, WeightFormat::F32)?)
 }
 
-fn norm_vecs(n: &LayerNorm) -> Result<(Vec<f32>, Vec<f32>)> {
+fn cpu_norm(n: &LayerNorm, eps: f32) -> Result<cpu::Norm> {
     let b = n
         .bias()
         .ok_or_else(|| EmbedError::Weights("a layer norm has no bias".into()))?;
-    Ok((to_vec(n.weight())?, to_vec(b)?))
+    Ok(cpu::Norm {
+        w: to_vec(n.weight())?,
+        b: to_vec(b)?,
+        eps,
+    })
 }
 
 impl CpuWeights {
-    fn new(t: &TensorWeights) -> Result<Self> {
+    fn new(cfg: &EncoderConfig, t: &TensorWeights) -> Result<Self> {
+        let eps = cfg.layer_norm_eps as f32;
         let layers = t
             .layers
             .iter()
@@ -241,13 +237,13 @@ impl CpuWeights {
                 );
                 let d = q.1.len();
                 let (w, b) = ([q.0, k.0, v.0].concat(), [q.1, k.1, v.1].concat());
-                Ok(CpuLayer {
+                Ok(cpu::EncoderLayer {
                     qkv: PackedLinear::new(&w, &b, 3 * d, d, WeightFormat::F32)?,
-                    attn_out: pack(&l.attn_out)?,
-                    attn_norm: norm_vecs(&l.attn_norm)?,
-                    intermediate: pack(&l.intermediate)?,
-                    output: pack(&l.output)?,
-                    out_norm: norm_vecs(&l.out_norm)?,
+                    out: pack(&l.attn_out)?,
+                    self_norm: cpu_norm(&l.attn_norm, eps)?,
+                    fc1: pack(&l.intermediate)?,
+                    fc2: pack(&l.output)?,
+                    final_norm: cpu_norm(&l.out_norm, eps)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -255,8 +251,14 @@ impl CpuWeights {
             word: to_vec(&t.word)?,
             position: to_vec(&t.position)?,
             type0: to_vec(&t.token_type.get(0)?)?,
-            embed_norm: norm_vecs(&t.embed_norm)?,
+            embed_norm: cpu_norm(&t.embed_norm, eps)?,
             layers,
+            activation: match cfg.hidden_act {
+                HiddenAct::Gelu => Activation::Gelu,
+                HiddenAct::GeluTanh => Activation::GeluTanh,
+                HiddenAct::Relu => Activation::Relu,
+                HiddenAct::Silu => Activation::Swish,
+            },
         })
     }
 }
@@ -271,7 +273,7 @@ impl BertEncoder {
     ) -> Result<Self> {
         let tensor_weights = TensorWeights::new(cfg, tensors, device)?;
         let backend = if device.is_cpu() {
-            Backend::Cpu(Box::new(CpuWeights::new(&tensor_weights)?))
+            Backend::Cpu(Box::new(CpuWeights::new(cfg, &tensor_weights)?))
         } else {
             Backend::Tensors(Box::new(tensor_weights))
         };
@@ -384,35 +386,9 @@ impl BertEncoder {
                 );
             }
         }
-        let eps = self.cfg.layer_norm_eps as f32;
-        fn norm(p: &(Vec<f32>, Vec<f32>), eps: f32) -> cpu::Norm<'_> {
-            cpu::Norm {
-                w: &p.0,
-                b: &p.1,
-                eps,
-            }
-        }
-        cpu::norm_rows(&mut x, d, norm(&w.embed_norm, eps));
-        let layers: Vec<cpu::EncoderLayer<'_>> = w
-            .layers
-            .iter()
-            .map(|l| cpu::EncoderLayer {
-                qkv: &l.qkv,
-                out: &l.attn_out,
-                self_norm: norm(&l.attn_norm, eps),
-                fc1: &l.intermediate,
-                fc2: &l.output,
-                final_norm: norm(&l.out_norm, eps),
-            })
-            .collect();
-        let activation = match self.cfg.hidden_act {
-            HiddenAct::Gelu => Activation::Gelu,
-            HiddenAct::GeluTanh => Activation::GeluTanh,
-            HiddenAct::Relu => Activation::Relu,
-            HiddenAct::Silu => Activation::Swish,
-        };
+        cpu::norm_rows(&mut x, d, &w.embed_norm);
         let heads = self.cfg.num_attention_heads;
-        cpu::encode_layers(&layers, &mut x, &lengths, d, heads, activation)?;
+        cpu::encode_layers(&w.layers, &mut x, &lengths, d, heads, w.activation)?;
         let mut padded = vec![0f32; rows.len() * s * d];
         let mut at = 0;
         for (i, &len) in lengths.iter().enumerate() {

@@ -105,17 +105,15 @@ impl PackedLinear {
     }
 }
 
-pub type Linear<'a> = &'a PackedLinear;
-
-#[derive(Clone, Copy)]
-pub struct Norm<'a> {
-    pub w: &'a [f32],
-    pub b: &'a [f32],
+/// LayerNorm's scale and shift.
+pub struct Norm {
+    pub w: Vec<f32>,
+    pub b: Vec<f32>,
     pub eps: f32,
 }
 
 /// `out[m×n] = x[m×k] · Wᵀ + b`, reading the first m·k values of `x`.
-pub fn linear(lin: Linear<'_>, x: &[f32], m: usize, out: &mut Vec<f32>) -> Result<()> {
+pub fn linear(lin: &PackedLinear, x: &[f32], m: usize, out: &mut Vec<f32>) -> Result<()> {
     let x = x
         .get(..m * lin.inp())
         .ok_or(KernelError::Shape("linear layer input"))?;
@@ -270,18 +268,18 @@ dispatch!(
 );
 
 /// Every row of `x` (rows of `d`) = LayerNorm(row + the same row of `y`).
-pub fn residual_norm_rows(x: &mut [f32], y: &[f32], d: usize, norm: Norm<'_>) {
+pub fn residual_norm_rows(x: &mut [f32], y: &[f32], d: usize, norm: &Norm) {
     for_rows(x, d, d, |r, row, _| {
-        residual_norm(row, &y[r * d..(r + 1) * d], norm.w, norm.b, norm.eps)
+        residual_norm(row, &y[r * d..(r + 1) * d], &norm.w, &norm.b, norm.eps)
     });
 }
 
 /// LayerNorm of every row of `x` (rows of `d`) in place.
-pub fn norm_rows(x: &mut [f32], d: usize, norm: Norm<'_>) {
+pub fn norm_rows(x: &mut [f32], d: usize, norm: &Norm) {
     for_rows(x, d, d, |_, row, zeros| {
         zeros.clear();
         zeros.resize(row.len(), 0.0);
-        residual_norm(row, zeros, norm.w, norm.b, norm.eps)
+        residual_norm(row, zeros, &norm.w, &norm.b, norm.eps)
     });
 }
 
@@ -291,14 +289,20 @@ pub fn activate_rows(act: Activation, v: &mut [f32], width: usize) {
 }
 
 /// One post-norm encoder layer: self-attention, add & norm, feed-forward, add & norm.
-pub struct EncoderLayer<'a> {
+pub struct EncoderLayer {
     /// q, k and v projections stacked: out = 3·d.
-    pub qkv: Linear<'a>,
-    pub out: Linear<'a>,
-    pub self_norm: Norm<'a>,
-    pub fc1: Linear<'a>,
-    pub fc2: Linear<'a>,
-    pub final_norm: Norm<'a>,
+    pub qkv: PackedLinear,
+    pub out: PackedLinear,
+    pub self_norm: Norm,
+    pub fc1: PackedLinear,
+    pub fc2: PackedLinear,
+    pub final_norm: Norm,
+}
+
+impl EncoderLayer {
+    pub fn bytes(&self) -> usize {
+        self.qkv.bytes() + self.out.bytes() + self.fc1.bytes() + self.fc2.bytes()
+    }
 }
 
 /// Start of each sentence in a packed batch, and the total.
@@ -319,7 +323,7 @@ pub fn offsets(lengths: &[usize]) -> (Vec<usize>, usize) {
 /// (Σ lengths, d) of embedded tokens, updated in place): padding is never computed, and each
 /// token attends to the tokens of its own sentence only (what a padding mask does).
 pub fn encode_layers(
-    layers: &[EncoderLayer<'_>],
+    layers: &[EncoderLayer],
     x: &mut [f32],
     lengths: &[usize],
     d: usize,
@@ -343,7 +347,7 @@ pub fn encode_layers(
         if layer.qkv.out() != 3 * d || layer.out.out() != d || layer.fc2.out() != d {
             return Err(KernelError::Shape("encoder layer"));
         }
-        linear(layer.qkv, x, total, &mut qkv)?;
+        linear(&layer.qkv, x, total, &mut qkv)?;
         {
             let qkv = &qkv;
             let sentence = &sentence;
@@ -355,12 +359,12 @@ pub fn encode_layers(
                 attend(q, kv, 3 * d, lengths[i], heads, scale, scores, out);
             });
         }
-        linear(layer.out, &ctx, total, &mut y)?;
-        residual_norm_rows(x, &y, d, layer.self_norm);
-        linear(layer.fc1, x, total, &mut hidden)?;
+        linear(&layer.out, &ctx, total, &mut y)?;
+        residual_norm_rows(x, &y, d, &layer.self_norm);
+        linear(&layer.fc1, x, total, &mut hidden)?;
         activate_rows(activation, &mut hidden, layer.fc1.out());
-        linear(layer.fc2, &hidden, total, &mut y)?;
-        residual_norm_rows(x, &y, d, layer.final_norm);
+        linear(&layer.fc2, &hidden, total, &mut y)?;
+        residual_norm_rows(x, &y, d, &layer.final_norm);
     }
     Ok(())
 }

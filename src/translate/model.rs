@@ -524,55 +524,19 @@ struct TensorLayers {
     decoder: Vec<DecoderLayer>,
 }
 
-/// Layer norm parameters copied out of their tensors.
-struct NormVecs {
-    w: Vec<f32>,
-    b: Vec<f32>,
-}
-
-impl NormVecs {
-    fn new(norm: &LayerNorm) -> Result<Self> {
-        Ok(Self {
-            w: norm.weight().to_vec1::<f32>()?,
-            b: norm_bias(norm)?.to_vec1::<f32>()?,
-        })
-    }
-
-    fn view(&self) -> cpu::Norm<'_> {
-        cpu::Norm {
-            w: &self.w,
-            b: &self.b,
-            eps: LAYER_NORM_EPS as f32,
-        }
-    }
-}
-
-struct CpuEncoderLayer {
-    qkv: PackedLinear,
-    out: PackedLinear,
-    self_norm: NormVecs,
-    fc1: PackedLinear,
-    fc2: PackedLinear,
-    final_norm: NormVecs,
-}
-
-struct CpuDecoderLayer {
-    self_qkv: PackedLinear,
-    self_out: PackedLinear,
-    self_norm: NormVecs,
-    cross_q: PackedLinear,
-    cross_kv: PackedLinear,
-    cross_out: PackedLinear,
-    cross_norm: NormVecs,
-    fc1: PackedLinear,
-    fc2: PackedLinear,
-    final_norm: NormVecs,
+/// A candle layer norm's parameters copied out for the CPU kernels.
+fn cpu_norm(norm: &LayerNorm) -> Result<cpu::Norm> {
+    Ok(cpu::Norm {
+        w: norm.weight().to_vec1::<f32>()?,
+        b: norm_bias(norm)?.to_vec1::<f32>()?,
+        eps: LAYER_NORM_EPS as f32,
+    })
 }
 
 /// The layers packed for the CPU kernels; the embeddings stay tensors (looked up by row).
 struct CpuLayers {
-    encoder: Vec<CpuEncoderLayer>,
-    decoder: Vec<CpuDecoderLayer>,
+    encoder: Vec<cpu::EncoderLayer>,
+    decoder: Vec<cpu::Layer>,
     /// The output projection with `final_logits_bias` as its bias.
     lm_head: PackedLinear,
     format: WeightFormat,
@@ -601,28 +565,28 @@ impl CpuLayers {
         } = t;
         let mut enc = Vec::with_capacity(encoder.len());
         for l in encoder {
-            enc.push(CpuEncoderLayer {
+            enc.push(cpu::EncoderLayer {
                 qkv: pack_linear(&l.self_attn.qkv, format)?,
                 out: pack_linear(&l.self_attn.out, format)?,
-                self_norm: NormVecs::new(&l.self_attn_norm)?,
+                self_norm: cpu_norm(&l.self_attn_norm)?,
                 fc1: pack_linear(&l.fc1, format)?,
                 fc2: pack_linear(&l.fc2, format)?,
-                final_norm: NormVecs::new(&l.final_norm)?,
+                final_norm: cpu_norm(&l.final_norm)?,
             });
         }
         let mut dec = Vec::with_capacity(decoder.len());
         for l in decoder {
-            dec.push(CpuDecoderLayer {
+            dec.push(cpu::Layer {
                 self_qkv: pack_linear(&l.self_attn.qkv, format)?,
                 self_out: pack_linear(&l.self_attn.out, format)?,
-                self_norm: NormVecs::new(&l.self_attn_norm)?,
+                self_norm: cpu_norm(&l.self_attn_norm)?,
                 cross_q: pack_linear(&l.cross_attn.q, format)?,
                 cross_kv: pack_linear(&l.cross_attn.kv, format)?,
                 cross_out: pack_linear(&l.cross_attn.out, format)?,
-                cross_norm: NormVecs::new(&l.cross_attn_norm)?,
+                cross_norm: cpu_norm(&l.cross_attn_norm)?,
                 fc1: pack_linear(&l.fc1, format)?,
                 fc2: pack_linear(&l.fc2, format)?,
-                final_norm: NormVecs::new(&l.final_norm)?,
+                final_norm: cpu_norm(&l.final_norm)?,
             });
         }
         let lm_head = pack_tensors(&lm_head, final_logits_bias, format)?;
@@ -635,29 +599,8 @@ impl CpuLayers {
     }
 
     fn bytes(&self) -> usize {
-        let enc: usize = self
-            .encoder
-            .iter()
-            .map(|l| l.qkv.bytes() + l.out.bytes() + l.fc1.bytes() + l.fc2.bytes())
-            .sum();
-        let dec: usize = self
-            .decoder
-            .iter()
-            .map(|l| {
-                [
-                    &l.self_qkv,
-                    &l.self_out,
-                    &l.cross_q,
-                    &l.cross_kv,
-                    &l.cross_out,
-                    &l.fc1,
-                    &l.fc2,
-                ]
-                .iter()
-                .map(|p| p.bytes())
-                .sum::<usize>()
-            })
-            .sum();
+        let enc: usize = self.encoder.iter().map(cpu::EncoderLayer::bytes).sum();
+        let dec: usize = self.decoder.iter().map(cpu::Layer::bytes).sum();
         enc + dec + self.lm_head.bytes()
     }
 }
@@ -856,24 +799,8 @@ impl MarianModel {
         f: impl FnOnce(&cpu::Weights<'_>) -> Result<R>,
     ) -> Result<R> {
         with_slices(&[&self.decoder_embed, &self.decoder_positions], |s| {
-            let layers = c
-                .decoder
-                .iter()
-                .map(|l| cpu::Layer {
-                    self_qkv: &l.self_qkv,
-                    self_out: &l.self_out,
-                    self_norm: l.self_norm.view(),
-                    cross_q: &l.cross_q,
-                    cross_kv: &l.cross_kv,
-                    cross_out: &l.cross_out,
-                    cross_norm: l.cross_norm.view(),
-                    fc1: &l.fc1,
-                    fc2: &l.fc2,
-                    final_norm: l.final_norm.view(),
-                })
-                .collect();
             f(&cpu::Weights {
-                layers,
+                layers: &c.decoder,
                 embed: s[0],
                 positions: s[1],
                 embed_scale: self.embed_scale as f32,
@@ -892,20 +819,8 @@ impl MarianModel {
         f: impl FnOnce(&cpu::EncoderWeights<'_>) -> Result<R>,
     ) -> Result<R> {
         with_slices(&[&self.encoder_embed, &self.encoder_positions], |s| {
-            let layers = c
-                .encoder
-                .iter()
-                .map(|l| cpu::EncoderLayer {
-                    qkv: &l.qkv,
-                    out: &l.out,
-                    self_norm: l.self_norm.view(),
-                    fc1: &l.fc1,
-                    fc2: &l.fc2,
-                    final_norm: l.final_norm.view(),
-                })
-                .collect();
             f(&cpu::EncoderWeights {
-                layers,
+                layers: &c.encoder,
                 embed: s[0],
                 positions: s[1],
                 embed_scale: self.embed_scale as f32,

@@ -17,7 +17,7 @@
 use crate::kernels::layers::{
     activate, attend, encode_layers, for_rows, linear, offsets, residual_norm_rows,
 };
-pub(super) use crate::kernels::layers::{EncoderLayer, Linear, Norm};
+pub(super) use crate::kernels::layers::{EncoderLayer, Norm, PackedLinear};
 use crate::kernels::KernelError;
 
 use super::super::config::Activation;
@@ -35,38 +35,56 @@ impl From<KernelError> for TranslateError {
     }
 }
 
-pub(super) struct Layer<'a> {
+/// One decoder layer's weights, packed for the CPU kernels.
+pub(super) struct Layer {
     /// Self-attention q, k and v projections stacked: out = 3·d.
-    pub self_qkv: Linear<'a>,
-    pub self_out: Linear<'a>,
-    pub self_norm: Norm<'a>,
-    pub cross_q: Linear<'a>,
+    pub self_qkv: PackedLinear,
+    pub self_out: PackedLinear,
+    pub self_norm: Norm,
+    pub cross_q: PackedLinear,
     /// Cross-attention k and v projections stacked: out = 2·d.
-    pub cross_kv: Linear<'a>,
-    pub cross_out: Linear<'a>,
-    pub cross_norm: Norm<'a>,
-    pub fc1: Linear<'a>,
-    pub fc2: Linear<'a>,
-    pub final_norm: Norm<'a>,
+    pub cross_kv: PackedLinear,
+    pub cross_out: PackedLinear,
+    pub cross_norm: Norm,
+    pub fc1: PackedLinear,
+    pub fc2: PackedLinear,
+    pub final_norm: Norm,
+}
+
+impl Layer {
+    pub fn bytes(&self) -> usize {
+        [
+            &self.self_qkv,
+            &self.self_out,
+            &self.cross_q,
+            &self.cross_kv,
+            &self.cross_out,
+            &self.fc1,
+            &self.fc2,
+        ]
+        .iter()
+        .map(|p| p.bytes())
+        .sum()
+    }
 }
 
 /// Borrowed decoder weights for one step.
 pub(super) struct Weights<'a> {
-    pub layers: Vec<Layer<'a>>,
+    pub layers: &'a [Layer],
     /// (target vocab, d)
     pub embed: &'a [f32],
     /// (positions, d)
     pub positions: &'a [f32],
     pub embed_scale: f32,
     /// The output projection with `final_logits_bias`.
-    pub lm_head: Linear<'a>,
+    pub lm_head: &'a PackedLinear,
     pub d: usize,
     pub heads: usize,
     pub activation: Activation,
 }
 
 pub(super) struct EncoderWeights<'a> {
-    pub layers: Vec<EncoderLayer<'a>>,
+    pub layers: &'a [EncoderLayer],
     /// (source vocab, d)
     pub embed: &'a [f32],
     /// (positions, d)
@@ -104,7 +122,7 @@ pub(super) fn encode(w: &EncoderWeights<'_>, ids: &[u32], lengths: &[usize]) -> 
             x.extend(e.iter().zip(pos).map(|(e, p)| e * w.embed_scale + p));
         }
     }
-    encode_layers(&w.layers, &mut x, lengths, d, w.heads, w.activation)?;
+    encode_layers(w.layers, &mut x, lengths, d, w.heads, w.activation)?;
     Ok(x)
 }
 
@@ -156,9 +174,9 @@ impl State {
             return Err(internal("encoder output shape"));
         }
         let mut cross_kv = Vec::with_capacity(w.layers.len());
-        for layer in &w.layers {
+        for layer in w.layers {
             let mut kv = Vec::new();
-            linear(layer.cross_kv, hidden, total, &mut kv)?;
+            linear(&layer.cross_kv, hidden, total, &mut kv)?;
             cross_kv.push(kv);
         }
         let n = rows.len();
@@ -315,7 +333,7 @@ pub(super) fn step(
     for (l, layer) in w.layers.iter().enumerate() {
         // Self-attention: project q|k|v, append k|v to each row's slot, attend.
         let t_qkv = profile::time(Phase::SelfQkv);
-        linear(layer.self_qkv, &sc.x, n, &mut sc.qkv)?;
+        linear(&layer.self_qkv, &sc.x, n, &mut sc.qkv)?;
         let cache = &mut st.self_kv[l];
         for (r, qkv) in sc.qkv.chunks_exact(3 * d).enumerate() {
             let at = pos * plane + st.slot_of_row[r] * width;
@@ -339,15 +357,15 @@ pub(super) fn step(
         drop(t_att);
 
         let t_out = profile::time(Phase::SelfOut);
-        linear(layer.self_out, &sc.ctx, n, &mut sc.y)?;
+        linear(&layer.self_out, &sc.ctx, n, &mut sc.y)?;
         drop(t_out);
         let t_norm = profile::time(Phase::AddNorm);
-        residual_norm_rows(&mut sc.x, &sc.y, d, layer.self_norm);
+        residual_norm_rows(&mut sc.x, &sc.y, d, &layer.self_norm);
         drop(t_norm);
 
         // Cross-attention over the row's source sentence.
         let t_q = profile::time(Phase::CrossQ);
-        linear(layer.cross_q, &sc.x, n, &mut sc.q)?;
+        linear(&layer.cross_q, &sc.x, n, &mut sc.q)?;
         drop(t_q);
         let t_att = profile::time(Phase::CrossAttend);
         {
@@ -374,21 +392,21 @@ pub(super) fn step(
         }
         drop(t_att);
         let t_out = profile::time(Phase::CrossOut);
-        linear(layer.cross_out, &sc.ctx, n, &mut sc.y)?;
+        linear(&layer.cross_out, &sc.ctx, n, &mut sc.y)?;
         drop(t_out);
         let t_norm = profile::time(Phase::AddNorm);
-        residual_norm_rows(&mut sc.x, &sc.y, d, layer.cross_norm);
+        residual_norm_rows(&mut sc.x, &sc.y, d, &layer.cross_norm);
         drop(t_norm);
 
         let t_ffn = profile::time(Phase::Ffn);
-        linear(layer.fc1, &sc.x, n, &mut sc.hidden)?;
+        linear(&layer.fc1, &sc.x, n, &mut sc.hidden)?;
         let act = w.activation;
         let ffn = layer.fc1.out();
         for_rows(&mut sc.hidden, ffn, ffn, |_, row, _| activate(act, row));
-        linear(layer.fc2, &sc.hidden, n, &mut sc.y)?;
+        linear(&layer.fc2, &sc.hidden, n, &mut sc.y)?;
         drop(t_ffn);
         let t_norm = profile::time(Phase::AddNorm);
-        residual_norm_rows(&mut sc.x, &sc.y, d, layer.final_norm);
+        residual_norm_rows(&mut sc.x, &sc.y, d, &layer.final_norm);
         drop(t_norm);
     }
 
