@@ -162,27 +162,35 @@ pub fn read_tensors(path: &Path, device: &Device) -> Result<HashMap<String, Tens
     Ok(tensors)
 }
 
-/// Memory-maps a whole file read-only.
-fn map_file(path: &Path) -> Result<memmap2::Mmap, WeightsError> {
-    let io_err = |source| WeightsError::Io {
+fn open_file(path: &Path) -> Result<File, WeightsError> {
+    File::open(path).map_err(|source| WeightsError::Io {
         path: path.to_path_buf(),
         source,
-    };
-    let file = File::open(path).map_err(io_err)?;
+    })
+}
+
+/// Memory-maps a whole file read-only.
+fn map_file(path: &Path) -> Result<memmap2::Mmap, WeightsError> {
+    map_open_file(&open_file(path)?, path)
+}
+
+/// Memory-maps an opened file (`path` is for the error) read-only.
+fn map_open_file(file: &File, path: &Path) -> Result<memmap2::Mmap, WeightsError> {
     // SAFETY: the map is read-only and private to this call. Another process
     // truncating the file while we read it could fault; that is the usual
     // caveat of memory-mapping (candle and safetensors accept it too) and the
     // price of not copying hundreds of megabytes up front.
-    unsafe { memmap2::Mmap::map(&file) }.map_err(io_err)
+    unsafe { memmap2::Mmap::map(file) }.map_err(|source| WeightsError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 fn read_safetensors(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>, WeightsError> {
     use safetensors::SafeTensorError as E;
-    let mmap = map_file(path)?;
-    let file = File::open(path).map_err(|source| WeightsError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    // One open file: the map validates the header, positioned reads fetch the tensors.
+    let file = open_file(path)?;
+    let mmap = map_open_file(&file, path)?;
     // `deserialize` validates the header: JSON parses, every tensor's byte
     // range matches its dtype and shape, ranges tile the data without gaps,
     // and the data ends exactly at the end of the file.
