@@ -21,11 +21,11 @@ use std::time::Duration;
 
 use candle_core::Device;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, SamplingMode, Throughput};
-use tidings::bench::{run_translation, synthetic_rows};
-use tidings::cluster::{group, ClusterOptions};
-use tidings::embed::Embedder;
-use tidings::hub::{HubOptions, ModelRepo, ModelSource};
-use tidings::translate::{random, GenerationConfig, MarianModel, WeightFormat};
+use tidings::app::bench::{run_translation, synthetic_rows};
+use tidings::group::cluster::{group, ClusterOptions};
+use tidings::model::embed::Embedder;
+use tidings::model::hub::{HubOptions, ModelRepo, ModelSource};
+use tidings::model::marian::{random, GenerationConfig, MarianModel, WeightFormat};
 
 struct Setup {
     model: MarianModel,

@@ -11,9 +11,9 @@
 //! `TIDINGS_PROFILE=1` adds a table of where the time went.
 
 use candle_core::Device;
-use tidings::bench::{run_translation, synthetic_rows};
-use tidings::translate::model::profile;
-use tidings::translate::{random, GenerationConfig, MarianModel};
+use tidings::app::bench::{run_translation, synthetic_rows};
+use tidings::model::marian::model::profile;
+use tidings::model::marian::{random, GenerationConfig, MarianModel};
 
 /// User + system CPU seconds of this process so far, from /proc (None elsewhere).
 fn cpu_seconds() -> Option<f64> {

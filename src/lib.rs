@@ -1,31 +1,24 @@
 //! tidings: translate news articles into English and group them into events.
 //!
-//! One module per responsibility. The engine: `hub` finds model files, `weights` reads tensors,
-//! `tokenize` turns text into ids and back, `translate` runs Marian models, `embed` runs
-//! sentence-transformers models, `kernels` is their CPU compute (packed f32 and int8 matrix
-//! products, transformer layers on plain buffers), `manifest` says which model serves which
-//! language, `device` picks CPU or GPU. The articles: `article` reads input, `clean` removes page furniture,
-//! `detect` finds languages, `segment` splits sentences, `prepare` does all three; `cluster`
-//! groups and explains, `metrics` scores groupings, `store` caches and resumes, `pipeline` runs
-//! the whole chain, `plot` draws it, `bench` measures speed.
+//! The modules follow the data, and dependencies point one way:
+//! `text` ← `model` ← `engine` ← `app` ← `server` / the CLI; `group` and `store` depend on
+//! neither the models nor the server.
+//!
+//! - [`text`]: articles as read, page-furniture removal, language detection, sentences.
+//! - [`model`]: everything that turns ids into numbers: model sources on the Hub, weight files,
+//!   tokenizers, the CPU kernels, devices, Marian translation and sentence-transformers embedding.
+//! - [`engine`]: owns the loaded models of a process: which model serves which language, one
+//!   worker per model, batching across callers, the loaded-model bound.
+//! - [`group`]: similarity, batch and online grouping into events, explanations, and the scores
+//!   that evaluate a grouping.
+//! - [`store`]: the cache and the finished work (translations, embeddings, articles, events).
+//! - [`app`]: the article workflow (align), its outputs, the plot, speed measurement.
+//! - [`server`]: the HTTP service.
 
-pub mod article;
-pub mod bench;
-pub mod clean;
-pub mod cluster;
-pub mod detect;
-pub mod device;
-pub mod embed;
-pub mod hub;
-pub mod kernels;
-pub mod manifest;
-pub mod metrics;
-pub mod pipeline;
-pub mod plot;
-pub mod prepare;
-pub mod segment;
+pub mod app;
+pub mod engine;
+pub mod group;
+pub mod model;
 pub mod server;
 pub mod store;
-pub mod tokenize;
-pub mod translate;
-pub mod weights;
+pub mod text;

@@ -10,13 +10,13 @@ use candle_core::Device;
 #[path = "support/minilm.rs"]
 mod minilm;
 use minilm::minilm_dir;
-use tidings::article::{load_input, Article};
-use tidings::cluster::ClusterOptions;
-use tidings::hub::{HubOptions, ModelSource};
-use tidings::manifest::Manifest;
-use tidings::pipeline::{align, AlignOptions, AlignOutput, Models, Progress};
+use tidings::app::align::{align, AlignOptions, AlignOutput, Models, Progress};
+use tidings::engine::manifest::Manifest;
+use tidings::group::cluster::ClusterOptions;
+use tidings::model::hub::{HubOptions, ModelSource};
+use tidings::model::marian::TranslateOptions;
 use tidings::store::Store;
-use tidings::translate::TranslateOptions;
+use tidings::text::article::{load_input, Article};
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -203,12 +203,13 @@ fn english_test_set_groups_into_its_events_with_real_minilm() {
     for a in &out.articles {
         assert!(a.models.is_empty());
     }
-    let gold = tidings::metrics::read_gold_tsv(
+    let gold = tidings::group::eval::read_gold_tsv(
         &std::fs::read_to_string(root().join("tests/fixtures/events/gold.tsv")).unwrap(),
     )
     .unwrap();
     let pred = serde_json::to_string(&out).unwrap();
-    let scores = tidings::metrics::score(&tidings::metrics::align(&gold, &pred).unwrap()).unwrap();
+    let scores =
+        tidings::group::eval::score(&tidings::group::eval::align(&gold, &pred).unwrap()).unwrap();
     eprintln!(
         "English test set: B-cubed F1 {:.3} (P {:.3} R {:.3}), pairwise F1 {:.3}, ARI {:.3}, NMI {:.3}, {} events for {} gold",
         scores.bcubed.f1, scores.bcubed.precision, scores.bcubed.recall, scores.pairwise.f1,

@@ -2,8 +2,8 @@
 //! ffn 2048, vocab 58101) translates a batch of 32 sentences, batched exactly as alone.
 
 use candle_core::Device;
-use tidings::bench::synthetic_rows;
-use tidings::translate::{generate, random, GenerationConfig, MarianModel};
+use tidings::app::bench::synthetic_rows;
+use tidings::model::marian::{generate, random, GenerationConfig, MarianModel};
 
 #[test]
 fn opus_mt_base_shape_translates_32_sentences() {

@@ -125,8 +125,8 @@ fn translate_json_ids_equal_transformers() {
 
 #[test]
 fn compute_type_int8_reaches_the_model_and_bad_types_are_refused() {
-    use tidings::hub::{HubOptions, ModelRepo, ModelSource};
-    use tidings::translate::{TranslateOptions, Translator, WeightFormat};
+    use tidings::model::hub::{HubOptions, ModelRepo, ModelSource};
+    use tidings::model::marian::{TranslateOptions, Translator, WeightFormat};
     let home = tempfile::tempdir().unwrap();
     let dir = fixture("marian-tiny-swish");
     let r: Reference =

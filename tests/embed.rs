@@ -14,8 +14,8 @@ use serde::Deserialize;
 #[path = "support/minilm.rs"]
 mod minilm;
 use minilm::minilm_dir;
-use tidings::embed::{EmbedError, Embedder};
-use tidings::hub::{HubOptions, ModelRepo, ModelSource};
+use tidings::model::embed::{EmbedError, Embedder};
+use tidings::model::hub::{HubOptions, ModelRepo, ModelSource};
 
 #[derive(Deserialize)]
 struct Reference {

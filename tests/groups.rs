@@ -7,10 +7,10 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use tidings::cluster::{
+use tidings::group::cluster::{
     self, explain, group, ClusterError, ClusterOptions, Corpus, OnlineGrouper, DEFAULT_THRESHOLD,
 };
-use tidings::metrics::{
+use tidings::group::eval::{
     adjusted_rand_index, align, bcubed, nmi, pairwise, read_gold_tsv, score, MetricsError,
 };
 

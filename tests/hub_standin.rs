@@ -13,7 +13,7 @@ use std::process::Command;
 
 use support::standin_hub::{commit_sha, sha256_hex, Fault, StandinHub};
 use tempfile::TempDir;
-use tidings::hub::{HubConfig, HubError, HubOptions, ModelRepo, ModelSource};
+use tidings::model::hub::{HubConfig, HubError, HubOptions, ModelRepo, ModelSource};
 
 const REPO: &str = "Helsinki-NLP/opus-mt-de-en";
 const CACHE_FOLDER: &str = "models--Helsinki-NLP--opus-mt-de-en";

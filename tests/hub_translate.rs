@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 use support::standin_hub::{commit_sha, StandinHub};
-use tidings::hub::{HubConfig, HubError, HubOptions, ModelRepo, ModelSource};
-use tidings::translate::{TranslateError, TranslateOptions, Translator};
+use tidings::model::hub::{HubConfig, HubError, HubOptions, ModelRepo, ModelSource};
+use tidings::model::marian::{TranslateError, TranslateOptions, Translator};
 
 const REPO: &str = "Helsinki-NLP/opus-mt-tiny-en";
 

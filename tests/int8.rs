@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 use serde::Deserialize;
-use tidings::hub::{HubOptions, ModelRepo, ModelSource};
-use tidings::translate::{TranslateOptions, Translator, WeightFormat};
+use tidings::model::hub::{HubOptions, ModelRepo, ModelSource};
+use tidings::model::marian::{TranslateOptions, Translator, WeightFormat};
 
 #[derive(Deserialize)]
 struct Generated {

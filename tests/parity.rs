@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 use serde::Deserialize;
-use tidings::hub::{HubOptions, ModelRepo, ModelSource};
-use tidings::translate::{TranslateOptions, Translator};
+use tidings::model::hub::{HubOptions, ModelRepo, ModelSource};
+use tidings::model::marian::{TranslateOptions, Translator};
 
 #[derive(Deserialize)]
 struct Generated {

@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use candle_core::Device;
 use harness::{agent, fixture, fixture_config, minilm_dir, root, HeldRequest, TestServer};
 use serde_json::{json, Value};
-use tidings::hub::{HubOptions, ModelRepo, ModelSource};
-use tidings::translate::{TranslateOptions, Translator};
+use tidings::model::hub::{HubOptions, ModelRepo, ModelSource};
+use tidings::model::marian::{TranslateOptions, Translator};
 
 const GERMAN: &[&str] = &[
     "Der Bundestag hat am 22. Mai über das Gesetz abgestimmt.",
@@ -671,14 +671,14 @@ fn embed_align_and_online_events() {
     let a = server.post("/v1/embed", &json!({"texts": texts}));
     assert_eq!(a.status, 200, "{}", a.json);
     let repo = ModelRepo::open(cfg.embed_model.clone(), &cfg.hub).unwrap();
-    let embedder = tidings::embed::Embedder::load(&repo, &Device::Cpu).unwrap();
+    let embedder = tidings::model::embed::Embedder::load(&repo, &Device::Cpu).unwrap();
     let want = embedder.embed(&texts, 32).unwrap();
     let got: Vec<Vec<f32>> = serde_json::from_value(a.json["embeddings"].clone()).unwrap();
     assert_eq!(got, want);
     assert_eq!(a.json["dim"], 384);
 
     // /v1/align: the sample pages; every article in exactly one event.
-    let loaded = tidings::article::load_input(&root().join("seeds")).unwrap();
+    let loaded = tidings::text::article::load_input(&root().join("seeds")).unwrap();
     let articles: Vec<_> = loaded.articles.iter().take(4).cloned().collect();
     let a = server.post("/v1/align", &json!({"articles": articles}));
     assert_eq!(a.status, 200, "{}", a.json);

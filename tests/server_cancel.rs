@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use candle_core::Device;
-use tidings::hub::{HubOptions, ModelSource};
+use tidings::engine::queue::{Engine, EngineConfig};
+use tidings::model::hub::{HubOptions, ModelSource};
 use tidings::server::metrics::Metrics;
-use tidings::server::queue::{Engine, EngineConfig};
 
 fn fixture(name: &str) -> ModelSource {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))

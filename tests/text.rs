@@ -6,11 +6,11 @@ use std::collections::HashSet;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
-use tidings::article::{load_input, load_jsonl, parse_date, Article, ArticleError};
-use tidings::clean::{clean, Cleaned, RemovalReason};
-use tidings::detect::detect;
-use tidings::prepare::{prepare, Prepared};
-use tidings::segment::split_sentences;
+use tidings::text::article::{load_input, load_jsonl, parse_date, Article, ArticleError};
+use tidings::text::clean::{clean, Cleaned, RemovalReason};
+use tidings::text::detect::detect;
+use tidings::text::prepare::{prepare, Prepared};
+use tidings::text::segment::split_sentences;
 
 use RemovalReason::*;
 

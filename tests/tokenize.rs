@@ -1,12 +1,12 @@
-//! Parity of `tidings::tokenize::MarianTokenizer` with Hugging Face `MarianTokenizer`, using
+//! Parity of `tidings::model::tokenize::MarianTokenizer` with Hugging Face `MarianTokenizer`, using
 //! the committed fixtures in `tests/fixtures/marian-*` (each holds the tokenizer files and a
 //! `reference.json` produced by transformers), plus robustness of the `.spm` reader.
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use tidings::tokenize::sentencepiece_model::{ModelProto, ProtoError};
-use tidings::tokenize::{MarianTokenizer, TokenizeError};
+use tidings::model::tokenize::sentencepiece_model::{ModelProto, ProtoError};
+use tidings::model::tokenize::{MarianTokenizer, TokenizeError};
 
 #[derive(Deserialize)]
 struct DecodeCase {

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use tidings::weights::{detect_format, read_tensors, WeightsError, WeightsFormat};
+use tidings::model::weights::{detect_format, read_tensors, WeightsError, WeightsFormat};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

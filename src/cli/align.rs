@@ -5,15 +5,15 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use tidings::article::{load_input, load_jsonl, Loaded};
-use tidings::cluster::ClusterOptions;
-use tidings::device::{self, DeviceChoice};
-use tidings::embed::Embedder;
-use tidings::hub::{ModelRepo, ModelSource};
-use tidings::manifest::Manifest;
-use tidings::pipeline::{self, AlignOptions, AlignOutput, Models, Progress};
+use tidings::app::align::{self, AlignOptions, AlignOutput, Models, Progress};
+use tidings::engine::manifest::Manifest;
+use tidings::group::cluster::ClusterOptions;
+use tidings::model::device::{self, DeviceChoice};
+use tidings::model::embed::Embedder;
+use tidings::model::hub::{ModelRepo, ModelSource};
+use tidings::model::marian::TranslateOptions;
 use tidings::store::{default_store_path, write_atomic, Store};
-use tidings::translate::TranslateOptions;
+use tidings::text::article::{load_input, load_jsonl, Loaded};
 
 use super::ComputeArgs;
 use super::SourceArgs;
@@ -174,7 +174,7 @@ pub fn align(args: AlignArgs, quiet: bool) -> anyhow::Result<()> {
             bail!("--model takes LANG=HUB_ID|DIR, not \"{spec}\"");
         };
         models.insert(
-            tidings::manifest::normalise_lang(lang),
+            tidings::engine::manifest::normalise_lang(lang),
             ModelSource::parse(model, None)?,
         );
     }
@@ -218,7 +218,7 @@ pub fn align(args: AlignArgs, quiet: bool) -> anyhow::Result<()> {
         bar: indicatif::ProgressBar::hidden(),
         hidden: quiet,
     };
-    let output = pipeline::align(&loaded.articles, &mut loaded_models, &store, &mut bars)?;
+    let output = align::align(&loaded.articles, &mut loaded_models, &store, &mut bars)?;
     bars.bar.finish_and_clear();
     for s in &output.skipped {
         eprintln!("warning: article {}: {} (skipped)", s.id, s.reason);
@@ -230,7 +230,7 @@ pub fn align(args: AlignArgs, quiet: bool) -> anyhow::Result<()> {
         None => std::io::stdout().write_all(rendered.as_bytes())?,
     }
     if let Some(path) = &args.plot {
-        let svg = tidings::plot::events_svg(&output);
+        let svg = tidings::app::plot::events_svg(&output);
         write_atomic(path, svg.as_bytes())
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
@@ -314,9 +314,9 @@ pub fn eval_groups(args: EvalArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot read {}", args.gold.display()))?;
     let pred = std::fs::read_to_string(&args.pred)
         .with_context(|| format!("cannot read {}", args.pred.display()))?;
-    let gold = tidings::metrics::read_gold_tsv(&gold)?;
-    let aligned = tidings::metrics::align(&gold, &pred)?;
-    let s = tidings::metrics::score(&aligned)?;
+    let gold = tidings::group::eval::read_gold_tsv(&gold)?;
+    let aligned = tidings::group::eval::align(&gold, &pred)?;
+    let s = tidings::group::eval::score(&aligned)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&s)?);
     } else {

@@ -6,15 +6,15 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use candle_core::Device;
 use serde::Serialize;
-use tidings::bench::{
+use tidings::app::bench::{
     cycle_to, hardware, load_model_only, peak_rss_bytes, read_input, run_embedding,
     run_translation, sort_longest_first, synthetic_rows, BenchInput, EmbeddingRun, Hardware,
     TranslationRun, NEWS_SENTENCES,
 };
-use tidings::device::{self, DeviceChoice};
-use tidings::embed::Embedder;
-use tidings::hub::{ModelRepo, ModelSource};
-use tidings::translate::{random, GenerationConfig, MarianModel, Translator};
+use tidings::model::device::{self, DeviceChoice};
+use tidings::model::embed::Embedder;
+use tidings::model::hub::{ModelRepo, ModelSource};
+use tidings::model::marian::{random, GenerationConfig, MarianModel, Translator};
 
 use super::ComputeArgs;
 use super::SourceArgs;

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use tidings::article::Article;
+use tidings::text::article::Article;
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Example:\n  tidings inspect seeds/000_074045f7313b7a51.txt --json")]
@@ -39,7 +39,7 @@ pub fn inspect(args: InspectArgs) -> anyhow::Result<()> {
         published_at: None,
         url: None,
     };
-    let p = tidings::prepare::prepare(&article);
+    let p = tidings::text::prepare::prepare(&article);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&p)?);
         return Ok(());

@@ -71,7 +71,7 @@ pub struct ComputeArgs {
         default_value = "f32",
         env = "TIDINGS_COMPUTE_TYPE"
     )]
-    pub compute_type: tidings::translate::WeightFormat,
+    pub compute_type: tidings::model::marian::WeightFormat,
 }
 
 /// Model-source flags shared by every command that loads a model.
@@ -86,8 +86,8 @@ pub struct SourceArgs {
 }
 
 impl SourceArgs {
-    pub fn hub_options(&self, quiet: bool) -> tidings::hub::HubOptions {
-        let mut opts = tidings::hub::HubOptions::from_env();
+    pub fn hub_options(&self, quiet: bool) -> tidings::model::hub::HubOptions {
+        let mut opts = tidings::model::hub::HubOptions::from_env();
         opts.offline |= self.offline;
         opts.progress = !quiet;
         opts

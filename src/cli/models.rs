@@ -1,8 +1,8 @@
 //! `tidings models`: what the manifest offers, and fetching models for offline use.
 
 use serde::Serialize;
-use tidings::hub::{ModelRepo, ModelSource};
-use tidings::manifest::Manifest;
+use tidings::engine::manifest::Manifest;
+use tidings::model::hub::{ModelRepo, ModelSource};
 
 use super::SourceArgs;
 
@@ -99,7 +99,7 @@ pub fn run(args: ModelsArgs, quiet: bool) -> anyhow::Result<()> {
                 anyhow::bail!("{} is a local folder: nothing to download", path.display());
             }
             let repo = ModelRepo::open(spec, &source.hub_options(quiet))?;
-            let files = tidings::translate::translator::fetch_files(&repo)?;
+            let files = tidings::model::marian::translator::fetch_files(&repo)?;
             eprintln!("{}", files.folder.display());
             println!(
                 "{} is cached{}",

@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use tidings::device::{self, DeviceChoice};
-use tidings::hub::ModelSource;
-use tidings::manifest::{normalise_lang, Manifest};
+use tidings::engine::manifest::{normalise_lang, Manifest};
+use tidings::model::device::{self, DeviceChoice};
+use tidings::model::hub::ModelSource;
 use tidings::server::{serve, ServerConfig, Shutdown};
 use tidings::store::default_store_path;
 
@@ -154,7 +154,7 @@ fn config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
     cfg.store = Some(args.store.clone().unwrap_or_else(default_store_path));
     cfg.device = device::open(args.device)?;
     cfg.compute_type = args.compute.compute_type;
-    let mut hub = tidings::hub::HubOptions::from_env();
+    let mut hub = tidings::model::hub::HubOptions::from_env();
     hub.offline |= args.offline;
     hub.progress = false;
     cfg.hub = hub;

@@ -4,10 +4,10 @@ use std::io::{BufWriter, Read, Write};
 
 use anyhow::{bail, Context};
 use serde::Serialize;
-use tidings::device::{self, DeviceChoice};
-use tidings::hub::{ModelRepo, ModelSource};
-use tidings::manifest::Manifest;
-use tidings::translate::translator::{TranslateOptions, Translator};
+use tidings::engine::manifest::Manifest;
+use tidings::model::device::{self, DeviceChoice};
+use tidings::model::hub::{ModelRepo, ModelSource};
+use tidings::model::marian::translator::{TranslateOptions, Translator};
 
 use super::ComputeArgs;
 use super::SourceArgs;
@@ -85,7 +85,7 @@ pub fn model_source(
         );
     };
     let entry = manifest.resolve(lang)?;
-    if entry.lang != tidings::manifest::normalise_lang(lang) {
+    if entry.lang != tidings::engine::manifest::normalise_lang(lang) {
         tracing::warn!(
             "no dedicated model for \"{lang}\"; using the fallback {}",
             entry.repo

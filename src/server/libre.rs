@@ -15,7 +15,7 @@ use super::errors::ApiError;
 use super::extract::Payload;
 use super::routes::{check_target, check_texts, parse_source, translate_texts};
 use super::AppState;
-use crate::detect::detect as detect_lang;
+use crate::text::detect::detect as detect_lang;
 
 /// `q`: one string or a list.
 #[derive(Debug, Deserialize)]

@@ -11,7 +11,6 @@ mod extract;
 pub mod libre;
 pub mod metrics;
 pub mod openapi;
-pub mod queue;
 pub mod routes;
 
 use std::collections::{BTreeMap, HashMap};
@@ -33,13 +32,13 @@ use candle_core::Device;
 use tokio::sync::{watch, Semaphore};
 use tracing::Instrument;
 
-use crate::cluster::{ClusterOptions, OnlineGrouper};
-use crate::hub::{HubOptions, ModelSource};
-use crate::manifest::{normalise_lang, Manifest};
+use crate::engine::manifest::{normalise_lang, Manifest};
+use crate::engine::queue::{Engine, EngineConfig};
+use crate::group::cluster::{ClusterOptions, OnlineGrouper};
+use crate::model::hub::{HubOptions, ModelSource};
 use crate::store::Store;
 use errors::ApiError;
 use metrics::Metrics;
-use queue::{Engine, EngineConfig};
 
 /// Everything the service is configured with.
 #[derive(Debug, Clone)]
@@ -69,7 +68,7 @@ pub struct ServerConfig {
     pub store: Option<PathBuf>,
     pub device: Device,
     /// How translation models store their layers (int8: CPU only).
-    pub compute_type: crate::translate::WeightFormat,
+    pub compute_type: crate::model::marian::WeightFormat,
     pub hub: HubOptions,
     pub cluster: ClusterOptions,
     /// Adds `GET /v1/_panic`, which panics, to test that a panic costs one request only.
@@ -109,7 +108,7 @@ pub enum ServerError {
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error("the stored online grouping state is unreadable: {0}")]
-    State(#[from] crate::cluster::ClusterError),
+    State(#[from] crate::group::cluster::ClusterError),
     #[error("cannot preload {0}")]
     Preload(String),
     #[error("invalid configuration: {0}")]

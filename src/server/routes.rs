@@ -17,15 +17,15 @@ use tokio::task::JoinSet;
 
 use super::errors::ApiError;
 use super::extract::Payload;
-use super::queue::EngineError;
 use super::{AppState, ServerConfig, ServerError};
-use crate::article::Article;
-use crate::detect::{detect as detect_lang, Detection};
-use crate::manifest::normalise_lang;
-use crate::pipeline::{AlignOptions, AlignOutput, Models, PipelineError};
-use crate::segment::split_sentences;
+use crate::app::align::{AlignOptions, AlignOutput, Models, PipelineError};
+use crate::engine::manifest::normalise_lang;
+use crate::engine::queue::EngineError;
+use crate::model::marian::TranslateOptions;
 use crate::store::Store;
-use crate::translate::TranslateOptions;
+use crate::text::article::Article;
+use crate::text::detect::{detect as detect_lang, Detection};
+use crate::text::segment::split_sentences;
 
 type St = State<Arc<AppState>>;
 
@@ -435,11 +435,11 @@ impl AlignWorker {
                     }
                     let Some(st) = store.as_ref() else { continue };
                     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        crate::pipeline::align(
+                        crate::app::align::align(
                             &articles,
                             &mut models,
                             st,
-                            &mut crate::pipeline::Silent,
+                            &mut crate::app::align::Silent,
                         )
                     }));
                     let answer = match result {
@@ -574,7 +574,7 @@ pub async fn ingest_article(
         ));
     }
     let a2 = article.clone();
-    let prepared = tokio::task::spawn_blocking(move || crate::prepare::prepare(&a2))
+    let prepared = tokio::task::spawn_blocking(move || crate::text::prepare::prepare(&a2))
         .await
         .map_err(|e| ApiError::internal(format!("preparing failed: {e}")))?;
     if prepared.paragraphs.is_empty() {
@@ -614,7 +614,7 @@ pub async fn ingest_article(
     let day = article
         .published_at
         .as_deref()
-        .and_then(crate::article::parse_date);
+        .and_then(crate::text::article::parse_date);
 
     let st = state.clone();
     let id = article.id.clone();
@@ -741,7 +741,8 @@ pub async fn event(State(state): St, Path(id): Path<String>) -> Result<Json<Valu
 
 pub async fn models(State(state): St) -> Result<Json<Value>, ApiError> {
     // Group the served languages by the model that serves them.
-    let mut by_model: BTreeMap<String, (crate::hub::ModelSource, Vec<String>)> = BTreeMap::new();
+    let mut by_model: BTreeMap<String, (crate::model::hub::ModelSource, Vec<String>)> =
+        BTreeMap::new();
     for lang in state.languages() {
         if let Ok(src) = state.source_for(&lang) {
             by_model
@@ -754,10 +755,10 @@ pub async fn models(State(state): St) -> Result<Json<Value>, ApiError> {
     let mut list = Vec::new();
     for (_, (src, langs)) in by_model {
         let (id, revision) = match &src {
-            crate::hub::ModelSource::Hub { repo_id, revision } => {
+            crate::model::hub::ModelSource::Hub { repo_id, revision } => {
                 (repo_id.clone(), Some(revision.clone()))
             }
-            crate::hub::ModelSource::Local(p) => (p.display().to_string(), None),
+            crate::model::hub::ModelSource::Local(p) => (p.display().to_string(), None),
         };
         let license = state
             .cfg
@@ -776,7 +777,7 @@ pub async fn models(State(state): St) -> Result<Json<Value>, ApiError> {
     }
     let fallback = if state.cfg.languages.is_none() {
         state.cfg.manifest.fallback().map(|e| {
-            let loaded = crate::hub::ModelSource::parse(&e.repo, Some(&e.revision))
+            let loaded = crate::model::hub::ModelSource::parse(&e.repo, Some(&e.revision))
                 .map(|s| state.engine.is_loaded(&s))
                 .unwrap_or(false);
             json!({"id": e.repo, "revision": e.revision, "languages": ["*"], "license": e.license, "loaded": loaded})

@@ -14,8 +14,8 @@ use serde_json::Value;
 #[path = "minilm.rs"]
 mod minilm;
 pub use minilm::{minilm_dir, minilm_dir_unchecked};
-use tidings::hub::{HubOptions, ModelSource};
-use tidings::manifest::Manifest;
+use tidings::engine::manifest::Manifest;
+use tidings::model::hub::{HubOptions, ModelSource};
 use tidings::server::{serve, ServerConfig, Shutdown};
 
 pub fn root() -> &'static Path {

@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 use candle_core::Device;
 use tokio::sync::{oneshot, OnceCell};
 
-use super::metrics::Metrics;
-use crate::embed::Embedder;
-use crate::hub::{HubOptions, ModelRepo, ModelSource};
-use crate::translate::{TranslateOptions, Translator};
+use crate::model::embed::Embedder;
+use crate::model::hub::{HubOptions, ModelRepo, ModelSource};
+use crate::model::marian::{TranslateOptions, Translator};
+use crate::server::metrics::Metrics;
 
 /// What the engine can fail with; the HTTP layer maps each to a status.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -40,7 +40,7 @@ pub struct EngineConfig {
     pub max_batch_tokens: usize,
     pub hub: HubOptions,
     pub device: Device,
-    pub compute_type: crate::translate::WeightFormat,
+    pub compute_type: crate::model::marian::WeightFormat,
     pub embed_model: ModelSource,
 }
 
@@ -473,7 +473,7 @@ fn run_worker(t: &Translator, rx: &mpsc::Receiver<Job>, budget: usize, metrics: 
             let ids = t.generate_batch(&rows, &gen)?;
             ids.iter()
                 .map(|ids| Ok((t.tokenizer().decode(ids)?, ids.len())))
-                .collect::<Result<Vec<_>, crate::translate::TranslateError>>()
+                .collect::<Result<Vec<_>, crate::model::marian::TranslateError>>()
         }));
         let elapsed = start.elapsed();
         let outcome = match result {

@@ -12,10 +12,10 @@
 use serde::{Deserialize, Serialize};
 use tracing::debug;
 
-use crate::article::Article;
-use crate::clean::{clean, Removed};
-use crate::detect::{detect, normalize_lang, Detection};
-use crate::segment::split_sentences;
+use crate::text::article::Article;
+use crate::text::clean::{clean, Removed};
+use crate::text::detect::{detect, normalize_lang, Detection};
+use crate::text::segment::split_sentences;
 
 /// A paragraph needs this many letters for its own detection to count.
 pub const MIN_PARAGRAPH_LETTERS: usize = 80;

@@ -3,7 +3,7 @@
 //!
 //! Accuracy caveats (whatlang's, and of trigram detection in general):
 //! - Short texts (a headline, a caption, under ~50 letters) are unreliable; callers should let
-//!   them inherit the language of their article ([`crate::prepare`] does).
+//!   them inherit the language of their article ([`crate::text::prepare`] does).
 //! - Close relatives get confused on short or name-heavy text: Czech/Slovak,
 //!   Russian/Ukrainian/Belarusian/Bulgarian, Danish/Norwegian Bokmål, Croatian/Serbian (Latin),
 //!   Indonesian/Malay (Malay is not in the 70). Text full of foreign proper names (transliterated

@@ -8,7 +8,7 @@ use super::TranslateError;
 
 /// Activation functions OPUS-MT checkpoints use (`swish` for the 2020 base models, `relu` for
 /// tc-big), plus the GELU variants other Marian conversions carry.
-pub use crate::kernels::layers::Activation;
+pub use crate::model::kernels::layers::Activation;
 
 fn parse_activation(name: &str) -> Result<Activation, TranslateError> {
     match name {

@@ -18,8 +18,8 @@ use tokenizers::{
     PostProcessor, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy,
 };
 
-use crate::hub::{HubError, ModelRepo};
-use crate::weights::WeightsError;
+use crate::model::hub::{HubError, ModelRepo};
+use crate::model::weights::WeightsError;
 
 use bert::BertEncoder;
 use config::{
@@ -239,7 +239,7 @@ impl Embedder {
             .map_err(tok_err)?;
 
         let weights_path = weights_file(repo, tf, "encoder")?;
-        let tensors = crate::weights::read_tensors(&weights_path, device)?;
+        let tensors = crate::model::weights::read_tensors(&weights_path, device)?;
         let encoder = BertEncoder::new(&cfg, tensors, device)?;
 
         let pooling_path = required(
@@ -278,7 +278,7 @@ impl Embedder {
                         });
                     }
                     let path = weights_file(repo, &module.path, "Dense module")?;
-                    let tensors = crate::weights::read_tensors(&path, device)?;
+                    let tensors = crate::model::weights::read_tensors(&path, device)?;
                     let dense = Dense::new(&dense_cfg, &tensors, device)?;
                     dim = dense.out_features;
                     stages.push(Stage::Dense(dense));

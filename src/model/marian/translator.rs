@@ -11,9 +11,9 @@ use super::generate;
 use super::model::MarianModel;
 use super::TranslateError;
 use super::WeightFormat;
-use crate::hub::ModelRepo;
-use crate::tokenize::MarianTokenizer;
-use crate::weights;
+use crate::model::hub::ModelRepo;
+use crate::model::tokenize::MarianTokenizer;
+use crate::model::weights;
 
 type Result<T> = std::result::Result<T, TranslateError>;
 
@@ -113,7 +113,7 @@ pub struct MarianFiles {
 fn optional(repo: &ModelRepo, file: &str) -> Result<Option<std::path::PathBuf>> {
     match repo.get_optional(file) {
         Ok(p) => Ok(p),
-        Err(crate::hub::HubError::OfflineMiss { .. }) => {
+        Err(crate::model::hub::HubError::OfflineMiss { .. }) => {
             tracing::debug!("{file} is not in the cache; going on without it (offline)");
             Ok(None)
         }
@@ -143,7 +143,7 @@ pub fn fetch_files(repo: &ModelRepo) -> Result<MarianFiles> {
                 break;
             }
             Ok(None) => {}
-            Err(e @ crate::hub::HubError::OfflineMiss { .. }) => {
+            Err(e @ crate::model::hub::HubError::OfflineMiss { .. }) => {
                 offline_miss.get_or_insert(e);
             }
             Err(e) => return Err(e.into()),
@@ -191,10 +191,10 @@ impl Translator {
         let model = MarianModel::with_format(&config, tensors, device, format)?;
         check_vocab_sizes(&model, &tokenizer)?;
         let (id, revision) = match repo.source() {
-            crate::hub::ModelSource::Hub { repo_id, revision } => {
+            crate::model::hub::ModelSource::Hub { repo_id, revision } => {
                 (repo_id.clone(), Some(revision.clone()))
             }
-            crate::hub::ModelSource::Local(path) => (path.display().to_string(), None),
+            crate::model::hub::ModelSource::Local(path) => (path.display().to_string(), None),
         };
         tracing::info!(model = %repo.describe(), weights = weights_name, "model loaded");
         Ok(Self {

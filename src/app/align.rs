@@ -8,15 +8,15 @@ use candle_core::Device;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::article::Article;
-use crate::cluster::{self, ClusterOptions};
-use crate::embed::Embedder;
-use crate::hub::{HubOptions, ModelRepo, ModelSource};
-use crate::manifest::{normalise_lang, Manifest};
-use crate::prepare::{prepare, Prepared};
+use crate::engine::manifest::{normalise_lang, Manifest};
+use crate::group::cluster::{self, ClusterOptions};
+use crate::model::embed::Embedder;
+use crate::model::hub::{HubOptions, ModelRepo, ModelSource};
+use crate::model::marian::WeightFormat;
+use crate::model::marian::{TranslateOptions, Translator};
 use crate::store::Store;
-use crate::translate::WeightFormat;
-use crate::translate::{TranslateOptions, Translator};
+use crate::text::article::Article;
+use crate::text::prepare::{prepare, Prepared};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -30,24 +30,24 @@ pub enum PipelineError {
     LoadTranslator {
         model: String,
         #[source]
-        source: Box<crate::translate::TranslateError>,
+        source: Box<crate::model::marian::TranslateError>,
     },
     #[error("cannot load the embedding model {model}: {source}")]
     LoadEmbedder {
         model: String,
         #[source]
-        source: Box<crate::embed::EmbedError>,
+        source: Box<crate::model::embed::EmbedError>,
     },
     #[error(transparent)]
-    Translate(Box<crate::translate::TranslateError>),
+    Translate(Box<crate::model::marian::TranslateError>),
     #[error(transparent)]
-    Embed(Box<crate::embed::EmbedError>),
+    Embed(Box<crate::model::embed::EmbedError>),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
-    Hub(#[from] crate::hub::HubError),
+    Hub(#[from] crate::model::hub::HubError),
     #[error("cannot group the articles: {0}")]
-    Cluster(#[from] crate::cluster::ClusterError),
+    Cluster(#[from] crate::group::cluster::ClusterError),
     #[error("cannot encode a result as JSON: {0}")]
     Json(#[from] serde_json::Error),
 }
@@ -55,14 +55,14 @@ pub enum PipelineError {
 type Result<T> = std::result::Result<T, PipelineError>;
 
 // Boxed: the engine's errors are large, and a pipeline error travels through every stage.
-impl From<crate::translate::TranslateError> for PipelineError {
-    fn from(e: crate::translate::TranslateError) -> Self {
+impl From<crate::model::marian::TranslateError> for PipelineError {
+    fn from(e: crate::model::marian::TranslateError) -> Self {
         Self::Translate(Box::new(e))
     }
 }
 
-impl From<crate::embed::EmbedError> for PipelineError {
-    fn from(e: crate::embed::EmbedError) -> Self {
+impl From<crate::model::embed::EmbedError> for PipelineError {
+    fn from(e: crate::model::embed::EmbedError) -> Self {
         Self::Embed(Box::new(e))
     }
 }
@@ -481,7 +481,7 @@ pub fn align(
             published_day: articles[i]
                 .published_at
                 .as_deref()
-                .and_then(crate::article::parse_date),
+                .and_then(crate::text::article::parse_date),
             removed_lines: p.removed.len(),
             embedding,
         };

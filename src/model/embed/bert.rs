@@ -3,7 +3,7 @@
 //! masked self-attention and a feed-forward block. Returns the last hidden states; the pooler
 //! head is not used (sentence-transformers pools the token vectors itself).
 //!
-//! On the CPU the layers run on plain buffers ([`crate::kernels::layers`], the same code as
+//! On the CPU the layers run on plain buffers ([`crate::model::kernels::layers`], the same code as
 //! Marian's encoder): sentences packed without padding, q/k/v as one product, fused attention,
 //! add & norm and GELU. Other devices run candle tensor operations.
 
@@ -14,8 +14,8 @@ use candle_nn::{LayerNorm, Linear};
 
 use super::config::{EncoderConfig, HiddenAct, PositionScheme};
 use super::EmbedError;
-use crate::kernels::layers::{self as cpu, Activation, PackedLinear, WeightFormat};
-use crate::kernels::KernelError;
+use crate::model::kernels::layers::{self as cpu, Activation, PackedLinear, WeightFormat};
+use crate::model::kernels::KernelError;
 
 impl From<KernelError> for EmbedError {
     fn from(e: KernelError) -> Self {

@@ -1,4 +1,4 @@
-//! Marian on the CPU, on plain `f32` buffers (the layers are in [`crate::kernels::layers`]).
+//! Marian on the CPU, on plain `f32` buffers (the layers are in [`crate::model::kernels::layers`]).
 //!
 //! candle runs a decoder step as ~100 small tensor operations, each allocating its output and
 //! handing work to a thread pool; with one query token per row most of them move little data,
@@ -14,11 +14,11 @@
 //! Every row is computed independently of the others, in the same order, so a sentence's result
 //! does not depend on its batch.
 
-use crate::kernels::layers::{
+use crate::model::kernels::layers::{
     activate, attend, encode_layers, for_rows, linear, offsets, residual_norm_rows,
 };
-pub(super) use crate::kernels::layers::{EncoderLayer, Norm, PackedLinear};
-use crate::kernels::KernelError;
+pub(super) use crate::model::kernels::layers::{EncoderLayer, Norm, PackedLinear};
+use crate::model::kernels::KernelError;
 
 use super::super::config::Activation;
 use super::super::TranslateError;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 /// The manifest shipped with tidings.
-pub const BUILTIN: &str = include_str!("../models/opus-mt.toml");
+pub const BUILTIN: &str = include_str!("../../models/opus-mt.toml");
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelEntry {

@@ -33,7 +33,7 @@ use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 
-use crate::segment::{ends_with_terminal, split_sentences};
+use crate::text::segment::{ends_with_terminal, split_sentences};
 
 /// Why a piece of text was removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tracing::{debug, warn};
 
-use crate::detect::normalize_lang;
+use crate::text::detect::normalize_lang;
 
 /// One news article as given to the pipeline.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,7 +22,7 @@ pub struct Article {
     /// Unique within one input (the file stem for `.txt` pages).
     pub id: String,
     pub title: Option<String>,
-    /// The page text, furniture and all; [`crate::clean`] removes the furniture.
+    /// The page text, furniture and all; [`crate::text::clean`] removes the furniture.
     pub text: String,
     /// Declared language, normalised to ISO 639-1 (`de`, `ru`, `cs`); wins over detection.
     pub lang: Option<String>,

@@ -11,11 +11,11 @@ use std::time::Instant;
 use candle_core::Device;
 use serde::Serialize;
 
-use crate::embed::{EmbedError, Embedder};
-use crate::hub::{HubError, ModelRepo};
-use crate::translate::config::load_configs;
-use crate::translate::translator::WEIGHT_FILES;
-use crate::translate::{generate, GenerationConfig, MarianModel, TranslateError};
+use crate::model::embed::{EmbedError, Embedder};
+use crate::model::hub::{HubError, ModelRepo};
+use crate::model::marian::config::load_configs;
+use crate::model::marian::translator::WEIGHT_FILES;
+use crate::model::marian::{generate, GenerationConfig, MarianModel, TranslateError};
 
 /// Built-in input: news sentences of realistic lengths (7 to 38 words), written for this
 /// benchmark. With a real model they are tokenized; for random weights only their lengths are
@@ -23,7 +23,7 @@ use crate::translate::{generate, GenerationConfig, MarianModel, TranslateError};
 pub static NEWS_SENTENCES: std::sync::LazyLock<Vec<&'static str>> =
     std::sync::LazyLock::new(|| {
         // One file for this and scripts/peer_bench.py, which gives the same texts to the peers.
-        include_str!("../benches/news-sentences.txt")
+        include_str!("../../benches/news-sentences.txt")
             .lines()
             .filter(|l| !l.trim().is_empty())
             .collect()
@@ -67,7 +67,7 @@ pub fn synthetic_rows(n: usize, vocab: u32, eos: u32, avoid: &[u32], seed: u64) 
         .collect()
 }
 
-/// Rows sorted longest first (stable), as [`crate::translate::Translator::translate`] batches
+/// Rows sorted longest first (stable), as [`crate::model::marian::Translator::translate`] batches
 /// them, so a benchmark pads as much as real use does.
 pub fn sort_longest_first(rows: &mut [Vec<u32>]) {
     rows.sort_by_key(|r| std::cmp::Reverse(r.len()));
@@ -148,7 +148,7 @@ pub fn read_input(path: &Path) -> Result<BenchInput, BenchError> {
 pub fn load_model_only(
     repo: &ModelRepo,
     device: &Device,
-    format: crate::translate::WeightFormat,
+    format: crate::model::marian::WeightFormat,
 ) -> Result<(MarianModel, GenerationConfig), TranslateError> {
     let config = repo.get("config.json")?;
     let generation = match repo.get_optional("generation_config.json") {
@@ -171,7 +171,7 @@ pub fn load_model_only(
             repo.describe()
         ))
     })?;
-    let tensors = crate::weights::read_tensors(&weights, device)?;
+    let tensors = crate::model::weights::read_tensors(&weights, device)?;
     Ok((
         MarianModel::with_format(&cfg, tensors, device, format)?,
         generation,

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use crate::pipeline::AlignOutput;
+use crate::app::align::AlignOutput;
 
 const PALETTE: &[&str] = &[
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",

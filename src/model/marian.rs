@@ -8,7 +8,7 @@ pub mod translator;
 
 use std::path::PathBuf;
 
-pub use crate::kernels::layers::WeightFormat;
+pub use crate::model::kernels::layers::WeightFormat;
 pub use config::{EarlyStopping, GenerationConfig, MarianConfig};
 pub use model::MarianModel;
 pub use translator::{TranslateOptions, Translation, Translator};
@@ -31,11 +31,11 @@ pub enum TranslateError {
     #[error("{path} is corrupt: {reason}")]
     CorruptFile { path: PathBuf, reason: String },
     #[error(transparent)]
-    Hub(#[from] crate::hub::HubError),
+    Hub(#[from] crate::model::hub::HubError),
     #[error(transparent)]
-    Tokenize(#[from] crate::tokenize::TokenizeError),
+    Tokenize(#[from] crate::model::tokenize::TokenizeError),
     #[error(transparent)]
-    WeightsFile(#[from] crate::weights::WeightsError),
+    WeightsFile(#[from] crate::model::weights::WeightsError),
     #[error("tensor computation failed: {0}")]
     Tensor(#[from] candle_core::Error),
 }

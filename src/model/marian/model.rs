@@ -18,11 +18,11 @@ use candle_nn::{LayerNorm, Linear};
 
 use super::config::{Activation, MarianConfig};
 use super::TranslateError;
-use crate::kernels::layers::{PackedLinear, WeightFormat};
+use crate::model::kernels::layers::{PackedLinear, WeightFormat};
 use profile::Phase;
 
 mod cpu;
-pub(crate) use crate::kernels::simd;
+pub(crate) use crate::model::kernels::simd;
 
 type Result<T> = std::result::Result<T, TranslateError>;
 
@@ -1107,7 +1107,7 @@ impl MarianModel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::translate::random;
+    use crate::model::marian::random;
 
     fn small(activation: Activation) -> MarianConfig {
         let mut cfg = MarianConfig::opus_mt_base();
@@ -1201,7 +1201,7 @@ mod tests {
 
     #[test]
     fn generation_agrees_between_decoders() {
-        use crate::translate::{generate, GenerationConfig};
+        use crate::model::marian::{generate, GenerationConfig};
         let cfg = small(Activation::Swish);
         let (fast, reference) = pair(&cfg);
         let rows = vec![vec![5, 6, 0], vec![7, 8, 9, 10, 11, 0], vec![0]];

@@ -1,0 +1,9 @@
+//! News text before any model sees it: the article as read ([`article`]), page furniture
+//! removed ([`clean`]), languages detected ([`detect`]), sentences split ([`segment`]), and all
+//! of it in one call ([`prepare`]).
+
+pub mod article;
+pub mod clean;
+pub mod detect;
+pub mod prepare;
+pub mod segment;
