@@ -10,7 +10,7 @@ use candle_core::Device;
 #[path = "support/minilm.rs"]
 mod minilm;
 use minilm::minilm_dir;
-use tidings::app::align::{align, AlignOptions, AlignOutput, Models, Progress};
+use tidings::app::align::{align, AlignOptions, AlignOutput, Progress};
 use tidings::engine::manifest::Manifest;
 use tidings::group::cluster::ClusterOptions;
 use tidings::model::hub::{HubOptions, ModelSource};
@@ -64,10 +64,9 @@ impl Progress for Stages {
 }
 
 fn run(articles: &[Article], opts: &AlignOptions, store: &Store) -> (AlignOutput, Stages) {
-    let manifest = Manifest::builtin().unwrap();
-    let mut models = Models::new(&manifest, opts, Device::Cpu);
+    let engine = opts.engine(Manifest::builtin().unwrap(), Device::Cpu);
     let mut stages = Stages::default();
-    let out = align(articles, &mut models, store, &mut stages).unwrap();
+    let out = align(articles, &engine, opts, store, &mut stages).unwrap();
     (out, stages)
 }
 

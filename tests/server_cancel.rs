@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use candle_core::Device;
-use tidings::engine::queue::{Engine, EngineConfig};
+use tidings::engine::manifest::Manifest;
+use tidings::engine::{Engine, EngineConfig, Router};
 use tidings::model::hub::{HubOptions, ModelSource};
 use tidings::server::metrics::Metrics;
 
@@ -20,6 +21,7 @@ fn fixture(name: &str) -> ModelSource {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_request_is_skipped_by_the_model_worker() {
     let metrics = Arc::new(Metrics::default());
+    let router = Router::new(Manifest::default(), Default::default(), None);
     let engine = Arc::new(Engine::new(
         EngineConfig {
             max_loaded_models: 2,
@@ -32,6 +34,7 @@ async fn a_dropped_request_is_skipped_by_the_model_worker() {
             compute_type: Default::default(),
             embed_model: fixture("marian-tiny-swish"),
         },
+        router,
         metrics.clone(),
     ));
     let model = fixture("marian-tiny-swish");

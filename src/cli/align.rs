@@ -1,11 +1,10 @@
 //! `tidings inspect`, `embed`, `align` and `eval-groups`: the articles-to-events commands.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use tidings::app::align::{self, AlignOptions, AlignOutput, Models, Progress};
+use tidings::app::align::{self, AlignOptions, AlignOutput, Progress};
 use tidings::engine::manifest::Manifest;
 use tidings::group::cluster::ClusterOptions;
 use tidings::model::device::{self, DeviceChoice};
@@ -168,16 +167,7 @@ fn read_articles(input: &str) -> anyhow::Result<Loaded> {
 
 pub fn align(args: AlignArgs, quiet: bool) -> anyhow::Result<()> {
     let manifest = Manifest::load(args.source.manifest.as_deref())?;
-    let mut models = BTreeMap::new();
-    for spec in &args.models {
-        let Some((lang, model)) = spec.split_once('=') else {
-            bail!("--model takes LANG=HUB_ID|DIR, not \"{spec}\"");
-        };
-        models.insert(
-            tidings::engine::manifest::normalise_lang(lang),
-            ModelSource::parse(model, None)?,
-        );
-    }
+    let models = tidings::engine::router::parse_overrides(&args.models)?;
     let mut cluster = ClusterOptions::default();
     if let Some(t) = args.threshold {
         if !(-1.0..=1.0).contains(&t) {
@@ -213,12 +203,12 @@ pub fn align(args: AlignArgs, quiet: bool) -> anyhow::Result<()> {
     let store = Store::open(&store_path)
         .with_context(|| format!("cannot open the store {}", store_path.display()))?;
     let device = device::open(args.device)?;
-    let mut loaded_models = Models::new(&manifest, &opts, device);
+    let engine = opts.engine(manifest, device);
     let mut bars = Bars {
         bar: indicatif::ProgressBar::hidden(),
         hidden: quiet,
     };
-    let output = align::align(&loaded.articles, &mut loaded_models, &store, &mut bars)?;
+    let output = align::align(&loaded.articles, &engine, &opts, &store, &mut bars)?;
     bars.bar.finish_and_clear();
     for s in &output.skipped {
         eprintln!("warning: article {}: {} (skipped)", s.id, s.reason);

@@ -103,15 +103,7 @@ fn config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
     let manifest = Manifest::load(args.manifest.as_deref())?;
     let embed = ModelSource::parse(&args.embed_model, None)?;
     let mut cfg = ServerConfig::new(manifest, embed);
-    for spec in &args.models {
-        let Some((lang, model)) = spec.split_once('=') else {
-            bail!("--model takes LANG=HUB_ID|DIR, not \"{spec}\"");
-        };
-        cfg.models.insert(
-            normalise_lang(lang),
-            ModelSource::parse(model.trim(), None)?,
-        );
-    }
+    cfg.models = tidings::engine::router::parse_overrides(&args.models)?;
     let langs = args.languages.trim();
     if !langs.eq_ignore_ascii_case("all") {
         let list: Vec<String> = langs

@@ -242,3 +242,30 @@ impl Metrics {
         out
     }
 }
+
+/// The engine's events, counted.
+impl crate::engine::Observer for Metrics {
+    fn queued(&self, n: i64) {
+        self.queue_depth.fetch_add(n, Ordering::Relaxed);
+    }
+    fn cancelled(&self, sentences: usize) {
+        self.cancelled_sentences
+            .fetch_add(sentences as u64, Ordering::Relaxed);
+    }
+    fn batch(&self, rows: usize, generated_tokens: usize, seconds: f64) {
+        self.observe_batch(rows, generated_tokens, seconds);
+    }
+    fn model_loaded(&self) {
+        self.model_loads.fetch_add(1, Ordering::Relaxed);
+        self.loaded_models.fetch_add(1, Ordering::Relaxed);
+    }
+    fn model_stopped(&self) {
+        self.loaded_models.fetch_sub(1, Ordering::Relaxed);
+    }
+    fn model_evicted(&self) {
+        self.model_unloads.fetch_add(1, Ordering::Relaxed);
+    }
+    fn panicked(&self) {
+        self.panics.fetch_add(1, Ordering::Relaxed);
+    }
+}

@@ -1,10 +1,11 @@
 //! `tidings serve`: the HTTP service.
 //!
 //! [`serve`] runs the service on a bound listener until its [`Shutdown`] is triggered, then
-//! stops accepting connections and finishes the requests in flight. The engine
-//! ([`queue`]) owns the models: one worker thread per loaded translation model, fed by a queue
-//! that merges sentences from all requests into batches; the HTTP layer ([`routes`],
-//! [`libre`]) validates input, routes each text to its language's model and shapes answers.
+//! stops accepting connections and finishes the requests in flight. The process's
+//! [`Engine`](crate::engine::Engine) owns the models (translation, embedding, and those of align
+//! jobs): one worker thread per loaded model, fed by a queue that merges work from all requests
+//! into batches; the HTTP layer ([`routes`], [`libre`]) validates input, asks the engine's
+//! router which model serves a language, and shapes answers.
 
 pub mod errors;
 mod extract;
@@ -32,8 +33,8 @@ use candle_core::Device;
 use tokio::sync::{watch, Semaphore};
 use tracing::Instrument;
 
-use crate::engine::manifest::{normalise_lang, Manifest};
-use crate::engine::queue::{Engine, EngineConfig};
+use crate::engine::manifest::Manifest;
+use crate::engine::{Engine, EngineConfig};
 use crate::group::cluster::{ClusterOptions, OnlineGrouper};
 use crate::model::hub::{HubOptions, ModelSource};
 use crate::store::Store;
@@ -170,46 +171,15 @@ pub struct AppState {
 impl AppState {
     /// The model for a source language, or 422 when the language is not served.
     pub(crate) fn source_for(&self, lang: &str) -> Result<ModelSource, ApiError> {
-        let lang = normalise_lang(lang);
-        let supported = || self.languages().join(", ");
-        if let Some(list) = &self.cfg.languages {
-            if !list.contains(&lang) {
-                return Err(ApiError::unsupported_language(format!(
-                    "language \"{lang}\" is not served; served: {}",
-                    supported()
-                )));
-            }
-        }
-        if let Some(src) = self.cfg.models.get(&lang) {
-            return Ok(src.clone());
-        }
-        let entry = self.cfg.manifest.resolve(&lang).map_err(|_| {
-            ApiError::unsupported_language(format!(
-                "no model translates \"{lang}\" into English; served: {}",
-                supported()
-            ))
-        })?;
-        ModelSource::parse(&entry.repo, Some(&entry.revision)).map_err(|e| {
-            ApiError::model_unavailable(format!(
-                "the manifest's model for \"{lang}\" ({}) is unusable: {e}",
-                entry.repo
-            ))
-        })
+        self.engine
+            .router()
+            .source_for(lang)
+            .map_err(ApiError::from)
     }
 
     /// Source languages with a model of their own, sorted.
     pub(crate) fn languages(&self) -> Vec<String> {
-        let mut langs = match &self.cfg.languages {
-            Some(list) => list.clone(),
-            None => {
-                let mut l = self.cfg.manifest.languages();
-                l.extend(self.cfg.models.keys().cloned());
-                l
-            }
-        };
-        langs.sort();
-        langs.dedup();
-        langs
+        self.engine.router().languages()
     }
 
     /// Checks the API key given in a header (`Authorization: Bearer`, `X-API-Key`) or body.
@@ -491,6 +461,11 @@ pub async fn serve(
     let online = tokio::task::spawn_blocking(move || open_online(&cfg2))
         .await
         .map_err(|e| ServerError::Config(format!("opening the store failed: {e}")))??;
+    let languages = crate::engine::Router::new(
+        config.manifest.clone(),
+        config.models.clone(),
+        config.languages.clone(),
+    );
     let engine = Engine::new(
         EngineConfig {
             max_loaded_models: config.max_loaded_models.max(1),
@@ -500,9 +475,10 @@ pub async fn serve(
             compute_type: config.compute_type,
             embed_model: config.embed_model.clone(),
         },
+        languages,
         metrics.clone(),
     );
-    let align = routes::AlignWorker::start(&config)?;
+    let align = routes::AlignWorker::start(&config, engine.clone())?;
     let state = Arc::new(AppState {
         limiter: Arc::new(Semaphore::new(config.max_concurrent_requests)),
         cfg: config,
@@ -558,7 +534,7 @@ async fn preload(state: &AppState) -> Result<(), ServerError> {
     }
     state
         .engine
-        .embedder()
+        .load_embedder()
         .await
         .map_err(|e| ServerError::Preload(e.to_string()))?;
     Ok(())

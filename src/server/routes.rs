@@ -18,9 +18,9 @@ use tokio::task::JoinSet;
 use super::errors::ApiError;
 use super::extract::Payload;
 use super::{AppState, ServerConfig, ServerError};
-use crate::app::align::{AlignOptions, AlignOutput, Models, PipelineError};
+use crate::app::align::{AlignOptions, AlignOutput, PipelineError};
 use crate::engine::manifest::normalise_lang;
-use crate::engine::queue::EngineError;
+use crate::engine::{EmbedKind, Engine, EngineError, RouteError};
 use crate::model::marian::TranslateOptions;
 use crate::store::Store;
 use crate::text::article::Article;
@@ -28,6 +28,17 @@ use crate::text::detect::{detect as detect_lang, Detection};
 use crate::text::segment::split_sentences;
 
 type St = State<Arc<AppState>>;
+
+impl From<RouteError> for ApiError {
+    fn from(e: RouteError) -> Self {
+        match e {
+            RouteError::Unusable { .. } => ApiError::model_unavailable(e.to_string()),
+            RouteError::NotServed { .. } | RouteError::NoModel { .. } => {
+                ApiError::unsupported_language(e.to_string())
+            }
+        }
+    }
+}
 
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
@@ -373,14 +384,7 @@ pub async fn embed(
 ) -> Result<Json<Value>, ApiError> {
     let (texts, _) = one_or_many(req.text, req.texts)?;
     check_texts(&state, &texts)?;
-    let (embedder, model) = state.engine.embedder().await?;
-    let vectors = tokio::task::spawn_blocking(move || {
-        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        embedder.embed(&refs, 32)
-    })
-    .await
-    .map_err(|e| ApiError::internal(format!("embedding task failed: {e}")))?
-    .map_err(|e| ApiError::internal(format!("embedding failed: {e}")))?;
+    let (vectors, model) = state.engine.embed(texts, EmbedKind::Sentences).await?;
     let dim = vectors.first().map_or(0, Vec::len);
     Ok(Json(
         json!({"model": model, "dim": dim, "embeddings": vectors}),
@@ -397,9 +401,8 @@ pub struct AlignWorker {
 }
 
 impl AlignWorker {
-    pub(crate) fn start(cfg: &ServerConfig) -> Result<Self, ServerError> {
+    pub(crate) fn start(cfg: &ServerConfig, engine: Engine) -> Result<Self, ServerError> {
         let (tx, rx) = mpsc::channel::<(Vec<Article>, AlignReply)>();
-        let manifest = cfg.manifest.clone();
         let opts = AlignOptions {
             models: cfg.models.clone(),
             embed_model: cfg.embed_model.clone(),
@@ -410,11 +413,9 @@ impl AlignWorker {
             hub: cfg.hub,
         };
         let store_path = cfg.store.clone();
-        let device = cfg.device.clone();
         std::thread::Builder::new()
             .name("tidings-align".into())
             .spawn(move || {
-                let mut models = Models::new(&manifest, &opts, device);
                 let mut store: Option<Store> = None;
                 while let Ok((articles, reply)) = rx.recv() {
                     if reply.is_closed() {
@@ -437,7 +438,8 @@ impl AlignWorker {
                     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         crate::app::align::align(
                             &articles,
-                            &mut models,
+                            &engine,
+                            &opts,
                             st,
                             &mut crate::app::align::Silent,
                         )
@@ -461,10 +463,11 @@ impl AlignWorker {
 
 fn pipeline_error(e: &PipelineError) -> ApiError {
     match e {
-        PipelineError::LoadTranslator { .. } | PipelineError::LoadEmbedder { .. } => {
+        PipelineError::LoadEmbedder(_)
+        | PipelineError::Engine(EngineError::Unavailable { .. }) => {
             ApiError::model_unavailable(e.to_string())
         }
-        PipelineError::NoModel { .. } => ApiError::unsupported_language(e.to_string()),
+        PipelineError::Route(r) => r.clone().into(),
         _ => ApiError::internal(e.to_string()),
     }
 }
@@ -605,12 +608,9 @@ pub async fn ingest_article(
     used.sort();
     used.dedup();
 
-    let (embedder, _) = state.engine.embedder().await?;
     let text = format!("{title_en}\n{translation}");
-    let vector = tokio::task::spawn_blocking(move || embedder.embed_long(&text))
-        .await
-        .map_err(|e| ApiError::internal(format!("embedding task failed: {e}")))?
-        .map_err(|e| ApiError::internal(format!("embedding failed: {e}")))?;
+    let (mut vectors, _) = state.engine.embed(vec![text], EmbedKind::Long).await?;
+    let vector = vectors.pop().unwrap_or_default();
     let day = article
         .published_at
         .as_deref()

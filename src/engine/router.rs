@@ -1,0 +1,168 @@
+//! Which model translates a source language: a `--model LANG=…` override, the manifest's own
+//! entry, or its fallback; optionally restricted to a list of served languages. One router serves
+//! the CLI pipeline and the HTTP service alike.
+
+use std::collections::BTreeMap;
+
+use super::manifest::{normalise_lang, Manifest};
+use crate::model::hub::{HubError, ModelSource};
+
+/// Why a language has no model.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RouteError {
+    /// The service was started for other languages.
+    #[error("language \"{lang}\" is not served; served: {served}")]
+    NotServed { lang: String, served: String },
+    /// Neither an override, nor the manifest, nor a fallback covers it.
+    #[error("no model translates \"{lang}\" into English; supported: {supported}")]
+    NoModel { lang: String, supported: String },
+    /// The manifest names a model that cannot be parsed as a source.
+    #[error("the manifest's model for \"{lang}\" ({repo}) is unusable: {reason}")]
+    Unusable {
+        lang: String,
+        repo: String,
+        reason: String,
+    },
+}
+
+/// A `--model LANG=HUB_ID|DIR` argument, parsed: the language and its model.
+pub fn parse_override(spec: &str) -> Result<(String, ModelSource), OverrideError> {
+    let Some((lang, model)) = spec.split_once('=') else {
+        return Err(OverrideError::Shape(spec.to_string()));
+    };
+    let lang = normalise_lang(lang);
+    if lang.is_empty() {
+        return Err(OverrideError::Shape(spec.to_string()));
+    }
+    let source = ModelSource::parse(model.trim(), None)?;
+    Ok((lang, source))
+}
+
+/// Every `--model` argument, later ones winning per language.
+pub fn parse_overrides<S: AsRef<str>>(
+    specs: &[S],
+) -> Result<BTreeMap<String, ModelSource>, OverrideError> {
+    specs.iter().map(|s| parse_override(s.as_ref())).collect()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OverrideError {
+    #[error("--model takes LANG=HUB_ID|DIR, not \"{0}\"")]
+    Shape(String),
+    #[error(transparent)]
+    Source(#[from] HubError),
+}
+
+/// Maps source languages to models.
+#[derive(Debug, Clone)]
+pub struct Router {
+    manifest: Manifest,
+    overrides: BTreeMap<String, ModelSource>,
+    /// `None`: every manifest language, the overrides, and the rest through the fallback.
+    served: Option<Vec<String>>,
+}
+
+impl Router {
+    pub fn new(
+        manifest: Manifest,
+        overrides: BTreeMap<String, ModelSource>,
+        served: Option<Vec<String>>,
+    ) -> Self {
+        Self {
+            manifest,
+            overrides,
+            served,
+        }
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Whether languages without an entry of their own go to the fallback model.
+    pub fn serves_all(&self) -> bool {
+        self.served.is_none()
+    }
+
+    /// The model for `lang`.
+    pub fn source_for(&self, lang: &str) -> Result<ModelSource, RouteError> {
+        let lang = normalise_lang(lang);
+        if let Some(list) = &self.served {
+            if !list.contains(&lang) {
+                return Err(RouteError::NotServed {
+                    lang,
+                    served: self.languages().join(", "),
+                });
+            }
+        }
+        if let Some(src) = self.overrides.get(&lang) {
+            return Ok(src.clone());
+        }
+        let entry = self
+            .manifest
+            .resolve(&lang)
+            .map_err(|_| RouteError::NoModel {
+                lang: lang.clone(),
+                supported: self.languages().join(", "),
+            })?;
+        ModelSource::parse(&entry.repo, Some(&entry.revision)).map_err(|e| RouteError::Unusable {
+            lang,
+            repo: entry.repo.clone(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Source languages with a model of their own, sorted.
+    pub fn languages(&self) -> Vec<String> {
+        let mut langs = match &self.served {
+            Some(list) => list.clone(),
+            None => {
+                let mut l = self.manifest.languages();
+                l.extend(self.overrides.keys().cloned());
+                l
+            }
+        };
+        langs.sort();
+        langs.dedup();
+        langs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn router(served: Option<Vec<String>>) -> Router {
+        let mut overrides = BTreeMap::new();
+        overrides.insert("xx".to_string(), ModelSource::parse("org/xx-en", None).unwrap());
+        Router::new(Manifest::builtin().unwrap(), overrides, served)
+    }
+
+    #[test]
+    fn overrides_win_over_the_manifest_and_the_fallback_takes_the_rest() {
+        let r = router(None);
+        assert_eq!(r.source_for("xx").unwrap().to_string(), "org/xx-en@main");
+        assert!(r.source_for("de").unwrap().to_string().contains("opus-mt-de-en"));
+        assert!(r.source_for("gd").unwrap().to_string().contains("mul-en"));
+        assert!(r.languages().contains(&"xx".to_string()));
+    }
+
+    #[test]
+    fn a_served_list_refuses_other_languages() {
+        let r = router(Some(vec!["de".into()]));
+        assert!(matches!(
+            r.source_for("ru"),
+            Err(RouteError::NotServed { .. })
+        ));
+        assert_eq!(r.languages(), vec!["de".to_string()]);
+    }
+
+    #[test]
+    fn model_arguments_are_parsed_once() {
+        let m = parse_overrides(&["DE=org/de-en", "ru = org/ru-en"]).unwrap();
+        assert_eq!(m["de"].to_string(), "org/de-en@main");
+        assert!(m.contains_key("ru"));
+        let e = parse_override("de-org/de-en").unwrap_err().to_string();
+        assert_eq!(e, "--model takes LANG=HUB_ID|DIR, not \"de-org/de-en\"");
+    }
+}
