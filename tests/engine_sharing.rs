@@ -55,7 +55,10 @@ fn align_jobs_and_translate_requests_share_one_loaded_copy() {
         &json!({"articles": [article("r1", "ru", "Новости", RUSSIAN_TEXT)]}),
     );
     assert_eq!(a.status, 200, "{}", a.json);
-    assert_eq!(loaded(&server)["ru"], true, "the align job's model is the engine's");
+    assert!(
+        loaded(&server)["ru"],
+        "the align job's model is the engine's"
+    );
     assert_eq!(server.metric("tidings_model_loads_total"), 1.0);
     let t = server.post(
         "/v1/translate",
@@ -75,7 +78,7 @@ fn the_loaded_model_bound_holds_across_align_jobs_and_requests() {
         &json!({"text": GERMAN_TEXT, "source": "de", "beam": 1}),
     );
     assert_eq!(t.status, 200, "{}", t.json);
-    assert_eq!(loaded(&server)["de"], true);
+    assert!(loaded(&server)["de"]);
     // The align job needs Russian: with room for one model, German goes.
     let a = server.post(
         "/v1/align",
@@ -112,7 +115,10 @@ fn online_ingest_reuses_cached_sentence_translations() {
         &json!({"articles": [article("g1", "de", GERMAN_TITLE, GERMAN_TEXT)]}),
     );
     assert_eq!(a.status, 200, "{}", a.json);
-    let expected = a.json["articles"][0]["translation"].as_str().unwrap().to_string();
+    let expected = a.json["articles"][0]["translation"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let batches = server.metric("tidings_batches_total");
     assert!(batches >= 1.0);
     // The same sentences ingested online come from the cache: no model batch runs.
@@ -126,7 +132,12 @@ fn online_ingest_reuses_cached_sentence_translations() {
     // A new sentence does run the model.
     let c = server.post(
         "/v1/articles",
-        &article("g3", "de", GERMAN_TITLE, "Der Minister kündigte weitere Gespräche an."),
+        &article(
+            "g3",
+            "de",
+            GERMAN_TITLE,
+            "Der Minister kündigte weitere Gespräche an.",
+        ),
     );
     assert_eq!(c.status, 201, "{}", c.json);
     assert!(server.metric("tidings_batches_total") > batches);

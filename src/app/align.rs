@@ -165,7 +165,11 @@ impl AlignOptions {
             compute_type: self.compute_type,
             embed_model: self.embed_model.clone(),
         };
-        Engine::new(cfg, Router::new(manifest, self.models.clone(), None), observer)
+        Engine::new(
+            cfg,
+            Router::new(manifest, self.models.clone(), None),
+            observer,
+        )
     }
 
     /// How each sentence batch is generated.
@@ -203,7 +207,11 @@ pub fn align(
     for &i in &todo {
         let p = prepare(&articles[i]);
         if p.paragraphs.is_empty() {
-            skip(&mut skipped, &articles[i], "no text left after cleaning".into());
+            skip(
+                &mut skipped,
+                &articles[i],
+                "no text left after cleaning".into(),
+            );
         } else {
             prepared.insert(i, p);
         }

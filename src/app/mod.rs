@@ -2,6 +2,6 @@
 //! ([`plot`]), and speed measurement ([`bench`]).
 
 pub mod align;
-pub mod workflow;
 pub mod bench;
 pub mod plot;
+pub mod workflow;

@@ -6,8 +6,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::engine::{EmbedKind, Engine, EngineError, Generation, RouteError};
 use crate::engine::manifest::normalise_lang;
+use crate::engine::{EmbedKind, Engine, EngineError, Generation, RouteError};
 use crate::store::{Store, StoreError};
 use crate::text::article::Article;
 use crate::text::prepare::Prepared;
@@ -168,8 +168,7 @@ impl Workflow<'_> {
                     self.generation,
                     |n| progress.advance(n),
                 )?;
-                let pairs: Vec<(String, String)> =
-                    chunk.iter().cloned().zip(done.texts).collect();
+                let pairs: Vec<(String, String)> = chunk.iter().cloned().zip(done.texts).collect();
                 self.store
                     .put_translations(&model.cache_key, &model.commit, &pairs)?;
                 for (s, t) in pairs {

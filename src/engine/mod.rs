@@ -355,6 +355,8 @@ impl Engine {
     }
 }
 
+type EmbedReceiver = oneshot::Receiver<Result<Vec<Vec<f32>>, EngineError>>;
+
 enum Submitted {
     Empty,
     Waiting(oneshot::Receiver<Result<translate_worker::JobOutput, EngineError>>),
@@ -412,7 +414,7 @@ impl Inner {
         handle: &EmbedHandle,
         texts: Vec<String>,
         kind: EmbedKind,
-    ) -> Result<oneshot::Receiver<Result<Vec<Vec<f32>>, EngineError>>, EngineError> {
+    ) -> Result<EmbedReceiver, EngineError> {
         let (reply, rx) = oneshot::channel();
         if texts.is_empty() {
             let _ = reply.send(Ok(Vec::new()));
@@ -479,9 +481,7 @@ impl Inner {
     /// The embedding model's worker, loading it (once) if needed; blocking.
     fn embedder(&self) -> Result<EmbedHandle, EngineError> {
         let key = self.cfg.embed_model.to_string();
-        let (handle, _) = self
-            .embedder
-            .get_or_load(&key, || self.start_embedder())?;
+        let (handle, _) = self.embedder.get_or_load(&key, || self.start_embedder())?;
         Ok(handle)
     }
 
@@ -504,7 +504,13 @@ impl Inner {
             Ok((e, info))
         };
         let serve = move |e: Embedder| embed_worker::run(&e, &rx, observer.as_ref());
-        let model = spawn_model("tidings-embed".into(), key, self.observer.clone(), load, serve)?;
+        let model = spawn_model(
+            "tidings-embed".into(),
+            key,
+            self.observer.clone(),
+            load,
+            serve,
+        )?;
         Ok(EmbedHandle { tx, model })
     }
 }

@@ -134,7 +134,10 @@ mod tests {
 
     fn router(served: Option<Vec<String>>) -> Router {
         let mut overrides = BTreeMap::new();
-        overrides.insert("xx".to_string(), ModelSource::parse("org/xx-en", None).unwrap());
+        overrides.insert(
+            "xx".to_string(),
+            ModelSource::parse("org/xx-en", None).unwrap(),
+        );
         Router::new(Manifest::builtin().unwrap(), overrides, served)
     }
 
@@ -142,7 +145,11 @@ mod tests {
     fn overrides_win_over_the_manifest_and_the_fallback_takes_the_rest() {
         let r = router(None);
         assert_eq!(r.source_for("xx").unwrap().to_string(), "org/xx-en@main");
-        assert!(r.source_for("de").unwrap().to_string().contains("opus-mt-de-en"));
+        assert!(r
+            .source_for("de")
+            .unwrap()
+            .to_string()
+            .contains("opus-mt-de-en"));
         assert!(r.source_for("gd").unwrap().to_string().contains("mul-en"));
         assert!(r.languages().contains(&"xx".to_string()));
     }

@@ -89,11 +89,7 @@ impl<W: Clone> Slots<W> {
         };
         table
             .iter()
-            .filter(|(_, s)| {
-                s.state
-                    .lock()
-                    .is_ok_and(|s| matches!(&*s, State::Ready(_)))
-            })
+            .filter(|(_, s)| s.state.lock().is_ok_and(|s| matches!(&*s, State::Ready(_))))
             .map(|(k, _)| k.clone())
             .collect()
     }
@@ -136,11 +132,7 @@ impl<W: Clone> Slots<W> {
         loop {
             let loaded: Vec<(String, u64)> = table
                 .iter()
-                .filter(|(_, s)| {
-                    s.state
-                        .lock()
-                        .is_ok_and(|s| matches!(&*s, State::Ready(_)))
-                })
+                .filter(|(_, s)| s.state.lock().is_ok_and(|s| matches!(&*s, State::Ready(_))))
                 .map(|(k, s)| (k.clone(), s.last_used.load(Ordering::Relaxed)))
                 .collect();
             if loaded.len() <= max.max(1) {

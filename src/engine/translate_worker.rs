@@ -113,7 +113,11 @@ fn next_batch(t: &Translator, pending: &[Pending], budget: usize) -> Vec<(usize,
         }
         // Sentences already done or in no batch yet: `out` is set when done, and a batch
         // always finishes before the next is chosen, so "not done" means "waiting".
-        cands.extend((0..p.out.len()).filter(|&si| p.out[si].is_none()).map(|si| (pi, si)));
+        cands.extend(
+            (0..p.out.len())
+                .filter(|&si| p.out[si].is_none())
+                .map(|si| (pi, si)),
+        );
     }
     // Longest first; stable, so equal lengths keep arrival order.
     cands.sort_by_key(|&(pi, si)| std::cmp::Reverse(pending[pi].rows[si].len()));

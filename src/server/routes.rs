@@ -463,8 +463,7 @@ impl AlignWorker {
 
 fn pipeline_error(e: &PipelineError) -> ApiError {
     match e {
-        PipelineError::LoadEmbedder(_)
-        | PipelineError::Engine(EngineError::Unavailable { .. }) => {
+        PipelineError::LoadEmbedder(_) | PipelineError::Engine(EngineError::Unavailable { .. }) => {
             ApiError::model_unavailable(e.to_string())
         }
         PipelineError::Route(r) => r.clone().into(),
