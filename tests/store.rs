@@ -1,12 +1,12 @@
-//! The SQLite store: caches, finished articles, events, opening bad files, resuming after a
-//! killed run, and atomic file writes.
+//! The SQLite store: caches, finished articles, events, opening bad files, and resuming after a
+//! killed run.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use tidings::store::{
-    default_store_path, sha256_hex, write_atomic, Store, StoreError, APPLICATION_ID, SCHEMA_VERSION,
+    default_store_path, sha256_hex, Store, StoreError, APPLICATION_ID, SCHEMA_VERSION,
 };
 
 fn temp_dir() -> tempfile::TempDir {
@@ -362,44 +362,6 @@ fn the_default_store_lives_in_a_tidings_folder() {
     if let Some(data) = dirs::data_dir() {
         assert_eq!(p, data.join("tidings").join("tidings.sqlite"));
     }
-}
-
-#[test]
-fn write_atomic_replaces_the_file_and_leaves_no_temporary_files() {
-    let dir = temp_dir();
-    let path = dir.path().join("events.json");
-    write_atomic(&path, b"first").unwrap();
-    assert_eq!(std::fs::read(&path).unwrap(), b"first");
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
-    }
-    write_atomic(&path, b"second, longer content").unwrap();
-    assert_eq!(std::fs::read(&path).unwrap(), b"second, longer content");
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(
-            mode, 0o640,
-            "permissions of the replaced file were not kept"
-        );
-    }
-    // Writing over a folder fails and cleans up after itself.
-    let folder = dir.path().join("a-folder");
-    std::fs::create_dir(&folder).unwrap();
-    std::fs::write(folder.join("inside"), b"x").unwrap();
-    assert!(write_atomic(&folder, b"nope").is_err());
-    let names: Vec<String> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    let mut names = names;
-    names.sort();
-    assert_eq!(names, vec!["a-folder", "events.json"]);
-    // A missing folder is an error, not a panic.
-    assert!(write_atomic(&dir.path().join("missing/x.json"), b"x").is_err());
 }
 
 // ---- resuming a killed run ----

@@ -6,13 +6,14 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use tidings::app::align::{self, AlignOptions, AlignOutput, Models, Progress};
+use tidings::app::output::write_atomic;
 use tidings::engine::manifest::Manifest;
 use tidings::group::cluster::ClusterOptions;
 use tidings::model::device::{self, DeviceChoice};
 use tidings::model::embed::Embedder;
 use tidings::model::hub::{ModelRepo, ModelSource};
 use tidings::model::marian::TranslateOptions;
-use tidings::store::{default_store_path, write_atomic, Store};
+use tidings::store::{default_store_path, Store};
 use tidings::text::article::{load_input, load_jsonl, Loaded};
 
 use super::ComputeArgs;

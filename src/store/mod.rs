@@ -7,9 +7,8 @@
 //! WAL mode: readers (the HTTP service) do not block the writer (the pipeline).
 
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
@@ -637,57 +636,4 @@ fn classify(path: &str, e: rusqlite::Error) -> StoreError {
             source: e,
         },
     }
-}
-
-/// Replaces the file at `path` with `bytes` so that readers see the old or the new content,
-/// never a mix: writes a temporary file in the same folder, syncs it, and renames it over.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let name = path.file_name().ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("{} has no file name", path.display()),
-        )
-    })?;
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.{}.{}.tmp",
-        name.to_string_lossy(),
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = (|| {
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)?;
-        file.write_all(bytes)?;
-        // Keep the permissions of the file being replaced.
-        if let Ok(meta) = fs::metadata(path) {
-            file.set_permissions(meta.permissions())?;
-        }
-        file.sync_all()?;
-        drop(file);
-        fs::rename(&tmp, path)?;
-        sync_dir(dir);
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
-/// Makes the rename itself durable. Some file systems refuse to sync a folder; the rename has
-/// still happened then, so this only logs.
-fn sync_dir(dir: &Path) {
-    #[cfg(unix)]
-    if let Err(e) = fs::File::open(dir).and_then(|d| d.sync_all()) {
-        tracing::debug!(dir = %dir.display(), error = %e, "cannot sync folder after rename");
-    }
-    #[cfg(not(unix))]
-    let _ = dir;
 }
