@@ -83,53 +83,8 @@ pub struct AlignOptions {
     pub hub: HubOptions,
 }
 
-/// One translated sentence and where it came from.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct SentenceMap {
-    pub paragraph: usize,
-    /// Byte span of the source sentence in its (cleaned) paragraph.
-    pub start: usize,
-    pub end: usize,
-    pub source: String,
-    pub lang: String,
-    pub translation: String,
-}
-
-/// Everything the pipeline knows about one article once it is done.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ArticleResult {
-    pub id: String,
-    pub lang: String,
-    pub confidence: f32,
-    pub title: String,
-    pub title_en: String,
-    /// English text, paragraph by paragraph (blank line between paragraphs).
-    pub translation: String,
-    pub sentences: Vec<SentenceMap>,
-    /// Models used, as `lang=model@revision`.
-    pub models: Vec<String>,
-    pub published_day: Option<i64>,
-    pub removed_lines: usize,
-    #[serde(skip_serializing_if = "Vec::is_empty", default)]
-    pub embedding: Vec<f32>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Member {
-    pub id: String,
-    /// Cosine similarity of the article to its event's centroid.
-    pub similarity: f32,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Event {
-    pub id: String,
-    pub title: String,
-    pub keywords: Vec<String>,
-    pub shared_names: Vec<String>,
-    pub shared_numbers: Vec<String>,
-    pub members: Vec<Member>,
-}
+// The records the store keeps; defined there so the store depends on nothing above it.
+pub use crate::store::records::{ArticleResult, Event, Member, SentenceMap};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AlignOutput {

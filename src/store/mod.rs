@@ -6,6 +6,8 @@
 //! started again finds every finished article with [`Store::get_done_article`]. The file is in
 //! WAL mode: readers (the HTTP service) do not block the writer (the pipeline).
 
+pub mod records;
+
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -14,6 +16,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+pub use records::{ArticleResult, Event, Member, SentenceMap};
 
 /// Written into the SQLite header (`PRAGMA application_id`) so a tidings store is recognisable:
 /// "TDNG".
