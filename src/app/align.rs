@@ -224,7 +224,7 @@ struct LangWork {
 pub fn align(
     articles: &[Article],
     models: &mut Models,
-    store: &Store,
+    store: &dyn Store,
     progress: &mut dyn Progress,
 ) -> Result<AlignOutput> {
     let translate_opts = models.opts.translate.clone();
@@ -236,14 +236,7 @@ pub fn align(
 
     // 1. Reuse what an earlier run finished.
     for (i, a) in articles.iter().enumerate() {
-        if let Some(json) = store.get_done_article(&a.id, &hashes[i])? {
-            match serde_json::from_str::<ArticleResult>(&json) {
-                Ok(r) => results[i] = Some(r),
-                Err(e) => {
-                    tracing::warn!(article = %a.id, "stored result unreadable ({e}); redoing it")
-                }
-            }
-        }
+        results[i] = store.get_done_article(&a.id, &hashes[i])?;
     }
     let todo: Vec<usize> = (0..articles.len())
         .filter(|&i| results[i].is_none())
@@ -440,7 +433,7 @@ pub fn align(
             removed_lines: p.removed.len(),
             embedding,
         };
-        store.put_article(&p.id, &hashes[i], &serde_json::to_string(&result)?)?;
+        store.put_article(&p.id, &hashes[i], &result)?;
         results[i] = Some(result);
         progress.advance(1);
     }

@@ -13,7 +13,7 @@ use tidings::model::device::{self, DeviceChoice};
 use tidings::model::embed::Embedder;
 use tidings::model::hub::{ModelRepo, ModelSource};
 use tidings::model::marian::TranslateOptions;
-use tidings::store::{default_store_path, Store};
+use tidings::store::default_store_path;
 use tidings::text::article::{load_input, load_jsonl, Loaded};
 
 use super::ComputeArgs;
@@ -211,7 +211,7 @@ pub fn align(args: AlignArgs, quiet: bool) -> anyhow::Result<()> {
         bail!("no usable articles in {}", args.input);
     }
     let store_path = args.store.clone().unwrap_or_else(default_store_path);
-    let store = Store::open(&store_path)
+    let store = tidings::store::open(&store_path)
         .with_context(|| format!("cannot open the store {}", store_path.display()))?;
     let device = device::open(args.device)?;
     let mut loaded_models = Models::new(&manifest, &opts, device);
@@ -219,7 +219,7 @@ pub fn align(args: AlignArgs, quiet: bool) -> anyhow::Result<()> {
         bar: indicatif::ProgressBar::hidden(),
         hidden: quiet,
     };
-    let output = align::align(&loaded.articles, &mut loaded_models, &store, &mut bars)?;
+    let output = align::align(&loaded.articles, &mut loaded_models, &*store, &mut bars)?;
     bars.bar.finish_and_clear();
     for s in &output.skipped {
         eprintln!("warning: article {}: {} (skipped)", s.id, s.reason);

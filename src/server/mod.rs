@@ -150,7 +150,7 @@ impl Shutdown {
 
 /// The online grouping: grouper state and store, behind one lock so they never disagree.
 pub(crate) struct Online {
-    pub store: Store,
+    pub store: Arc<dyn Store>,
     pub grouper: OnlineGrouper,
     /// Article id -> event id, for articles already grouped.
     pub known: HashMap<String, i64>,
@@ -452,8 +452,8 @@ fn router(state: Arc<AppState>) -> Router {
 /// Open the store and the grouping state (blocking).
 fn open_online(cfg: &ServerConfig) -> Result<Online, ServerError> {
     let store = match &cfg.store {
-        Some(p) => Store::open(p)?,
-        None => Store::open_in_memory()?,
+        Some(p) => crate::store::open(p)?,
+        None => crate::store::open_in_memory()?,
     };
     let grouper = match store.load_online_state()? {
         Some(json) => OnlineGrouper::from_json(&json)?,

@@ -22,7 +22,7 @@ use crate::app::align::{AlignOptions, AlignOutput, Models, PipelineError};
 use crate::engine::manifest::normalise_lang;
 use crate::engine::queue::EngineError;
 use crate::model::marian::TranslateOptions;
-use crate::store::Store;
+use crate::store::{EventInfo, Store};
 use crate::text::article::Article;
 use crate::text::detect::{detect as detect_lang, Detection};
 use crate::text::segment::split_sentences;
@@ -415,15 +415,15 @@ impl AlignWorker {
             .name("tidings-align".into())
             .spawn(move || {
                 let mut models = Models::new(&manifest, &opts, device);
-                let mut store: Option<Store> = None;
+                let mut store: Option<Arc<dyn Store>> = None;
                 while let Ok((articles, reply)) = rx.recv() {
                     if reply.is_closed() {
                         continue;
                     }
                     if store.is_none() {
                         let opened = match &store_path {
-                            Some(p) => Store::open(p),
-                            None => Store::open_in_memory(),
+                            Some(p) => crate::store::open(p),
+                            None => crate::store::open_in_memory(),
                         };
                         match opened {
                             Ok(s) => store = Some(s),
@@ -433,7 +433,7 @@ impl AlignWorker {
                             }
                         }
                     }
-                    let Some(st) = store.as_ref() else { continue };
+                    let Some(st) = store.as_deref() else { continue };
                     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         crate::app::align::align(
                             &articles,
@@ -643,7 +643,10 @@ pub async fn ingest_article(
             .record_online_assignment(event_id, &id, a.similarity, &grouper.to_json())
             .map_err(store_err)?;
         if a.created {
-            let info = json!({"title": title_for_event, "first_article": id}).to_string();
+            let info = EventInfo {
+                title: Some(title_for_event),
+                first_article: Some(id.clone()),
+            };
             online
                 .store
                 .set_event_info(event_id, &info)
@@ -674,13 +677,13 @@ pub async fn ingest_article(
     Ok((StatusCode::CREATED, timing.headers(), Json(body)).into_response())
 }
 
-fn parse_info(info: Option<&str>) -> Value {
-    info.and_then(|s| serde_json::from_str(s).ok())
+fn parse_info(info: Option<&EventInfo>) -> Value {
+    info.and_then(|i| serde_json::to_value(i).ok())
         .unwrap_or(Value::Null)
 }
 
 fn event_json(rec: crate::store::EventRecord) -> Value {
-    let info = parse_info(rec.info.as_deref());
+    let info = parse_info(rec.info.as_ref());
     json!({
         "id": rec.id,
         "title": info.get("title").cloned().unwrap_or(Value::Null),
@@ -707,7 +710,7 @@ pub async fn events(State(state): St) -> Result<Json<Value>, ApiError> {
     let events: Vec<Value> = list
         .into_iter()
         .map(|e| {
-            let info = parse_info(e.info.as_deref());
+            let info = parse_info(e.info.as_ref());
             json!({
                 "id": e.id,
                 "title": info.get("title").cloned().unwrap_or(Value::Null),

@@ -1,5 +1,6 @@
 //! The records a store keeps, as typed values: finished articles ([`ArticleResult`] with its
-//! [`SentenceMap`]s) and the events of a batch grouping run ([`Event`], [`Member`]).
+//! [`SentenceMap`]s), the events of a batch grouping run ([`Event`], [`Member`]), and the events
+//! of the online grouping ([`EventInfo`], [`EventSummary`], [`EventRecord`], [`EventMember`]).
 //!
 //! They are plain serde data and depend on nothing else in the crate, so every backend and
 //! every layer above the store can share them. How a backend lays them out (JSON text, columns)
@@ -56,4 +57,46 @@ pub struct Event {
     pub shared_names: Vec<String>,
     pub shared_numbers: Vec<String>,
     pub members: Vec<Member>,
+}
+
+/// What is known about an event of the online grouping beyond its members. The HTTP service
+/// shows it as the event's `info` object; a field that is not set is left out of it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventInfo {
+    /// English title of the article that started the event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// Id of the article that started the event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_article: Option<String>,
+}
+
+/// Summary of one event of the online grouping.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventSummary {
+    pub id: i64,
+    pub size: usize,
+    /// Set with `Store::set_event_info`, if it was.
+    pub info: Option<EventInfo>,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// One article of an online grouping event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventMember {
+    pub article_id: String,
+    pub similarity: f32,
+    /// Unix seconds.
+    pub added_at: i64,
+}
+
+/// One event of the online grouping with its members.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventRecord {
+    pub id: i64,
+    pub info: Option<EventInfo>,
+    pub created_at: i64,
+    /// In the order they joined.
+    pub members: Vec<EventMember>,
 }
