@@ -270,6 +270,11 @@ fn a_version_1_file_reads_through_the_typed_records() {
         title: Some("Quake".into()),
         first_article: Some("old".into()),
     };
+    // The service shows the info as this object, the same as the JSON it used to store.
+    assert_eq!(
+        serde_json::to_value(&info).unwrap(),
+        serde_json::json!({"title": "Quake", "first_article": "old"})
+    );
     let event = store.event(1).unwrap().unwrap();
     assert_eq!(
         (event.info, event.created_at, event.members.len()),
