@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use candle_core::Device;
 #[path = "support/minilm.rs"]
@@ -63,10 +64,10 @@ impl Progress for Stages {
     }
 }
 
-fn run(articles: &[Article], opts: &AlignOptions, store: &Store) -> (AlignOutput, Stages) {
+fn run(articles: &[Article], opts: &AlignOptions, store: &Arc<dyn Store>) -> (AlignOutput, Stages) {
     let engine = opts.engine(Manifest::builtin().unwrap(), Device::Cpu);
     let mut stages = Stages::default();
-    let out = align(articles, &engine, opts, store, &mut stages).unwrap();
+    let out = align(articles, &engine, opts, &**store, &mut stages).unwrap();
     (out, stages)
 }
 
@@ -88,7 +89,7 @@ fn seeds_end_to_end_and_resume() {
     assert!(loaded.problems.is_empty(), "{:?}", loaded.problems);
     let ids: Vec<String> = loaded.articles.iter().map(|a| a.id.clone()).collect();
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path().join("s.sqlite")).unwrap();
+    let store = tidings::store::open(dir.path().join("s.sqlite")).unwrap();
     let opts = options(None);
 
     // First run on three pages, then on all five with the same store: the three are not redone.
@@ -131,7 +132,7 @@ fn seeds_end_to_end_and_resume() {
             .any(|m| m.starts_with(&format!("{}=", a.lang))));
     }
     // Fresh store, same input: same grouping (deterministic end to end).
-    let other = Store::open_in_memory().unwrap();
+    let other = tidings::store::open_in_memory().unwrap();
     let (again, _) = run(&loaded.articles, &opts, &other);
     let members = |o: &AlignOutput| -> Vec<Vec<String>> {
         o.events
@@ -144,7 +145,7 @@ fn seeds_end_to_end_and_resume() {
 
 #[test]
 fn an_unavailable_model_skips_its_articles_and_the_rest_goes_on() {
-    let store = Store::open_in_memory().unwrap();
+    let store = tidings::store::open_in_memory().unwrap();
     let opts = options(None);
     let article = |id: &str, lang: &str, text: &str| Article {
         id: id.into(),
@@ -194,7 +195,7 @@ fn english_test_set_groups_into_its_events_with_real_minilm() {
             url: None,
         });
     }
-    let store = Store::open_in_memory().unwrap();
+    let store = tidings::store::open_in_memory().unwrap();
     let (out, _) = run(&articles, &options(None), &store);
     let ids: Vec<String> = articles.iter().map(|a| a.id.clone()).collect();
     every_article_in_exactly_one_event(&out, &ids);
@@ -228,7 +229,7 @@ fn embed_source_skips_translation() {
         opts.models
             .insert(lang.into(), ModelSource::Local("/nonexistent/model".into()));
     }
-    let store = Store::open_in_memory().unwrap();
+    let store = tidings::store::open_in_memory().unwrap();
     let (out, stages) = run(&loaded.articles, &opts, &store);
     assert!(out.skipped.is_empty(), "{:?}", out.skipped);
     assert!(stages.0.contains(&("translating".to_string(), 0)));

@@ -65,53 +65,8 @@ pub struct AlignOptions {
     pub hub: HubOptions,
 }
 
-/// One translated sentence and where it came from.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct SentenceMap {
-    pub paragraph: usize,
-    /// Byte span of the source sentence in its (cleaned) paragraph.
-    pub start: usize,
-    pub end: usize,
-    pub source: String,
-    pub lang: String,
-    pub translation: String,
-}
-
-/// Everything the pipeline knows about one article once it is done.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ArticleResult {
-    pub id: String,
-    pub lang: String,
-    pub confidence: f32,
-    pub title: String,
-    pub title_en: String,
-    /// English text, paragraph by paragraph (blank line between paragraphs).
-    pub translation: String,
-    pub sentences: Vec<SentenceMap>,
-    /// Models used, as `lang=model@revision`.
-    pub models: Vec<String>,
-    pub published_day: Option<i64>,
-    pub removed_lines: usize,
-    #[serde(skip_serializing_if = "Vec::is_empty", default)]
-    pub embedding: Vec<f32>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Member {
-    pub id: String,
-    /// Cosine similarity of the article to its event's centroid.
-    pub similarity: f32,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Event {
-    pub id: String,
-    pub title: String,
-    pub keywords: Vec<String>,
-    pub shared_names: Vec<String>,
-    pub shared_numbers: Vec<String>,
-    pub members: Vec<Member>,
-}
+// The records the store keeps; defined there so the store depends on nothing above it.
+pub use crate::store::records::{ArticleResult, Event, Member, SentenceMap};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AlignOutput {
@@ -189,7 +144,7 @@ pub fn align(
     articles: &[Article],
     engine: &Engine,
     opts: &AlignOptions,
-    store: &Store,
+    store: &dyn Store,
     progress: &mut dyn Progress,
 ) -> Result<AlignOutput> {
     let hashes: Vec<String> = articles.iter().map(content_hash).collect();
@@ -258,7 +213,7 @@ pub fn align(
     for (&i, p) in &prepared {
         let mut result = workflow::assemble(&articles[i], p, &translations, opts.embed_source);
         flow.embed(&mut result)?;
-        store.put_article(&p.id, &hashes[i], &serde_json::to_string(&result)?)?;
+        store.put_article(&p.id, &hashes[i], &result)?;
         results[i] = Some(result);
         progress.advance(1);
     }
@@ -284,18 +239,11 @@ fn skip(skipped: &mut Vec<Skipped>, article: &Article, reason: String) {
 fn reuse_done(
     articles: &[Article],
     hashes: &[String],
-    store: &Store,
+    store: &dyn Store,
 ) -> Result<Vec<Option<ArticleResult>>> {
     let mut results: Vec<Option<ArticleResult>> = vec![None; articles.len()];
     for (i, a) in articles.iter().enumerate() {
-        if let Some(json) = store.get_done_article(&a.id, &hashes[i])? {
-            match serde_json::from_str::<ArticleResult>(&json) {
-                Ok(r) => results[i] = Some(r),
-                Err(e) => {
-                    tracing::warn!(article = %a.id, "stored result unreadable ({e}); redoing it")
-                }
-            }
-        }
+        results[i] = store.get_done_article(&a.id, &hashes[i])?;
     }
     let reused = results.iter().filter(|r| r.is_some()).count();
     if reused > 0 {

@@ -5,6 +5,7 @@
 //! Grouping is the caller's: a batch groups all articles at once, the server one at a time.
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
 
 use crate::engine::manifest::normalise_lang;
 use crate::engine::{EmbedKind, Engine, EngineError, Generation, RouteError};
@@ -27,7 +28,7 @@ impl Progress for Silent {}
 /// What the stages need besides their input.
 pub struct Workflow<'a> {
     pub engine: &'a Engine,
-    pub store: &'a Store,
+    pub store: &'a dyn Store,
     /// Embed the source text instead of translating (multilingual embedding models).
     pub embed_source: bool,
     pub generation: Generation,
@@ -113,6 +114,17 @@ pub struct Translations {
     pub models: HashMap<String, String>,
     /// Languages whose model could not be loaded, with the reason.
     pub failed: BTreeMap<String, String>,
+    /// Longest wait of a job for its first batch.
+    pub queue: Duration,
+    /// Time in the batches that held the sentences.
+    pub inference: Duration,
+}
+
+/// One article through the stages, and the time its translation took.
+pub struct Processed {
+    pub article: ArticleResult,
+    pub queue: Duration,
+    pub inference: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -199,7 +211,7 @@ impl Workflow<'_> {
 
     /// Prepare → route → translate → assemble → embed for one article (the server's online
     /// ingest): the same stages as a batch, with the same caches.
-    pub fn process_one(&self, article: &Article) -> Result<ArticleResult, OneError> {
+    pub fn process_one(&self, article: &Article) -> Result<Processed, OneError> {
         let p = crate::text::prepare::prepare(article);
         if p.paragraphs.is_empty() {
             return Err(OneError::Empty);
@@ -216,7 +228,11 @@ impl Workflow<'_> {
         }
         let mut result = assemble(article, &prepared[&0], &translations, self.embed_source);
         self.embed(&mut result)?;
-        Ok(result)
+        Ok(Processed {
+            article: result,
+            queue: translations.queue,
+            inference: translations.inference,
+        })
     }
 }
 

@@ -5,13 +5,14 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use tidings::app::align::{self, AlignOptions, AlignOutput, Progress};
+use tidings::app::output::write_atomic;
 use tidings::engine::manifest::Manifest;
 use tidings::group::cluster::ClusterOptions;
 use tidings::model::device::{self, DeviceChoice};
 use tidings::model::embed::Embedder;
 use tidings::model::hub::{ModelRepo, ModelSource};
 use tidings::model::marian::TranslateOptions;
-use tidings::store::{default_store_path, write_atomic, Store};
+use tidings::store::default_store_path;
 use tidings::text::article::{load_input, load_jsonl, Loaded};
 
 use super::ComputeArgs;
@@ -200,7 +201,7 @@ pub fn align(args: AlignArgs, quiet: bool) -> anyhow::Result<()> {
         bail!("no usable articles in {}", args.input);
     }
     let store_path = args.store.clone().unwrap_or_else(default_store_path);
-    let store = Store::open(&store_path)
+    let store = tidings::store::open(&store_path)
         .with_context(|| format!("cannot open the store {}", store_path.display()))?;
     let device = device::open(args.device)?;
     let engine = opts.engine(manifest, device);
@@ -208,7 +209,7 @@ pub fn align(args: AlignArgs, quiet: bool) -> anyhow::Result<()> {
         bar: indicatif::ProgressBar::hidden(),
         hidden: quiet,
     };
-    let output = align::align(&loaded.articles, &engine, &opts, &store, &mut bars)?;
+    let output = align::align(&loaded.articles, &engine, &opts, &*store, &mut bars)?;
     bars.bar.finish_and_clear();
     for s in &output.skipped {
         eprintln!("warning: article {}: {} (skipped)", s.id, s.reason);

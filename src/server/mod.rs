@@ -151,7 +151,7 @@ impl Shutdown {
 
 /// The online grouping: grouper state and store, behind one lock so they never disagree.
 pub(crate) struct Online {
-    pub store: Store,
+    pub store: Arc<dyn Store>,
     pub grouper: OnlineGrouper,
     /// Article id -> event id, for articles already grouped.
     pub known: HashMap<String, i64>,
@@ -162,6 +162,8 @@ pub struct AppState {
     pub(crate) cfg: ServerConfig,
     pub(crate) engine: Engine,
     pub(crate) metrics: Arc<Metrics>,
+    /// The process's store: caches, finished articles, events (shared with `online`).
+    pub(crate) store: Arc<dyn Store>,
     pub(crate) online: Mutex<Online>,
     pub(crate) align: routes::AlignWorker,
     limiter: Arc<Semaphore>,
@@ -422,8 +424,8 @@ fn router(state: Arc<AppState>) -> Router {
 /// Open the store and the grouping state (blocking).
 fn open_online(cfg: &ServerConfig) -> Result<Online, ServerError> {
     let store = match &cfg.store {
-        Some(p) => Store::open(p)?,
-        None => Store::open_in_memory()?,
+        Some(p) => crate::store::open(p)?,
+        None => crate::store::open_in_memory()?,
     };
     let grouper = match store.load_online_state()? {
         Some(json) => OnlineGrouper::from_json(&json)?,
@@ -478,12 +480,14 @@ pub async fn serve(
         languages,
         metrics.clone(),
     );
-    let align = routes::AlignWorker::start(&config, engine.clone())?;
+    let store = online.store.clone();
+    let align = routes::AlignWorker::start(&config, engine.clone(), store.clone())?;
     let state = Arc::new(AppState {
         limiter: Arc::new(Semaphore::new(config.max_concurrent_requests)),
         cfg: config,
         engine,
         metrics,
+        store,
         online: Mutex::new(online),
         align,
         ready: AtomicBool::new(false),

@@ -19,10 +19,11 @@ use super::errors::ApiError;
 use super::extract::Payload;
 use super::{AppState, ServerConfig, ServerError};
 use crate::app::align::{AlignOptions, AlignOutput, PipelineError};
+use crate::app::workflow::{OneError, StageError, Workflow};
 use crate::engine::manifest::normalise_lang;
-use crate::engine::{EmbedKind, Engine, EngineError, RouteError};
+use crate::engine::{EmbedKind, Engine, EngineError, Generation, RouteError};
 use crate::model::marian::TranslateOptions;
-use crate::store::Store;
+use crate::store::{EventInfo, Store};
 use crate::text::article::Article;
 use crate::text::detect::{detect as detect_lang, Detection};
 use crate::text::segment::split_sentences;
@@ -401,7 +402,12 @@ pub struct AlignWorker {
 }
 
 impl AlignWorker {
-    pub(crate) fn start(cfg: &ServerConfig, engine: Engine) -> Result<Self, ServerError> {
+    /// Starts the thread; its jobs use the process's engine and store.
+    pub(crate) fn start(
+        cfg: &ServerConfig,
+        engine: Engine,
+        store: Arc<dyn Store>,
+    ) -> Result<Self, ServerError> {
         let (tx, rx) = mpsc::channel::<(Vec<Article>, AlignReply)>();
         let opts = AlignOptions {
             models: cfg.models.clone(),
@@ -412,29 +418,14 @@ impl AlignWorker {
             cluster: cfg.cluster,
             hub: cfg.hub,
         };
-        let store_path = cfg.store.clone();
         std::thread::Builder::new()
             .name("tidings-align".into())
             .spawn(move || {
-                let mut store: Option<Store> = None;
                 while let Ok((articles, reply)) = rx.recv() {
                     if reply.is_closed() {
                         continue;
                     }
-                    if store.is_none() {
-                        let opened = match &store_path {
-                            Some(p) => Store::open(p),
-                            None => Store::open_in_memory(),
-                        };
-                        match opened {
-                            Ok(s) => store = Some(s),
-                            Err(e) => {
-                                let _ = reply.send(Err(ApiError::internal(e.to_string())));
-                                continue;
-                            }
-                        }
-                    }
-                    let Some(st) = store.as_ref() else { continue };
+                    let st = &*store;
                     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         crate::app::align::align(
                             &articles,
@@ -575,41 +566,41 @@ pub async fn ingest_article(
             format!("article {} is already in event {event}", article.id),
         ));
     }
-    let a2 = article.clone();
-    let prepared = tokio::task::spawn_blocking(move || crate::text::prepare::prepare(&a2))
-        .await
-        .map_err(|e| ApiError::internal(format!("preparing failed: {e}")))?;
-    if prepared.paragraphs.is_empty() {
-        return Err(ApiError::invalid(format!(
-            "article {} has no text left after cleaning",
-            article.id
-        )));
-    }
-    let lang = prepared.lang.clone().unwrap_or_else(|| "und".into());
-    let mut pairs = vec![(lang.clone(), prepared.title.clone())];
-    for p in &prepared.paragraphs {
-        let pl = p.lang.clone().unwrap_or_else(|| lang.clone());
-        for s in &p.sentences {
-            pairs.push((pl.clone(), s.text.clone()));
-        }
-    }
-    let (translated, models, timing) = translate_by_lang(&state, &pairs, req.beam).await?;
-    let title_en = translated[0].clone();
-    let mut k = 1;
-    let mut paragraphs = Vec::new();
-    for p in &prepared.paragraphs {
-        let n = p.sentences.len();
-        paragraphs.push(translated[k..k + n].join(" "));
-        k += n;
-    }
-    let translation = paragraphs.join("\n\n");
-    let mut used: Vec<String> = models.into_iter().flatten().collect();
+    // The article workflow's stages, with the sentence and embedding caches, on a thread of
+    // their own (they wait on the engine).
+    let (st, art, beam) = (state.clone(), article.clone(), req.beam);
+    let done = tokio::task::spawn_blocking(move || {
+        let flow = Workflow {
+            engine: &st.engine,
+            store: &*st.store,
+            embed_source: false,
+            generation: Generation::beams(beam),
+            chunk: usize::MAX,
+        };
+        flow.process_one(&art)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("the article task failed: {e}")))?
+    .map_err(|e| one_error(e, &article.id))?;
+    let timing = Timing {
+        queue: done.queue,
+        inference: done.inference,
+    };
+    let result = done.article;
+    let (lang, title_en, translation) = (
+        result.lang.clone(),
+        result.title_en.clone(),
+        result.translation.clone(),
+    );
+    // "lang=model" -> the models, once each.
+    let mut used: Vec<String> = result
+        .models
+        .iter()
+        .map(|m| m.split_once('=').map_or(m.as_str(), |(_, k)| k).to_string())
+        .collect();
     used.sort();
     used.dedup();
-
-    let text = format!("{title_en}\n{translation}");
-    let (mut vectors, _) = state.engine.embed(vec![text], EmbedKind::Long).await?;
-    let vector = vectors.pop().unwrap_or_default();
+    let vector = result.embedding;
     let day = article
         .published_at
         .as_deref()
@@ -642,7 +633,10 @@ pub async fn ingest_article(
             .record_online_assignment(event_id, &id, a.similarity, &grouper.to_json())
             .map_err(store_err)?;
         if a.created {
-            let info = json!({"title": title_for_event, "first_article": id}).to_string();
+            let info = EventInfo {
+                title: Some(title_for_event),
+                first_article: Some(id.clone()),
+            };
             online
                 .store
                 .set_event_info(event_id, &info)
@@ -661,7 +655,7 @@ pub async fn ingest_article(
         "article": {
             "id": article.id,
             "lang": lang,
-            "confidence": prepared.confidence,
+            "confidence": result.confidence,
             "title_en": title_en,
             "translation": translation,
             "models": used,
@@ -673,13 +667,25 @@ pub async fn ingest_article(
     Ok((StatusCode::CREATED, timing.headers(), Json(body)).into_response())
 }
 
-fn parse_info(info: Option<&str>) -> Value {
-    info.and_then(|s| serde_json::from_str(s).ok())
+fn one_error(e: OneError, id: &str) -> ApiError {
+    match e {
+        OneError::Empty => {
+            ApiError::invalid(format!("article {id} has no text left after cleaning"))
+        }
+        OneError::Route(r) | OneError::Stage(StageError::Route(r)) => r.into(),
+        OneError::Unavailable(reason) => ApiError::model_unavailable(reason),
+        OneError::Stage(StageError::Engine(e)) => e.into(),
+        OneError::Stage(StageError::Store(e)) => ApiError::internal(e.to_string()),
+    }
+}
+
+fn parse_info(info: Option<&EventInfo>) -> Value {
+    info.and_then(|i| serde_json::to_value(i).ok())
         .unwrap_or(Value::Null)
 }
 
 fn event_json(rec: crate::store::EventRecord) -> Value {
-    let info = parse_info(rec.info.as_deref());
+    let info = parse_info(rec.info.as_ref());
     json!({
         "id": rec.id,
         "title": info.get("title").cloned().unwrap_or(Value::Null),
@@ -706,7 +712,7 @@ pub async fn events(State(state): St) -> Result<Json<Value>, ApiError> {
     let events: Vec<Value> = list
         .into_iter()
         .map(|e| {
-            let info = parse_info(e.info.as_deref());
+            let info = parse_info(e.info.as_ref());
             json!({
                 "id": e.id,
                 "title": info.get("title").cloned().unwrap_or(Value::Null),

@@ -1,13 +1,31 @@
-//! The SQLite store: caches, finished articles, events, opening bad files, resuming after a
-//! killed run, and atomic file writes.
+//! What is particular to the SQLite store: the file and its folders, the header, WAL, opening
+//! bad, foreign or newer files, damaged pages, files written by earlier versions, unreadable
+//! records, several connections on one file, and resuming after a killed run. What every
+//! backend does is in `store_contract.rs`.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use tidings::store::{
-    default_store_path, sha256_hex, write_atomic, Store, StoreError, APPLICATION_ID, SCHEMA_VERSION,
-};
+use tidings::store::sqlite::{SqliteStore, APPLICATION_ID, SCHEMA_VERSION};
+use tidings::store::{default_store_path, sha256_hex, ArticleResult, EventInfo, Store, StoreError};
+
+/// A finished article: `title` and `translation` are what a test looks for.
+fn article(title: &str, translation: &str) -> ArticleResult {
+    ArticleResult {
+        id: "x".into(),
+        lang: "de".into(),
+        confidence: 1.0,
+        title: title.into(),
+        title_en: title.into(),
+        translation: translation.into(),
+        sentences: vec![],
+        models: vec![],
+        published_day: None,
+        removed_lines: 0,
+        embedding: vec![],
+    }
+}
 
 fn temp_dir() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
@@ -26,213 +44,19 @@ fn noise(len: usize, mut seed: u64) -> Vec<u8> {
 }
 
 #[test]
-fn translations_are_cached_per_model_and_revision() {
-    let store = Store::open_in_memory().unwrap();
-    assert_eq!(
-        store.get_translation("m", "r1", "Hallo Welt.").unwrap(),
-        None
-    );
-    store
-        .put_translations(
-            "m",
-            "r1",
-            &[("Hallo Welt.", "Hello world."), ("Guten Tag.", "Good day.")],
-        )
-        .unwrap();
-    assert_eq!(
-        store
-            .get_translation("m", "r1", "Hallo Welt.")
-            .unwrap()
-            .as_deref(),
-        Some("Hello world.")
-    );
-    // Another revision or model is another cache entry.
-    assert_eq!(
-        store.get_translation("m", "r2", "Hallo Welt.").unwrap(),
-        None
-    );
-    assert_eq!(
-        store.get_translation("other", "r1", "Hallo Welt.").unwrap(),
-        None
-    );
-    // Owned strings work too, and a new translation replaces the old one.
-    let owned = vec![("Hallo Welt.".to_string(), "Hello, world.".to_string())];
-    store.put_translations("m", "r1", &owned).unwrap();
-    assert_eq!(
-        store
-            .get_translations("m", "r1", &["Guten Tag.", "Hallo Welt.", "Nie gesehen."])
-            .unwrap(),
-        vec![
-            Some("Good day.".to_string()),
-            Some("Hello, world.".to_string()),
-            None
-        ]
-    );
-    // Whitespace is part of the sentence: keys are exact.
-    assert_eq!(
-        store.get_translation("m", "r1", "Hallo Welt. ").unwrap(),
-        None
-    );
-    store
-        .put_translations::<&str, &str>("m", "r1", &[])
-        .unwrap();
-}
-
-#[test]
-fn embeddings_round_trip_bit_for_bit() {
-    let store = Store::open_in_memory().unwrap();
-    let v = vec![
-        0.25f32,
-        -1.5,
-        f32::MIN_POSITIVE,
-        1e-42,
-        f32::MAX,
-        -0.0,
-        3.0e-8,
-    ];
-    store.put_embedding("minilm", "some text", &v).unwrap();
-    let got = store.get_embedding("minilm", "some text").unwrap().unwrap();
-    assert_eq!(
-        got.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
-        v.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
-    );
-    assert_eq!(store.get_embedding("minilm", "other text").unwrap(), None);
-    assert_eq!(store.get_embedding("other", "some text").unwrap(), None);
-    store
-        .put_embeddings("minilm", &[("a", vec![1.0f32]), ("b", vec![2.0, 3.0])])
-        .unwrap();
-    assert_eq!(
-        store.get_embedding("minilm", "b").unwrap(),
-        Some(vec![2.0, 3.0])
-    );
-    store.put_embedding("minilm", "empty", &[]).unwrap();
-    assert_eq!(
-        store.get_embedding("minilm", "empty").unwrap(),
-        Some(vec![])
-    );
-}
-
-#[test]
-fn an_article_is_done_only_for_the_content_it_was_computed_from() {
-    let store = Store::open_in_memory().unwrap();
-    let h1 = sha256_hex("version 1 of the article");
-    let h2 = sha256_hex("version 2 of the article");
-    assert_ne!(h1, h2);
-    assert_eq!(h1.len(), 64);
-    store
-        .put_article("b", &h1, r#"{"translation":"B"}"#)
-        .unwrap();
-    store
-        .put_article("a", &h1, r#"{"translation":"A"}"#)
-        .unwrap();
-    assert_eq!(
-        store.get_done_article("a", &h1).unwrap().as_deref(),
-        Some(r#"{"translation":"A"}"#)
-    );
-    assert_eq!(store.get_done_article("a", &h2).unwrap(), None);
-    assert_eq!(store.get_done_article("c", &h1).unwrap(), None);
-    assert_eq!(store.done_article_ids().unwrap(), vec!["a", "b"]);
-    // Redoing an article after its text changed replaces the result.
-    store
-        .put_article("a", &h2, r#"{"translation":"A2"}"#)
-        .unwrap();
-    assert_eq!(store.get_done_article("a", &h1).unwrap(), None);
-    assert_eq!(
-        store.get_done_article("a", &h2).unwrap().as_deref(),
-        Some(r#"{"translation":"A2"}"#)
-    );
-    assert_eq!(store.done_article_ids().unwrap(), vec!["a", "b"]);
-}
-
-#[test]
-fn event_runs_and_online_state_round_trip() {
-    let store = Store::open_in_memory().unwrap();
-    assert_eq!(store.load_events("run-1").unwrap(), None);
-    assert_eq!(store.load_online_state().unwrap(), None);
-    store.save_events("run-1", r#"{"events":[]}"#).unwrap();
-    store
-        .save_events("run-0", r#"{"events":[{"id":0}]}"#)
-        .unwrap();
-    store
-        .save_events("run-1", r#"{"events":[{"id":1}]}"#)
-        .unwrap();
-    assert_eq!(
-        store.load_events("run-1").unwrap().as_deref(),
-        Some(r#"{"events":[{"id":1}]}"#)
-    );
-    assert_eq!(store.event_runs().unwrap(), vec!["run-0", "run-1"]);
-    store.save_online_state("{\"v\":1}").unwrap();
-    store.save_online_state("{\"v\":2}").unwrap();
-    assert_eq!(
-        store.load_online_state().unwrap().as_deref(),
-        Some("{\"v\":2}")
-    );
-}
-
-#[test]
-fn event_members_summaries_and_details() {
-    let store = Store::open_in_memory().unwrap();
-    assert!(store.events().unwrap().is_empty());
-    assert_eq!(store.event(0).unwrap(), None);
-    store.add_event_member(0, "a1", 1.0).unwrap();
-    store.add_event_member(0, "a2", 0.75).unwrap();
-    store.add_event_member(1, "a3", 1.0).unwrap();
-    store.add_event_member(0, "a4", 0.5).unwrap();
-    store.set_event_info(1, r#"{"title":"Quake"}"#).unwrap();
-    // An article is in one event at a time: a later assignment moves it.
-    store.add_event_member(1, "a4", 0.625).unwrap();
-    // Info for an event with no members yet creates it.
-    store.set_event_info(5, r#"{"title":"Empty"}"#).unwrap();
-
-    let events = store.events().unwrap();
-    let summary: Vec<(i64, usize, Option<&str>)> = events
-        .iter()
-        .map(|e| (e.id, e.size, e.info.as_deref()))
-        .collect();
-    assert_eq!(
-        summary,
-        vec![
-            (0, 2, None),
-            (1, 2, Some(r#"{"title":"Quake"}"#)),
-            (5, 0, Some(r#"{"title":"Empty"}"#))
-        ]
-    );
-    let e0 = store.event(0).unwrap().unwrap();
-    let members: Vec<(&str, f32)> = e0
-        .members
-        .iter()
-        .map(|m| (m.article_id.as_str(), m.similarity))
-        .collect();
-    assert_eq!(members, vec![("a1", 1.0), ("a2", 0.75)]);
-    let e1 = store.event(1).unwrap().unwrap();
-    assert_eq!(e1.members.len(), 2);
-    assert!(e1
-        .members
-        .iter()
-        .any(|m| m.article_id == "a4" && m.similarity == 0.625));
-
-    store
-        .record_online_assignment(7, "a9", 0.9, "{\"state\":7}")
-        .unwrap();
-    assert_eq!(store.event(7).unwrap().unwrap().members[0].article_id, "a9");
-    assert_eq!(
-        store.load_online_state().unwrap().as_deref(),
-        Some("{\"state\":7}")
-    );
-}
-
-#[test]
 fn a_store_file_is_created_with_its_folders_and_reopened() {
     let dir = temp_dir();
     let path = dir.path().join("deep").join("er").join("tidings.sqlite");
     {
-        let store = Store::open(&path).unwrap();
+        let store = SqliteStore::open(&path).unwrap();
         assert_eq!(store.path(), path.display().to_string());
-        store.put_translations("m", "r", &[("a", "b")]).unwrap();
-        store.put_article("x", "h", "{}").unwrap();
+        store
+            .put_translations("m", "r", &[("a".into(), "b".into())])
+            .unwrap();
+        store.put_article("x", "h", &article("x", "")).unwrap();
     }
     assert!(path.is_file());
-    let store = Store::open(&path).unwrap();
+    let store = SqliteStore::open(&path).unwrap();
     assert_eq!(
         store.get_translation("m", "r", "a").unwrap().as_deref(),
         Some("b")
@@ -263,7 +87,7 @@ fn random_bytes_are_reported_as_not_a_store_and_left_alone() {
     let path = dir.path().join("tidings.sqlite");
     let bytes = noise(8192, 0x1234_5678);
     std::fs::write(&path, &bytes).unwrap();
-    let err = Store::open(&path).unwrap_err();
+    let err = SqliteStore::open(&path).unwrap_err();
     assert!(matches!(err, StoreError::NotADatabase { .. }), "{err:?}");
     let msg = err.to_string();
     assert!(msg.contains(&path.display().to_string()), "{msg}");
@@ -276,7 +100,7 @@ fn random_bytes_are_reported_as_not_a_store_and_left_alone() {
 
     // A short text file is not a store either.
     std::fs::write(&path, "hello, I am a text file\n").unwrap();
-    let err = Store::open(&path).unwrap_err();
+    let err = SqliteStore::open(&path).unwrap_err();
     assert!(matches!(err, StoreError::NotADatabase { .. }), "{err:?}");
 }
 
@@ -289,7 +113,7 @@ fn other_sqlite_databases_and_newer_stores_are_refused() {
         raw.execute_batch("CREATE TABLE notes (body TEXT); INSERT INTO notes VALUES ('keep me');")
             .unwrap();
     }
-    let err = Store::open(&foreign).unwrap_err();
+    let err = SqliteStore::open(&foreign).unwrap_err();
     assert!(matches!(err, StoreError::Foreign { .. }), "{err:?}");
     let raw = rusqlite::Connection::open(&foreign).unwrap();
     let body: String = raw
@@ -303,13 +127,13 @@ fn other_sqlite_databases_and_newer_stores_are_refused() {
     drop(raw);
 
     let newer = dir.path().join("newer.sqlite");
-    drop(Store::open(&newer).unwrap());
+    drop(SqliteStore::open(&newer).unwrap());
     {
         let raw = rusqlite::Connection::open(&newer).unwrap();
         raw.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
             .unwrap();
     }
-    match Store::open(&newer).unwrap_err() {
+    match SqliteStore::open(&newer).unwrap_err() {
         StoreError::TooNew {
             found, supported, ..
         } => {
@@ -324,7 +148,7 @@ fn damaged_pages_are_reported_as_corrupt() {
     let dir = temp_dir();
     let path = dir.path().join("tidings.sqlite");
     {
-        let store = Store::open(&path).unwrap();
+        let store = SqliteStore::open(&path).unwrap();
         let pairs: Vec<(String, String)> = (0..2000)
             .map(|i| (format!("Satz Nummer {i}."), format!("Sentence number {i}.")))
             .collect();
@@ -342,7 +166,7 @@ fn damaged_pages_are_reported_as_corrupt() {
     bytes[page..].copy_from_slice(&garbage);
     std::fs::write(&path, &bytes).unwrap();
 
-    let result = Store::open(&path).and_then(|s| {
+    let result = SqliteStore::open(&path).and_then(|s| {
         (0..2000)
             .map(|i| s.get_translation("m", "r", &format!("Satz Nummer {i}.")))
             .collect::<Result<Vec<_>, _>>()
@@ -365,41 +189,192 @@ fn the_default_store_lives_in_a_tidings_folder() {
 }
 
 #[test]
-fn write_atomic_replaces_the_file_and_leaves_no_temporary_files() {
+fn open_picks_sqlite_for_paths_and_refuses_unknown_schemes() {
     let dir = temp_dir();
-    let path = dir.path().join("events.json");
-    write_atomic(&path, b"first").unwrap();
-    assert_eq!(std::fs::read(&path).unwrap(), b"first");
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let path = dir.path().join("s.sqlite");
+    let store = tidings::store::open(&path).unwrap();
+    assert_eq!(store.path(), path.display().to_string());
+    assert!(format!("{store:?}").contains("SqliteStore"));
+    drop(store);
+    assert!(path.is_file());
+    assert_eq!(tidings::store::open_in_memory().unwrap().path(), ":memory:");
+
+    for location in ["postgres://user@localhost/tidings", "PostgreSQL://db/x"] {
+        match tidings::store::open(location).unwrap_err() {
+            StoreError::Unsupported {
+                location: l,
+                scheme,
+            } => {
+                assert_eq!(l, location);
+                assert_eq!(scheme, location.split("://").next().unwrap().to_lowercase());
+            }
+            other => panic!("unexpected {other:?}"),
+        }
     }
-    write_atomic(&path, b"second, longer content").unwrap();
-    assert_eq!(std::fs::read(&path).unwrap(), b"second, longer content");
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(
-            mode, 0o640,
-            "permissions of the replaced file were not kept"
-        );
-    }
-    // Writing over a folder fails and cleans up after itself.
-    let folder = dir.path().join("a-folder");
-    std::fs::create_dir(&folder).unwrap();
-    std::fs::write(folder.join("inside"), b"x").unwrap();
-    assert!(write_atomic(&folder, b"nope").is_err());
-    let names: Vec<String> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    let mut names = names;
-    names.sort();
-    assert_eq!(names, vec!["a-folder", "events.json"]);
-    // A missing folder is an error, not a panic.
-    assert!(write_atomic(&dir.path().join("missing/x.json"), b"x").is_err());
+    // Only a location that starts with a scheme is a URL: this is a file in a folder "weird:".
+    let odd = dir.path().join("weird://name.sqlite");
+    tidings::store::open(&odd).unwrap();
+    assert!(dir.path().join("weird:").join("name.sqlite").is_file());
+}
+
+/// Writes rows the way tidings 0.1 (schema version 1, JSON text) did, straight into the file.
+fn write_version_1_rows(path: &Path) {
+    let raw = rusqlite::Connection::open(path).unwrap();
+    let article = serde_json::json!({
+        "id": "old", "lang": "fr", "confidence": 0.5, "title": "Séisme", "title_en": "Quake",
+        "translation": "A quake.", "models": ["fr=opus-mt-fr-en@rev"], "published_day": 19000,
+        "removed_lines": 1,
+        "sentences": [{"paragraph": 0, "start": 0, "end": 8, "source": "Un séisme.",
+                       "lang": "fr", "translation": "A quake."}],
+    });
+    raw.execute(
+        "INSERT INTO articles (id, content_hash, result, done_at) VALUES ('old', 'h', ?1, 1)",
+        [article.to_string()],
+    )
+    .unwrap();
+    let info = serde_json::json!({"title": "Quake", "first_article": "old"}).to_string();
+    raw.execute(
+        "INSERT INTO events (id, info, created_at) VALUES (1, ?1, 1700000000)",
+        [info],
+    )
+    .unwrap();
+    raw.execute_batch(
+        "INSERT INTO event_members (article_id, event_id, similarity, added_at)
+             VALUES ('old', 1, 1.0, 1700000000);
+         INSERT INTO online_state (id, state, saved_at) VALUES (1, '{\"v\":1}', 1);",
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_version_1_file_reads_through_the_typed_records() {
+    let dir = temp_dir();
+    let path = dir.path().join("v1.sqlite");
+    drop(SqliteStore::open(&path).unwrap());
+    write_version_1_rows(&path);
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = raw
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 1);
+    drop(raw);
+
+    let store = SqliteStore::open(&path).unwrap();
+    let old = store.get_done_article("old", "h").unwrap().unwrap();
+    assert_eq!(
+        (old.title_en.as_str(), old.sentences[0].source.as_str()),
+        ("Quake", "Un séisme.")
+    );
+    assert_eq!((old.published_day, old.embedding.len()), (Some(19000), 0));
+    let info = EventInfo {
+        title: Some("Quake".into()),
+        first_article: Some("old".into()),
+    };
+    // The service shows the info as this object, the same as the JSON it used to store.
+    assert_eq!(
+        serde_json::to_value(&info).unwrap(),
+        serde_json::json!({"title": "Quake", "first_article": "old"})
+    );
+    let event = store.event(1).unwrap().unwrap();
+    assert_eq!(
+        (event.info, event.created_at, event.members.len()),
+        (Some(info.clone()), 1_700_000_000, 1)
+    );
+    assert_eq!(store.events().unwrap()[0].info, Some(info));
+    assert_eq!(
+        store.load_online_state().unwrap().as_deref(),
+        Some("{\"v\":1}")
+    );
+}
+
+#[test]
+fn unreadable_records_are_redone_shown_empty_or_reported() {
+    let dir = temp_dir();
+    let path = dir.path().join("s.sqlite");
+    let store = SqliteStore::open(&path).unwrap();
+    store.add_event_member(3, "a", 1.0).unwrap();
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    raw.execute_batch(
+        "INSERT INTO articles (id, content_hash, result, done_at) VALUES ('bad', 'h', 'partial', 0);
+         UPDATE events SET info = 'not json' WHERE id = 3;
+         INSERT INTO event_runs (run, events, saved_at) VALUES ('bad', '{', 0);
+         INSERT INTO embeddings (model, text_sha256, vector) VALUES ('m', x'00', x'000000');",
+    )
+    .unwrap();
+    // An article this version cannot read is not done: the pipeline redoes it.
+    assert_eq!(store.get_done_article("bad", "h").unwrap(), None);
+    assert_eq!(store.done_article_ids().unwrap(), vec!["bad"]);
+    // Unreadable event info is shown as none, like info never set.
+    assert_eq!(store.event(3).unwrap().unwrap().info, None);
+    assert_eq!(store.events().unwrap()[0].info, None);
+    // A saved run that cannot be read is an error that names the store and the run.
+    let err = store.load_events("bad").unwrap_err();
+    assert!(matches!(err, StoreError::Json { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&path.display().to_string()) && msg.contains("run bad"),
+        "{msg}"
+    );
+    // A vector blob that is not whole f32s is corruption.
+    raw.execute(
+        "UPDATE embeddings SET text_sha256 = ?1",
+        [sha256_bytes("t")],
+    )
+    .unwrap();
+    let err = store.get_embedding("m", "t").unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+}
+
+fn sha256_bytes(text: &str) -> Vec<u8> {
+    let hex = sha256_hex(text);
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+#[test]
+fn writes_are_visible_to_other_connections_when_the_call_returns() {
+    let dir = temp_dir();
+    let path = dir.path().join("s.sqlite");
+    let writer = std::sync::Arc::new(SqliteStore::open(&path).unwrap());
+    let reader = SqliteStore::open(&path).unwrap();
+    std::thread::scope(|s| {
+        for t in 0..2 {
+            let writer = std::sync::Arc::clone(&writer);
+            s.spawn(move || {
+                for i in 0..20 {
+                    let id = format!("t{t}-{i}");
+                    writer.put_article(&id, "h", &article(&id, "x")).unwrap();
+                }
+            });
+        }
+        // Meanwhile, the other connection reads (WAL: readers do not wait for the writer).
+        for _ in 0..20 {
+            let n = reader.done_article_ids().unwrap().len();
+            assert!(n <= 40);
+        }
+    });
+    assert_eq!(reader.done_article_ids().unwrap().len(), 40);
+    writer
+        .put_article("last", "h", &article("last", "y"))
+        .unwrap();
+    assert_eq!(
+        reader
+            .get_done_article("last", "h")
+            .unwrap()
+            .map(|r| r.translation),
+        Some("y".to_string())
+    );
+    // A read transaction held open elsewhere does not block writes.
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    raw.execute_batch("BEGIN; SELECT count(*) FROM articles;")
+        .unwrap();
+    writer
+        .put_article("during", "h", &article("d", "z"))
+        .unwrap();
+    raw.execute_batch("COMMIT").unwrap();
+    assert!(reader.get_done_article("during", "h").unwrap().is_some());
 }
 
 // ---- resuming a killed run ----
@@ -428,7 +403,7 @@ fn resume_worker() {
     let hang_after: Option<usize> = std::env::var(WORKER_HANG_AFTER)
         .ok()
         .map(|v| v.parse().unwrap());
-    let store = Store::open(&path).unwrap();
+    let store = SqliteStore::open(&path).unwrap();
     let mut done_now = 0;
     for i in 0..ARTICLES {
         let id = format!("art{i:02}");
@@ -445,7 +420,7 @@ fn resume_worker() {
         let translation = cached.clone().unwrap_or_else(|| format!("Sentence {i}."));
         if cached.is_none() {
             store
-                .put_translations("m", "r", &[(sentence.as_str(), translation.as_str())])
+                .put_translations("m", "r", &[(sentence.clone(), translation.clone())])
                 .unwrap();
         }
         if hang_after == Some(done_now) {
@@ -462,10 +437,9 @@ fn resume_worker() {
                 std::thread::sleep(std::time::Duration::from_secs(1));
             }
         }
-        let result = serde_json::json!({"id": id, "run": run, "translation": translation});
-        store
-            .put_article(&id, &article_hash(i), &result.to_string())
-            .unwrap();
+        // The run that finished the article goes in its title.
+        let result = article(&run, &translation);
+        store.put_article(&id, &article_hash(i), &result).unwrap();
         done_now += 1;
         println!("@@DONE {id}");
     }
@@ -498,12 +472,11 @@ fn markers(text: &str) -> Vec<String> {
         .collect()
 }
 
-fn run_of(store: &Store, i: usize) -> Option<String> {
-    let json = store
+fn run_of(store: &dyn Store, i: usize) -> Option<String> {
+    let result = store
         .get_done_article(&format!("art{i:02}"), &article_hash(i))
         .unwrap()?;
-    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
-    Some(v["run"].as_str().unwrap().to_string())
+    Some(result.title)
 }
 
 #[test]
@@ -537,7 +510,7 @@ fn a_killed_run_resumes_without_redoing_or_losing_articles() {
     // Between the runs: finished articles are there, the killed one is not (its uncommitted
     // write is gone), and its committed cache entry survived.
     {
-        let store = Store::open(&path).unwrap();
+        let store = SqliteStore::open(&path).unwrap();
         assert_eq!(
             store.done_article_ids().unwrap(),
             vec!["art00", "art01", "art02", "art03"]
@@ -572,7 +545,7 @@ fn a_killed_run_resumes_without_redoing_or_losing_articles() {
         .collect();
     assert_eq!(seen, expected);
 
-    let store = Store::open(&path).unwrap();
+    let store = SqliteStore::open(&path).unwrap();
     assert_eq!(store.done_article_ids().unwrap().len(), ARTICLES);
     for i in 0..ARTICLES {
         let want = if i < 4 { "1" } else { "2" };
