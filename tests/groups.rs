@@ -7,11 +7,12 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use tidings::group::cluster::{
-    self, explain, group, ClusterError, ClusterOptions, Corpus, OnlineGrouper, DEFAULT_THRESHOLD,
-};
 use tidings::group::eval::{
     adjusted_rand_index, align, bcubed, nmi, pairwise, read_gold_tsv, score, MetricsError,
+};
+use tidings::group::{
+    cosine, explain, group, normalize, ClusterError, ClusterOptions, Corpus, OnlineGrouper,
+    DEFAULT_THRESHOLD, KEYWORDS,
 };
 
 fn fixture(name: &str) -> PathBuf {
@@ -46,7 +47,7 @@ impl Rng {
 }
 
 fn unit(v: Vec<f32>) -> Vec<f32> {
-    cluster::normalize(&v)
+    normalize(&v)
 }
 
 fn basis(dim: usize, k: usize) -> Vec<f32> {
@@ -159,7 +160,7 @@ fn linkage_is_average_not_single() {
     // C: 0.7 along B, and a component along A's second axis that makes A·C = 0.1.
     let y = (0.1 - 0.72 * 0.7) / a[1];
     let c = vec![0.7, y, (1.0 - 0.49 - y * y).sqrt()];
-    assert!((cluster::cosine(&a, &c) - 0.1).abs() < 1e-5);
+    assert!((cosine(&a, &c) - 0.1).abs() < 1e-5);
     let groups = group(&[a.clone(), b.clone(), c.clone()], &[], &opts(0.5, None)).unwrap();
     assert_eq!(groups, vec![vec![0, 1], vec![2]]);
     // Lowering the threshold under 0.4 lets the average link through.
@@ -173,7 +174,7 @@ fn exact_ties_go_to_smaller_indices() {
     let a = vec![0.8, 0.6];
     let b = vec![1.0, 0.0];
     let c = vec![0.8, -0.6];
-    assert_eq!(cluster::cosine(&a, &b), cluster::cosine(&c, &b));
+    assert_eq!(cosine(&a, &b), cosine(&c, &b));
     let o = opts(0.6, None);
     assert_eq!(
         group(&[a.clone(), b.clone(), c.clone()], &[], &o).unwrap(),
@@ -517,14 +518,14 @@ fn fixture_events_are_explained_from_their_members() {
         .iter()
         .find(|g| g.contains(&0))
         .expect("a01 is somewhere");
-    let centroid = cluster::normalize(
+    let centroid = normalize(
         &(0..set.vectors[0].len())
             .map(|d| turkey.iter().map(|&i| set.vectors[i][d]).sum())
             .collect::<Vec<f32>>(),
     );
     let sims: Vec<f32> = turkey
         .iter()
-        .map(|&i| cluster::cosine(&set.vectors[i], &centroid))
+        .map(|&i| cosine(&set.vectors[i], &centroid))
         .collect();
     let titles: Vec<&str> = turkey.iter().map(|&i| set.titles[i].as_str()).collect();
     let texts: Vec<&str> = turkey.iter().map(|&i| set.texts[i].as_str()).collect();
@@ -564,7 +565,7 @@ fn online_joins_similar_vectors_and_opens_events_for_new_ones() {
     // Not unit length on purpose: the grouper normalises.
     let b = g.assign(&[3.0, 0.3, 0.0], None).unwrap();
     assert_eq!((b.event, b.created), (0, false));
-    assert!((b.similarity - cluster::cosine(&[1.0, 0.0, 0.0], &[3.0, 0.3, 0.0])).abs() < 1e-6);
+    assert!((b.similarity - cosine(&[1.0, 0.0, 0.0], &[3.0, 0.3, 0.0])).abs() < 1e-6);
     let c = g.assign(&[0.0, 0.0, 1.0], None).unwrap();
     assert_eq!((c.event, c.created), (1, true));
     assert_eq!(g.len(), 2);
@@ -749,7 +750,7 @@ fn explanation_names_the_central_title_and_what_members_share() {
         "one member only: {e:?}"
     );
 
-    assert!(!e.keywords.is_empty() && e.keywords.len() <= cluster::KEYWORDS);
+    assert!(!e.keywords.is_empty() && e.keywords.len() <= KEYWORDS);
     let pos = |w: &str| e.keywords.iter().position(|k| k == w);
     assert!(pos("deposit").is_some(), "{e:?}");
     assert!(pos("lagarde").is_some(), "{e:?}");

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::engine::manifest::{normalise_lang, Manifest};
-use crate::group::cluster::{self, ClusterOptions};
+use crate::group::{self, ClusterOptions};
 use crate::model::embed::Embedder;
 use crate::model::hub::{HubOptions, ModelRepo, ModelSource};
 use crate::model::marian::WeightFormat;
@@ -47,7 +47,7 @@ pub enum PipelineError {
     #[error(transparent)]
     Hub(#[from] crate::model::hub::HubError),
     #[error("cannot group the articles: {0}")]
-    Cluster(#[from] crate::group::cluster::ClusterError),
+    Cluster(#[from] crate::group::ClusterError),
     #[error("cannot encode a result as JSON: {0}")]
     Json(#[from] serde_json::Error),
 }
@@ -504,8 +504,8 @@ pub fn align(
 pub fn group_events(articles: &[ArticleResult], opts: &ClusterOptions) -> Result<Vec<Event>> {
     let vectors: Vec<Vec<f32>> = articles.iter().map(|a| a.embedding.clone()).collect();
     let days: Vec<Option<i64>> = articles.iter().map(|a| a.published_day).collect();
-    let groups = cluster::group(&vectors, &days, opts)?;
-    let corpus = cluster::Corpus::from_documents(
+    let groups = group::group(&vectors, &days, opts)?;
+    let corpus = group::Corpus::from_documents(
         articles
             .iter()
             .map(|a| format!("{}\n{}", a.title_en, a.translation)),
@@ -521,10 +521,10 @@ pub fn group_events(articles: &[ArticleResult], opts: &ClusterOptions) -> Result
                     *s += x;
                 }
             }
-            let centroid = cluster::normalize(&sum);
+            let centroid = group::normalize(&sum);
             let sims: Vec<f32> = members
                 .iter()
-                .map(|&m| cluster::cosine(&vectors[m], &centroid))
+                .map(|&m| group::cosine(&vectors[m], &centroid))
                 .collect();
             let titles: Vec<&str> = members
                 .iter()
@@ -534,7 +534,7 @@ pub fn group_events(articles: &[ArticleResult], opts: &ClusterOptions) -> Result
                 .iter()
                 .map(|&m| articles[m].translation.as_str())
                 .collect();
-            let ex = cluster::explain(&titles, &texts, &sims, &corpus);
+            let ex = group::explain(&titles, &texts, &sims, &corpus);
             Event {
                 id: format!("e{}", gi + 1),
                 title: ex.title,

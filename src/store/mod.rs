@@ -470,7 +470,7 @@ impl Store {
 
     // ---- online grouping ----
 
-    /// Saves the online grouper's state (see `cluster::OnlineGrouper::to_json`).
+    /// Saves the online grouper's state (see `group::OnlineGrouper::to_json`).
     pub fn save_online_state(&self, json: &str) -> Result<(), StoreError> {
         save_state(&self.conn, json).map_err(|e| self.err(e))
     }
