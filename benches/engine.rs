@@ -22,7 +22,7 @@ use std::time::Duration;
 use candle_core::Device;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, SamplingMode, Throughput};
 use tidings::app::bench::{run_translation, synthetic_rows};
-use tidings::group::cluster::{group, ClusterOptions};
+use tidings::group::{group, ClusterOptions};
 use tidings::model::embed::Embedder;
 use tidings::model::hub::{HubOptions, ModelRepo, ModelSource};
 use tidings::model::marian::{random, GenerationConfig, MarianModel, WeightFormat};

@@ -13,7 +13,7 @@ mod minilm;
 use minilm::minilm_dir;
 use tidings::app::align::{align, AlignOptions, AlignOutput, Progress};
 use tidings::engine::manifest::Manifest;
-use tidings::group::cluster::ClusterOptions;
+use tidings::group::ClusterOptions;
 use tidings::model::hub::{HubOptions, ModelSource};
 use tidings::model::marian::TranslateOptions;
 use tidings::store::Store;

@@ -13,7 +13,7 @@ use super::workflow::{self, StageError, Workflow};
 pub use super::workflow::{Progress, Silent};
 use crate::engine::manifest::Manifest;
 use crate::engine::{Engine, EngineConfig, EngineError, Generation, NoObserver, Observer, Router};
-use crate::group::cluster::{self, ClusterOptions};
+use crate::group::{self, ClusterOptions};
 use crate::model::hub::{HubOptions, ModelSource};
 use crate::model::marian::TranslateOptions;
 use crate::model::marian::WeightFormat;
@@ -32,7 +32,7 @@ pub enum PipelineError {
     #[error(transparent)]
     Route(#[from] crate::engine::RouteError),
     #[error("cannot group the articles: {0}")]
-    Cluster(#[from] crate::group::cluster::ClusterError),
+    Cluster(#[from] crate::group::ClusterError),
     #[error("cannot encode a result as JSON: {0}")]
     Json(#[from] serde_json::Error),
 }
@@ -256,8 +256,8 @@ fn reuse_done(
 pub fn group_events(articles: &[ArticleResult], opts: &ClusterOptions) -> Result<Vec<Event>> {
     let vectors: Vec<Vec<f32>> = articles.iter().map(|a| a.embedding.clone()).collect();
     let days: Vec<Option<i64>> = articles.iter().map(|a| a.published_day).collect();
-    let groups = cluster::group(&vectors, &days, opts)?;
-    let corpus = cluster::Corpus::from_documents(
+    let groups = group::group(&vectors, &days, opts)?;
+    let corpus = group::Corpus::from_documents(
         articles
             .iter()
             .map(|a| format!("{}\n{}", a.title_en, a.translation)),
@@ -273,10 +273,10 @@ pub fn group_events(articles: &[ArticleResult], opts: &ClusterOptions) -> Result
                     *s += x;
                 }
             }
-            let centroid = cluster::normalize(&sum);
+            let centroid = group::normalize(&sum);
             let sims: Vec<f32> = members
                 .iter()
-                .map(|&m| cluster::cosine(&vectors[m], &centroid))
+                .map(|&m| group::cosine(&vectors[m], &centroid))
                 .collect();
             let titles: Vec<&str> = members
                 .iter()
@@ -286,7 +286,7 @@ pub fn group_events(articles: &[ArticleResult], opts: &ClusterOptions) -> Result
                 .iter()
                 .map(|&m| articles[m].translation.as_str())
                 .collect();
-            let ex = cluster::explain(&titles, &texts, &sims, &corpus);
+            let ex = group::explain(&titles, &texts, &sims, &corpus);
             Event {
                 id: format!("e{}", gi + 1),
                 title: ex.title,

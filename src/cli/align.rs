@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 use tidings::app::align::{self, AlignOptions, AlignOutput, Progress};
 use tidings::app::output::write_atomic;
 use tidings::engine::manifest::Manifest;
-use tidings::group::cluster::ClusterOptions;
+use tidings::group::ClusterOptions;
 use tidings::model::device::{self, DeviceChoice};
 use tidings::model::embed::Embedder;
 use tidings::model::hub::{ModelRepo, ModelSource};

@@ -35,7 +35,7 @@ use tracing::Instrument;
 
 use crate::engine::manifest::Manifest;
 use crate::engine::{Engine, EngineConfig};
-use crate::group::cluster::{ClusterOptions, OnlineGrouper};
+use crate::group::{ClusterOptions, OnlineGrouper};
 use crate::model::hub::{HubOptions, ModelSource};
 use crate::store::Store;
 use errors::ApiError;
@@ -109,7 +109,7 @@ pub enum ServerError {
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error("the stored online grouping state is unreadable: {0}")]
-    State(#[from] crate::group::cluster::ClusterError),
+    State(#[from] crate::group::ClusterError),
     #[error("cannot preload {0}")]
     Preload(String),
     #[error("invalid configuration: {0}")]

@@ -157,7 +157,7 @@ pub trait Store: Send + Sync + fmt::Debug {
     // ---- online grouping ----
 
     /// Saves the online grouper's state, an opaque document to the store (see
-    /// `group::cluster::OnlineGrouper::to_json`).
+    /// `group::OnlineGrouper::to_json`).
     fn save_online_state(&self, state: &str) -> Result<(), StoreError>;
 
     /// The last saved online grouper state.

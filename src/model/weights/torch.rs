@@ -202,48 +202,95 @@ pub(super) fn read_legacy(
 ) -> Result<HashMap<String, Tensor>, WeightsError> {
     let mmap = map_file(path)?;
     let data: &[u8] = &mmap;
-    let mut pos = 0usize;
-    let mut next_pickle = |part: &str| -> Result<pickle::Loaded, WeightsError> {
-        let rest = data.get(pos..).unwrap_or_default();
-        let loaded = pickle::load(rest).map_err(|e| pickle_err(path, part, pos, e))?;
-        pos += loaded.len;
-        Ok(loaded)
-    };
+    let mut chain = PickleChain { path, data, pos: 0 };
+    check_legacy_header(&mut chain)?;
+    let state = chain.read("state dict")?;
+    let keys = storage_keys(path, chain.read("storage key list")?.value)?;
+    let declared = declared_storages(path, &state.storages)?;
+    let (blobs, pos) = storage_blobs(path, data, chain.pos, &keys, &declared)?;
+    if pos != data.len() {
+        tracing::warn!(
+            path = %path.display(),
+            extra = data.len() - pos,
+            "ignoring bytes after the last storage of a legacy torch file"
+        );
+    }
 
-    if !is_legacy_magic(&next_pickle("magic number")?.value) {
+    let entries = state_dict_entries(path, &state.value)?;
+    materialize(path, entries, data.len() as u64, device, |storage| {
+        blobs
+            .get(storage.key.as_str())
+            .map(|b| Cow::Borrowed(*b))
+            .ok_or_else(|| {
+                layout_err(
+                    path,
+                    format!(
+                        "storage `{}` is used but has no data in the file",
+                        storage.key
+                    ),
+                )
+            })
+    })
+}
+
+/// The pickles at the front of a legacy file, read one after another.
+struct PickleChain<'a> {
+    path: &'a Path,
+    data: &'a [u8],
+    /// Where the next pickle starts (after the last one: where the storages start).
+    pos: usize,
+}
+
+impl PickleChain<'_> {
+    fn read(&mut self, part: &str) -> Result<pickle::Loaded, WeightsError> {
+        let rest = self.data.get(self.pos..).unwrap_or_default();
+        let loaded = pickle::load(rest).map_err(|e| pickle_err(self.path, part, self.pos, e))?;
+        self.pos += loaded.len;
+        Ok(loaded)
+    }
+}
+
+/// The three pickles before the state dict: the magic number, the protocol version and the
+/// system info (which must not say big-endian).
+fn check_legacy_header(chain: &mut PickleChain<'_>) -> Result<(), WeightsError> {
+    if !is_legacy_magic(&chain.read("magic number")?.value) {
         return Err(layout_err(
-            path,
+            chain.path,
             "it does not start with torch's magic number",
         ));
     }
-    match next_pickle("protocol version")?.value {
+    match chain.read("protocol version")?.value {
         Value::Int(LEGACY_PROTOCOL_VERSION) => {}
         Value::Int(v) => {
             return Err(layout_err(
-                path,
+                chain.path,
                 format!("unsupported legacy protocol version {v}"),
             ))
         }
         other => {
             return Err(layout_err(
-                path,
+                chain.path,
                 format!("the protocol version is a {}", other.kind()),
             ))
         }
     }
-    if let Value::Dict(info) = next_pickle("system info")?.value {
+    if let Value::Dict(info) = chain.read("system info")?.value {
         let big_endian = info.items.iter().any(|(k, v)| {
             matches!((k, v), (Value::Str(k), Value::Bool(false)) if &**k == "little_endian")
         });
         if big_endian {
             return Err(layout_err(
-                path,
+                chain.path,
                 "it was written on a big-endian machine; only little-endian is supported",
             ));
         }
     }
-    let state = next_pickle("state dict")?;
-    let keys = match next_pickle("storage key list")?.value {
+    Ok(())
+}
+
+/// The storage keys, in the order their data follows the pickles.
+fn storage_keys(path: &Path, list: Value) -> Result<Vec<String>, WeightsError> {
+    let keys = match list {
         Value::List(list) => list
             .items
             .iter()
@@ -266,10 +313,17 @@ pub(super) fn read_legacy(
             ))
         }
     };
+    Ok(keys)
+}
 
-    // Element type and count of each storage, as the state dict pickle declares them.
+/// Element type and count of each storage, as the state dict pickle declares them; a key
+/// declared twice must be declared the same way.
+fn declared_storages<'a>(
+    path: &Path,
+    storages: &'a [Rc<StorageRef>],
+) -> Result<HashMap<&'a str, &'a StorageRef>, WeightsError> {
     let mut declared: HashMap<&str, &StorageRef> = HashMap::new();
-    for s in &state.storages {
+    for s in storages {
         match declared.get(s.key.as_str()) {
             Some(prev) if prev.kind != s.kind || prev.numel != s.numel => {
                 return Err(layout_err(
@@ -290,9 +344,21 @@ pub(super) fn read_legacy(
             }
         }
     }
+    Ok(declared)
+}
 
+/// The raw bytes of each storage, read from `pos` on: per key, a little-endian u64 element
+/// count (checked against the declaration) and then the data. Returns them with the offset
+/// after the last one.
+fn storage_blobs<'a>(
+    path: &Path,
+    data: &'a [u8],
+    mut pos: usize,
+    keys: &'a [String],
+    declared: &HashMap<&str, &StorageRef>,
+) -> Result<(HashMap<&'a str, &'a [u8]>, usize), WeightsError> {
     let mut blobs: HashMap<&str, &[u8]> = HashMap::with_capacity(keys.len());
-    for key in &keys {
+    for key in keys {
         let Some(storage) = declared.get(key.as_str()) else {
             return Err(layout_err(
                 path,
@@ -335,29 +401,7 @@ pub(super) fn read_legacy(
         }
         pos = end;
     }
-    if pos != data.len() {
-        tracing::warn!(
-            path = %path.display(),
-            extra = data.len() - pos,
-            "ignoring bytes after the last storage of a legacy torch file"
-        );
-    }
-
-    let entries = state_dict_entries(path, &state.value)?;
-    materialize(path, entries, data.len() as u64, device, |storage| {
-        blobs
-            .get(storage.key.as_str())
-            .map(|b| Cow::Borrowed(*b))
-            .ok_or_else(|| {
-                layout_err(
-                    path,
-                    format!(
-                        "storage `{}` is used but has no data in the file",
-                        storage.key
-                    ),
-                )
-            })
-    })
+    Ok((blobs, pos))
 }
 
 fn storage_nbytes(path: &Path, storage: &StorageRef) -> Result<u64, WeightsError> {
