@@ -12,7 +12,7 @@ use crate::engine::manifest::{normalise_lang, Manifest};
 use crate::group::cluster::{self, ClusterOptions};
 use crate::model::embed::Embedder;
 use crate::model::hub::{HubOptions, ModelRepo, ModelSource};
-use crate::model::marian::WeightFormat;
+use crate::model::marian::ComputeType;
 use crate::model::marian::{TranslateOptions, Translator};
 use crate::store::Store;
 use crate::text::article::Article;
@@ -78,7 +78,7 @@ pub struct AlignOptions {
     pub embed_source: bool,
     pub translate: TranslateOptions,
     /// How the translation models' layers are stored (int8: faster, CPU only, not bit-equal).
-    pub compute_type: WeightFormat,
+    pub compute_type: ComputeType,
     pub cluster: ClusterOptions,
     pub hub: HubOptions,
 }
@@ -224,7 +224,7 @@ impl<'a> Models<'a> {
             let revision = repo.commit().unwrap_or_default();
             // int8 translations differ from f32 ones: they are cached (and reported) apart.
             let described = match self.opts.compute_type {
-                WeightFormat::F32 => repo.describe(),
+                ComputeType::F32 => repo.describe(),
                 other => format!("{} [{other}]", repo.describe()),
             };
             self.translators

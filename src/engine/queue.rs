@@ -40,7 +40,7 @@ pub struct EngineConfig {
     pub max_batch_tokens: usize,
     pub hub: HubOptions,
     pub device: Device,
-    pub compute_type: crate::model::marian::WeightFormat,
+    pub compute_type: crate::model::ComputeType,
     pub embed_model: ModelSource,
 }
 
