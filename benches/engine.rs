@@ -25,7 +25,7 @@ use tidings::app::bench::{run_translation, synthetic_rows};
 use tidings::group::{group, ClusterOptions};
 use tidings::model::embed::Embedder;
 use tidings::model::hub::{HubOptions, ModelRepo, ModelSource};
-use tidings::model::marian::{random, GenerationConfig, MarianModel, WeightFormat};
+use tidings::model::marian::{random, ComputeType, GenerationConfig, MarianBackend, MarianModel};
 
 struct Setup {
     model: MarianModel,
@@ -33,10 +33,10 @@ struct Setup {
     rows: Vec<Vec<u32>>,
 }
 
-fn setup(format: WeightFormat) -> Setup {
+fn setup(format: ComputeType) -> Setup {
     let cfg = random::shape("opus-mt-base").expect("known shape");
     let tensors = random::random_weights(&cfg, 0x7d1d_1e55, &Device::Cpu).expect("weights");
-    let model = MarianModel::with_format(&cfg, tensors, &Device::Cpu, format).expect("model");
+    let model = MarianModel::with_compute_type(&cfg, tensors, &Device::Cpu, format).expect("model");
     let gen = GenerationConfig::defaults_for(&cfg);
     let rows = synthetic_rows(32, cfg.vocab_size as u32, 0, &[cfg.pad_token_id], 42);
     Setup { model, gen, rows }
@@ -48,7 +48,7 @@ fn marian(c: &mut Criterion) {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(3))
         .sampling_mode(SamplingMode::Flat);
-    for format in [WeightFormat::F32, WeightFormat::Int8] {
+    for format in [ComputeType::F32, ComputeType::Int8] {
         marian_format(&mut g, format);
     }
     g.finish();
@@ -56,19 +56,20 @@ fn marian(c: &mut Criterion) {
 
 fn marian_format(
     g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
-    format: WeightFormat,
+    format: ComputeType,
 ) {
     let s = setup(format);
+    let cpu = s.model.as_cpu().expect("the CPU kernels");
     let source_tokens: usize = s.rows.iter().map(Vec::len).sum();
 
     g.throughput(Throughput::Elements(source_tokens as u64));
     g.bench_function(format!("{format}/encode/batch32"), |b| {
-        b.iter(|| s.model.encode(&s.rows).expect("encode"))
+        b.iter(|| cpu.encode(&s.rows).expect("encode"))
     });
 
     let start = s.gen.decoder_start_token_id;
     for (name, beams) in [("decode_step/32rows", 1usize), ("decode_step/128rows", 4)] {
-        let encoded = s.model.encode(&s.rows).expect("encode");
+        let encoded = cpu.encode(&s.rows).expect("encode");
         let expand: Vec<u32> = (0..s.rows.len() as u32)
             .flat_map(|r| std::iter::repeat_n(r, beams))
             .collect();
@@ -77,21 +78,16 @@ fn marian_format(
         g.bench_function(format!("{format}/{name}"), |b| {
             b.iter_batched(
                 || {
-                    let mut state = s
-                        .model
-                        .start_decoding(&encoded, Some(&expand))
-                        .expect("state");
+                    let mut state = cpu.start_decoding(&encoded, Some(&expand)).expect("state");
                     let mut logits = Vec::new();
                     for _ in 0..8 {
-                        s.model
-                            .decode_step_into(&tokens, &mut state, &mut logits)
+                        cpu.decode_step_into(&tokens, &mut state, &mut logits)
                             .expect("step");
                     }
                     (state, logits)
                 },
                 |(mut state, mut logits)| {
-                    s.model
-                        .decode_step_into(&tokens, &mut state, &mut logits)
+                    cpu.decode_step_into(&tokens, &mut state, &mut logits)
                         .expect("step");
                     (state, logits)
                 },

@@ -12,7 +12,7 @@
 
 use candle_core::Device;
 use tidings::app::bench::{run_translation, synthetic_rows};
-use tidings::model::marian::model::profile;
+use tidings::model::marian::profile;
 use tidings::model::marian::{random, GenerationConfig, MarianModel};
 
 /// User + system CPU seconds of this process so far, from /proc (None elsewhere).

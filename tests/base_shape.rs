@@ -3,7 +3,9 @@
 
 use candle_core::Device;
 use tidings::app::bench::synthetic_rows;
-use tidings::model::marian::{generate, random, GenerationConfig, MarianModel};
+use tidings::model::marian::{
+    generate, random, ComputeType, CpuMarian, GenerationConfig, MarianBackend,
+};
 
 #[test]
 fn opus_mt_base_shape_translates_32_sentences() {
@@ -13,7 +15,7 @@ fn opus_mt_base_shape_translates_32_sentences() {
         (512, 6, 58101)
     );
     let tensors = random::random_weights(&cfg, 11, &Device::Cpu).unwrap();
-    let model = MarianModel::new(&cfg, tensors, &Device::Cpu).unwrap();
+    let model = CpuMarian::new(&cfg, tensors, ComputeType::F32).unwrap();
     let rows = synthetic_rows(32, cfg.vocab_size as u32, 0, &[cfg.pad_token_id], 5);
     let mut gen = GenerationConfig::defaults_for(&cfg).with_max_new_tokens(6);
     gen.bad_words_ids = vec![vec![cfg.pad_token_id]];

@@ -126,7 +126,7 @@ fn translate_json_ids_equal_transformers() {
 #[test]
 fn compute_type_int8_reaches_the_model_and_bad_types_are_refused() {
     use tidings::model::hub::{HubOptions, ModelRepo, ModelSource};
-    use tidings::model::marian::{TranslateOptions, Translator, WeightFormat};
+    use tidings::model::marian::{ComputeType, TranslateOptions, Translator};
     let home = tempfile::tempdir().unwrap();
     let dir = fixture("marian-tiny-swish");
     let r: Reference =
@@ -154,7 +154,7 @@ fn compute_type_int8_reaches_the_model_and_bad_types_are_refused() {
         &HubOptions::default(),
     )
     .unwrap();
-    let int8 = Translator::load_with(&repo, &candle_core::Device::Cpu, WeightFormat::Int8).unwrap();
+    let int8 = Translator::load_with(&repo, &candle_core::Device::Cpu, ComputeType::Int8).unwrap();
     let gen = int8.generation_config(&TranslateOptions {
         num_beams: Some(1),
         max_new_tokens: Some(r.greedy.max_new_tokens),

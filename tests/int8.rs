@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 use serde::Deserialize;
 use tidings::model::hub::{HubOptions, ModelRepo, ModelSource};
-use tidings::model::marian::{TranslateOptions, Translator, WeightFormat};
+use tidings::model::marian::{ComputeType, TranslateOptions, Translator};
 
 #[derive(Deserialize)]
 struct Generated {
@@ -31,12 +31,12 @@ fn dir(name: &str) -> PathBuf {
         .join(name)
 }
 
-fn load(name: &str, format: WeightFormat) -> Translator {
+fn load(name: &str, format: ComputeType) -> Translator {
     let source = ModelSource::parse(dir(name).to_str().unwrap(), None).unwrap();
     let repo = ModelRepo::open(source, &HubOptions::default()).unwrap();
     let t = Translator::load_with(&repo, &Device::Cpu, format)
         .unwrap_or_else(|e| panic!("{name} ({format}): {e}"));
-    assert_eq!(t.model().weight_format(), format);
+    assert_eq!(t.model().compute_type(), format);
     t
 }
 
@@ -58,7 +58,7 @@ fn relative_error(a: &[f32], b: &[f32]) -> f64 {
 #[test]
 fn int8_first_step_logits_stay_close_to_transformers() {
     for name in FIXTURES {
-        let t = load(name, WeightFormat::Int8);
+        let t = load(name, ComputeType::Int8);
         let r = reference(name);
         let (mut worst, mut top1_same) = (0f64, 0);
         for (ids, want) in r.source_ids.iter().zip(&r.first_step_logits) {
@@ -93,10 +93,7 @@ fn int8_first_step_logits_stay_close_to_transformers() {
 #[test]
 fn int8_greedy_output_mostly_agrees_with_f32() {
     for name in FIXTURES {
-        let (f32_model, int8_model) = (
-            load(name, WeightFormat::F32),
-            load(name, WeightFormat::Int8),
-        );
+        let (f32_model, int8_model) = (load(name, ComputeType::F32), load(name, ComputeType::Int8));
         let r = reference(name);
         let opts = TranslateOptions {
             num_beams: Some(1),
@@ -127,7 +124,7 @@ fn int8_greedy_output_mostly_agrees_with_f32() {
 #[test]
 fn int8_sentence_is_the_same_alone_and_in_any_batch() {
     for name in FIXTURES {
-        let t = load(name, WeightFormat::Int8);
+        let t = load(name, ComputeType::Int8);
         let r = reference(name);
         for beams in [1, 4] {
             let opts = TranslateOptions {

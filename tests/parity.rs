@@ -1,13 +1,15 @@
 //! Parity with Hugging Face `transformers`: for each tiny random-weight Marian fixture (made by
 //! scripts/make_fixtures.py), our tokenizer, model and generation must reproduce what
-//! `MarianTokenizer` and `MarianMTModel.generate` recorded in reference.json.
+//! `MarianTokenizer` and `MarianMTModel.generate` recorded in reference.json. Generation is
+//! checked through both backends: the CPU kernels (what the CPU runs) and candle tensors (what
+//! every other device runs), here on the CPU.
 
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 use serde::Deserialize;
 use tidings::model::hub::{HubOptions, ModelRepo, ModelSource};
-use tidings::model::marian::{TranslateOptions, Translator};
+use tidings::model::marian::{BackendKind, ComputeType, TranslateOptions, Translator};
 
 #[derive(Deserialize)]
 struct Generated {
@@ -47,10 +49,17 @@ fn fixtures() -> Vec<PathBuf> {
 }
 
 fn load(dir: &Path) -> (Translator, Reference) {
+    load_on(dir, BackendKind::Auto)
+}
+
+fn load_on(dir: &Path, kind: BackendKind) -> (Translator, Reference) {
     let source = ModelSource::parse(dir.to_str().unwrap(), None).unwrap();
     let repo = ModelRepo::open(source, &HubOptions::default()).unwrap();
-    let translator =
-        Translator::load(&repo, &Device::Cpu).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let translator = Translator::load_with_backend(&repo, &Device::Cpu, ComputeType::F32, kind)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    // On the CPU, Auto means the kernels.
+    let on_tensors = translator.model().as_tensors().is_some();
+    assert_eq!(on_tensors, kind == BackendKind::Tensors, "{kind:?}");
     let reference: Reference =
         serde_json::from_slice(&std::fs::read(dir.join("reference.json")).unwrap()).unwrap();
     assert!(reference.inputs.len() >= 20);
@@ -166,6 +175,26 @@ fn beam4_ids_equal_generate() {
         let (t, r) = load(&dir);
         assert_eq!(r.beam4.num_beams, 4);
         check_generation(&t, &r, &r.beam4, &format!("{} beam 4", name(&dir)));
+    }
+}
+
+/// The same references through the candle-tensor backend (on the CPU), which the product runs
+/// on every other device.
+#[test]
+fn tensor_backend_ids_equal_generate() {
+    for dir in fixtures() {
+        let (t, r) = load_on(&dir, BackendKind::Tensors);
+        for (ids, want) in r.source_ids.iter().zip(&r.first_step_logits) {
+            let got = t
+                .model()
+                .first_step_logits(std::slice::from_ref(ids))
+                .unwrap();
+            for (a, b) in got[0].iter().zip(want) {
+                assert!((a - b).abs() <= 1e-4, "{}: logit {a} vs {b}", name(&dir));
+            }
+        }
+        check_generation(&t, &r, &r.greedy, &format!("{} tensors greedy", name(&dir)));
+        check_generation(&t, &r, &r.beam4, &format!("{} tensors beam 4", name(&dir)));
     }
 }
 

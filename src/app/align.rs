@@ -16,7 +16,7 @@ use crate::engine::{Engine, EngineConfig, EngineError, Generation, NoObserver, O
 use crate::group::{self, ClusterOptions};
 use crate::model::hub::{HubOptions, ModelSource};
 use crate::model::marian::TranslateOptions;
-use crate::model::marian::WeightFormat;
+use crate::model::ComputeType;
 use crate::store::Store;
 use crate::text::article::Article;
 use crate::text::prepare::{prepare, Prepared};
@@ -60,7 +60,7 @@ pub struct AlignOptions {
     pub embed_source: bool,
     pub translate: TranslateOptions,
     /// How the translation models' layers are stored (int8: faster, CPU only, not bit-equal).
-    pub compute_type: WeightFormat,
+    pub compute_type: ComputeType,
     pub cluster: ClusterOptions,
     pub hub: HubOptions,
 }

@@ -15,7 +15,7 @@ use crate::model::embed::{EmbedError, Embedder};
 use crate::model::hub::{HubError, ModelRepo};
 use crate::model::marian::config::load_configs;
 use crate::model::marian::translator::WEIGHT_FILES;
-use crate::model::marian::{generate, GenerationConfig, MarianModel, TranslateError};
+use crate::model::marian::{GenerationConfig, MarianModel, TranslateError};
 
 /// Built-in input: news sentences of realistic lengths (7 to 38 words), written for this
 /// benchmark. With a real model they are tokenized; for random weights only their lengths are
@@ -148,7 +148,7 @@ pub fn read_input(path: &Path) -> Result<BenchInput, BenchError> {
 pub fn load_model_only(
     repo: &ModelRepo,
     device: &Device,
-    format: crate::model::marian::WeightFormat,
+    format: crate::model::ComputeType,
 ) -> Result<(MarianModel, GenerationConfig), TranslateError> {
     let config = repo.get("config.json")?;
     let generation = match repo.get_optional("generation_config.json") {
@@ -173,7 +173,7 @@ pub fn load_model_only(
     })?;
     let tensors = crate::model::weights::read_tensors(&weights, device)?;
     Ok((
-        MarianModel::with_format(&cfg, tensors, device, format)?,
+        MarianModel::with_compute_type(&cfg, tensors, device, format)?,
         generation,
     ))
 }
@@ -236,15 +236,12 @@ pub fn run_translation(
     let started = Instant::now();
     for batch in rows.chunks(batch_size.max(1)) {
         let t = Instant::now();
-        let encoded = model.encode(batch)?;
-        // GPU kernels run asynchronously: wait for them so the encoder's time is its own.
-        device.synchronize()?;
-        encoder_seconds += t.elapsed().as_secs_f64();
-        let out = if gen.num_beams > 1 {
-            generate::beam_search(model, &encoded, &gen)?
-        } else {
-            generate::greedy(model, &encoded, &gen)?
-        };
+        let out = model.generate_with(batch, &gen, || {
+            // GPU kernels run asynchronously: wait for them so the encoder's time is its own.
+            device.synchronize()?;
+            encoder_seconds += t.elapsed().as_secs_f64();
+            Ok(())
+        })?;
         generated += out.iter().map(Vec::len).sum::<usize>();
         latencies.push(t.elapsed().as_secs_f64() * 1e3);
     }

@@ -200,7 +200,8 @@ fn bench_translation(
             let cfg = random::shape(shape)?;
             let tensors = random::random_weights(&cfg, 0x7d1d_1e55, device)?;
             let generation = GenerationConfig::defaults_for(&cfg);
-            let model = MarianModel::with_format(&cfg, tensors, device, args.compute.compute_type)?;
+            let model =
+                MarianModel::with_compute_type(&cfg, tensors, device, args.compute.compute_type)?;
             let (rows, described) = match input {
                 Some((path, BenchInput::Ids(rows))) => (rows.clone(), format!("{path} (token ids)")),
                 Some((path, BenchInput::Texts(_))) => bail!(

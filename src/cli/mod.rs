@@ -71,7 +71,7 @@ pub struct ComputeArgs {
         default_value = "f32",
         env = "TIDINGS_COMPUTE_TYPE"
     )]
-    pub compute_type: tidings::model::marian::WeightFormat,
+    pub compute_type: tidings::model::ComputeType,
 }
 
 /// Model-source flags shared by every command that loads a model.

@@ -32,7 +32,8 @@ pub use router::{RouteError, Router};
 
 use crate::model::embed::Embedder;
 use crate::model::hub::{HubOptions, ModelRepo, ModelSource};
-use crate::model::marian::{Translator, WeightFormat};
+use crate::model::marian::Translator;
+use crate::model::ComputeType;
 use slots::Slots;
 
 /// What the engine can fail with; callers map each to their own terms (an HTTP status, a
@@ -84,7 +85,7 @@ pub struct EngineConfig {
     pub max_batch_tokens: usize,
     pub hub: HubOptions,
     pub device: Device,
-    pub compute_type: WeightFormat,
+    pub compute_type: ComputeType,
     pub embed_model: ModelSource,
 }
 
@@ -516,10 +517,10 @@ impl Inner {
 }
 
 /// The key a model's outputs are cached under.
-fn cache_key(compute_type: WeightFormat, name: &str) -> String {
+fn cache_key(compute_type: ComputeType, name: &str) -> String {
     // int8 outputs differ from f32 ones: they are cached (and reported) apart.
     match compute_type {
-        WeightFormat::F32 => name.to_string(),
+        ComputeType::F32 => name.to_string(),
         other => format!("{name} [{other}]"),
     }
 }

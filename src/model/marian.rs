@@ -1,16 +1,27 @@
-//! Translation with Marian / OPUS-MT models: configuration, the model, and generation.
+//! Translation with Marian / OPUS-MT models: configuration ([`config`]), what a backend does
+//! ([`backend`]) and the two that do it ([`cpu`]: the CPU kernels, [`tensors`]: candle tensors on
+//! any device), the model with its backend chosen at load ([`model`]), generation written once
+//! for every backend ([`generate`]), the profiler ([`profile`]), random-weight models of real
+//! shapes ([`random`]) and the tokenizer + model + batching a caller uses ([`translator`]).
 
+pub mod backend;
 pub mod config;
+pub mod cpu;
 pub mod generate;
 pub mod model;
+pub mod profile;
 pub mod random;
+pub mod tensors;
 pub mod translator;
 
 use std::path::PathBuf;
 
-pub use crate::model::kernels::layers::WeightFormat;
+pub use crate::model::compute::ComputeType;
+pub use backend::{BackendKind, DecoderState, EncodedBatch, MarianBackend};
 pub use config::{EarlyStopping, GenerationConfig, MarianConfig};
+pub use cpu::CpuMarian;
 pub use model::MarianModel;
+pub use tensors::TensorMarian;
 pub use translator::{TranslateOptions, Translation, Translator};
 
 /// Everything that can go wrong between a model folder and a translation.
@@ -38,4 +49,10 @@ pub enum TranslateError {
     WeightsFile(#[from] crate::model::weights::WeightsError),
     #[error("tensor computation failed: {0}")]
     Tensor(#[from] candle_core::Error),
+}
+
+impl From<crate::model::checkpoint::CheckpointError> for TranslateError {
+    fn from(e: crate::model::checkpoint::CheckpointError) -> Self {
+        TranslateError::Weights(e.to_string())
+    }
 }

@@ -1,8 +1,11 @@
 //! The models and what they need: where their files come from ([`hub`]), reading weights
-//! ([`weights`]), text to ids and back ([`tokenize`]), the CPU compute ([`kernels`]), the device
+//! ([`weights`]) and looking tensors up by name ([`checkpoint`]), the product's compute type
+//! ([`compute`]), text to ids and back ([`tokenize`]), the CPU compute ([`kernels`]), the device
 //! ([`device`]), Marian translation ([`marian`]) and sentence-transformers embedding
 //! ([`embed`]). Nothing here knows about articles, stores or HTTP.
 
+pub mod checkpoint;
+pub mod compute;
 pub mod device;
 pub mod embed;
 pub mod hub;
@@ -10,3 +13,5 @@ pub mod kernels;
 pub mod marian;
 pub mod tokenize;
 pub mod weights;
+
+pub use compute::ComputeType;

@@ -69,7 +69,7 @@ pub struct ServerConfig {
     pub store: Option<PathBuf>,
     pub device: Device,
     /// How translation models store their layers (int8: CPU only).
-    pub compute_type: crate::model::marian::WeightFormat,
+    pub compute_type: crate::model::ComputeType,
     pub hub: HubOptions,
     pub cluster: ClusterOptions,
     /// Adds `GET /v1/_panic`, which panics, to test that a panic costs one request only.

@@ -7,9 +7,9 @@ use std::collections::HashMap;
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::Linear;
 
-use super::bert::check_shape;
 use super::config::{DenseAct, DenseConfig, PoolingConfig, PoolingMode};
 use super::EmbedError;
+use crate::model::checkpoint::check_shape;
 
 type Result<T> = std::result::Result<T, EmbedError>;
 

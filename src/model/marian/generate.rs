@@ -5,15 +5,19 @@
 //!
 //! Unlike the reference, rows whose result can no longer change leave the batch at once, so the
 //! decoder never spends work on them.
+//!
+//! Written once, generic over [`MarianBackend`], so every backend generates through the same
+//! code (tests/parity.rs runs the transformers references through both).
 
 use super::config::{EarlyStopping, GenerationConfig};
 use std::cmp::Ordering;
 
 use rayon::prelude::*;
 
-use super::model::profile::{self, Phase};
-use super::model::{simd, Encoded, MarianModel};
+use super::backend::{DecoderState, EncodedBatch, MarianBackend};
+use super::profile::{self, Phase};
 use super::TranslateError;
+use crate::model::kernels::simd;
 
 type Result<T> = std::result::Result<T, TranslateError>;
 
@@ -196,11 +200,34 @@ fn length_normalised(score: f32, generated_len: usize, length_penalty: f32) -> f
     score / (generated_len as f64).powf(length_penalty as f64) as f32
 }
 
+/// Encode `rows`, call `encoded` (e.g. to time the encoder), then generate: beam search when
+/// `gen.num_beams > 1`, greedy otherwise.
+pub fn encode_and_generate<B: MarianBackend>(
+    model: &B,
+    rows: &[Vec<u32>],
+    gen: &GenerationConfig,
+    encoded: impl FnOnce() -> Result<()>,
+) -> Result<Vec<Vec<u32>>> {
+    let batch = model.encode(rows)?;
+    encoded()?;
+    beam_search(model, &batch, gen)
+}
+
+/// Fails unless the decoder returned one row of `vocab` logits per token.
+fn check_logits(logits: &[f32], rows: usize, vocab: usize) -> Result<()> {
+    if logits.len() != rows * vocab {
+        return Err(TranslateError::Input(
+            "decoder returned a wrong logits size".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Greedy decoding of one encoded batch. Returns each row's generated ids: no decoder start
 /// token, EOS kept when generated, no padding.
-pub fn greedy(
-    model: &MarianModel,
-    encoded: &Encoded,
+pub fn greedy<B: MarianBackend>(
+    model: &B,
+    encoded: &B::Encoded,
     gen: &GenerationConfig,
 ) -> Result<Vec<Vec<u32>>> {
     let n = encoded.rows();
@@ -217,11 +244,7 @@ pub fn greedy(
             .map(|&r| *prefixes[r].last().unwrap_or(&gen.decoder_start_token_id))
             .collect();
         model.decode_step_into(&tokens, &mut state, &mut logits)?;
-        if logits.len() != active.len() * vocab {
-            return Err(TranslateError::Input(
-                "decoder returned a wrong logits size".into(),
-            ));
-        }
+        check_logits(&logits, active.len(), vocab)?;
         let t_search = profile::time(Phase::Search);
         let next = map_rows(&mut logits, vocab, &active, |scores, &row| {
             processors.apply(&prefixes[row], scores);
@@ -257,6 +280,10 @@ struct BeamItem {
     improvable: bool,
 }
 
+/// One continuation of a running beam: (beam, token, accumulated log-prob, whether it stops
+/// here: EOS or the length limit).
+type Candidate = (usize, u32, f32, bool);
+
 impl BeamItem {
     fn new(num_beams: usize) -> Self {
         let running = (0..num_beams)
@@ -275,12 +302,118 @@ impl BeamItem {
     fn all_finished(&self) -> bool {
         self.finished.iter().all(|f| f.2)
     }
+
+    /// The best `2·num_beams` (at least) continuations of the running beams, by accumulated
+    /// log-prob, as flat indices `beam · vocab + token`. `block` holds this sentence's rows of
+    /// logits (one row for every beam, or one shared row on the first step).
+    fn top_continuations(
+        &self,
+        block: &mut [f32],
+        vocab: usize,
+        gen: &GenerationConfig,
+        want: usize,
+    ) -> Vec<(usize, f32)> {
+        let processors = Processors { gen };
+        let mut prefix = Vec::with_capacity(gen.max_length);
+        for (row, (ids, _)) in block.chunks_mut(vocab).zip(&self.running) {
+            log_softmax_in_place(row);
+            prefix.clear();
+            prefix.push(gen.decoder_start_token_id);
+            prefix.extend_from_slice(ids);
+            processors.apply_normalised(&prefix, row);
+        }
+        let shared_row = block.len() == vocab;
+        let mut top = TopK::new(want);
+        for (b, (_, score)) in self.running.iter().enumerate() {
+            let row = if shared_row { 0 } else { b };
+            top.scan(&block[row * vocab..(row + 1) * vocab], *score, b * vocab);
+        }
+        top.into_sorted()
+    }
+
+    fn extend(&self, beam: usize, token: u32) -> Vec<u32> {
+        let mut ids = self.running[beam].0.clone();
+        ids.push(token);
+        ids
+    }
+
+    /// Take the step's candidates (best first): the best that did not stop become the running
+    /// beams, the best that stopped (among the top `k`) enter the finished slots. Returns the
+    /// parent beam of each new running beam, or `None` when the sentence is done.
+    fn advance(
+        &mut self,
+        candidates: &[Candidate],
+        cur_len: usize,
+        gen: &GenerationConfig,
+    ) -> Option<Vec<usize>> {
+        let k = gen.num_beams;
+        // Next running beams: the best continuations that did not stop.
+        let running_scores: Vec<f32> = candidates
+            .iter()
+            .map(|&(_, _, lp, hits)| if hits { lp + NEG_BIG } else { lp })
+            .collect();
+        let chosen = top_k(&running_scores, k);
+        let new_running: Vec<(Vec<u32>, f32)> = chosen
+            .iter()
+            .map(|&(c, s)| (self.extend(candidates[c].0, candidates[c].1), s))
+            .collect();
+        let parents: Vec<usize> = chosen.iter().map(|&(c, _)| candidates[c].0).collect();
+
+        // Finished hypotheses: only the top num_beams candidates may finish.
+        let beams_full = gen.early_stopping == EarlyStopping::Yes && self.all_finished();
+        let mut merged: Vec<(Vec<u32>, f32, bool)> = std::mem::take(&mut self.finished);
+        for (rank, &(beam, token, lp, hits)) in candidates.iter().enumerate() {
+            let just_finished = hits && rank < k;
+            let mut s = length_normalised(lp, cur_len, gen.length_penalty);
+            if beams_full {
+                s += NEG_BIG;
+            }
+            if !self.improvable {
+                s += NEG_BIG;
+            }
+            if !just_finished {
+                s += NEG_BIG;
+            }
+            merged.push((self.extend(beam, token), s, just_finished));
+        }
+        let merged_scores: Vec<f32> = merged.iter().map(|m| m.1).collect();
+        let keep = top_k(&merged_scores, k);
+        self.finished = keep.iter().map(|&(i, _)| merged[i].clone()).collect();
+        self.running = new_running;
+
+        self.update_improvable(cur_len, gen);
+        let all_hit = candidates.iter().all(|c| c.3);
+        let done = !self.improvable
+            || (gen.early_stopping == EarlyStopping::Yes && self.all_finished())
+            || all_hit;
+        (!done).then_some(parents)
+    }
+
+    /// The early-stop heuristic, evaluated at the new length: can the best running beam still
+    /// beat a finished slot?
+    fn update_improvable(&mut self, cur_len: usize, gen: &GenerationConfig) {
+        let best_len = if gen.early_stopping == EarlyStopping::Never && gen.length_penalty > 0.0 {
+            gen.max_length - 1
+        } else {
+            cur_len
+        };
+        let best_possible = length_normalised(self.running[0].1, best_len, gen.length_penalty);
+        let worst_finished = self
+            .finished
+            .iter()
+            .map(|f| f.1)
+            .fold(f32::INFINITY, f32::min);
+        self.improvable &= self.finished.iter().any(|f| {
+            let worst = if f.2 { worst_finished } else { NEG_BIG };
+            best_possible > worst
+        });
+    }
 }
 
 /// Beam search over one encoded batch, returning the best hypothesis of each row.
-pub fn beam_search(
-    model: &MarianModel,
-    encoded: &Encoded,
+pub fn beam_search<B: MarianBackend>(
+    model: &B,
+    encoded: &B::Encoded,
     gen: &GenerationConfig,
 ) -> Result<Vec<Vec<u32>>> {
     let k = gen.num_beams;
@@ -289,7 +422,6 @@ pub fn beam_search(
     }
     let n = encoded.rows();
     let vocab = model.config().target_vocab_size();
-    let processors = Processors { gen };
     let candidates_per_item = 2.max(1 + gen.eos_token_ids.len()) * k;
     // The first step feeds every beam of a sentence the same token, so it runs one row per
     // sentence; the rows fan out to `k` per sentence when the first beams are chosen.
@@ -311,108 +443,26 @@ pub fn beam_search(
             })
             .collect();
         model.decode_step_into(&tokens, &mut state, &mut logits)?;
-        if logits.len() != tokens.len() * vocab {
-            return Err(TranslateError::Input(
-                "decoder returned a wrong logits size".into(),
-            ));
-        }
+        check_logits(&logits, tokens.len(), vocab)?;
         let t_search = profile::time(Phase::Search);
         // Per sentence, in parallel: normalise its rows and find the best continuations of the
         // accumulated log-probs of every (beam, token), flattened beam-major.
-        let block_width = rows_per_item * vocab;
-        let tops = map_rows(&mut logits, block_width, &active, |block, &item_idx| {
-            let item = &items[item_idx];
-            let mut prefix = Vec::with_capacity(gen.max_length);
-            for (row, (ids, _)) in block.chunks_mut(vocab).zip(&item.running) {
-                log_softmax_in_place(row);
-                prefix.clear();
-                prefix.push(gen.decoder_start_token_id);
-                prefix.extend_from_slice(ids);
-                processors.apply_normalised(&prefix, row);
-            }
-            let mut top = TopK::new(candidates_per_item);
-            for (b, (_, score)) in item.running.iter().enumerate() {
-                let row = if rows_per_item == 1 { 0 } else { b };
-                top.scan(&block[row * vocab..(row + 1) * vocab], *score, b * vocab);
-            }
-            top.into_sorted()
+        let tops = map_rows(&mut logits, rows_per_item * vocab, &active, |block, &i| {
+            items[i].top_continuations(block, vocab, gen, candidates_per_item)
         });
+        let hits_max_length = cur_len + 1 >= gen.max_length;
         let mut next_rows: Vec<u32> = Vec::with_capacity(active.len() * k);
         let mut still_active = Vec::with_capacity(active.len());
         for ((block, &item_idx), top) in active.iter().enumerate().zip(tops) {
-            let item = &mut items[item_idx];
-            let hits_max_length = cur_len + 1 >= gen.max_length;
-            let candidates: Vec<(usize, u32, f32, bool)> = top
+            let candidates: Vec<Candidate> = top
                 .into_iter()
                 .map(|(flat_idx, lp)| {
-                    let beam = flat_idx / vocab;
                     let token = (flat_idx % vocab) as u32;
                     let hits = hits_max_length || gen.eos_token_ids.contains(&token);
-                    (beam, token, lp, hits)
+                    (flat_idx / vocab, token, lp, hits)
                 })
                 .collect();
-            let extend = |beam: usize, token: u32| {
-                let mut ids = item.running[beam].0.clone();
-                ids.push(token);
-                ids
-            };
-
-            // Next running beams: the best continuations that did not stop.
-            let running_scores: Vec<f32> = candidates
-                .iter()
-                .map(|&(_, _, lp, hits)| if hits { lp + NEG_BIG } else { lp })
-                .collect();
-            let chosen = top_k(&running_scores, k);
-            let new_running: Vec<(Vec<u32>, f32)> = chosen
-                .iter()
-                .map(|&(c, s)| (extend(candidates[c].0, candidates[c].1), s))
-                .collect();
-            let parents: Vec<usize> = chosen.iter().map(|&(c, _)| candidates[c].0).collect();
-
-            // Finished hypotheses: only the top num_beams candidates may finish.
-            let beams_full = gen.early_stopping == EarlyStopping::Yes && item.all_finished();
-            let mut merged: Vec<(Vec<u32>, f32, bool)> = std::mem::take(&mut item.finished);
-            for (rank, &(beam, token, lp, hits)) in candidates.iter().enumerate() {
-                let just_finished = hits && rank < k;
-                let mut s = length_normalised(lp, cur_len, gen.length_penalty);
-                if beams_full {
-                    s += NEG_BIG;
-                }
-                if !item.improvable {
-                    s += NEG_BIG;
-                }
-                if !just_finished {
-                    s += NEG_BIG;
-                }
-                merged.push((extend(beam, token), s, just_finished));
-            }
-            let merged_scores: Vec<f32> = merged.iter().map(|m| m.1).collect();
-            let keep = top_k(&merged_scores, k);
-            item.finished = keep.iter().map(|&(i, _)| merged[i].clone()).collect();
-            item.running = new_running;
-
-            // Early-stop heuristic, evaluated at the new length.
-            let best_len = if gen.early_stopping == EarlyStopping::Never && gen.length_penalty > 0.0
-            {
-                gen.max_length - 1
-            } else {
-                cur_len
-            };
-            let best_possible = length_normalised(item.running[0].1, best_len, gen.length_penalty);
-            let worst_finished = item
-                .finished
-                .iter()
-                .map(|f| f.1)
-                .fold(f32::INFINITY, f32::min);
-            item.improvable &= item.finished.iter().any(|f| {
-                let worst = if f.2 { worst_finished } else { NEG_BIG };
-                best_possible > worst
-            });
-            let all_hit = candidates.iter().all(|c| c.3);
-            let done = !item.improvable
-                || (gen.early_stopping == EarlyStopping::Yes && item.all_finished())
-                || all_hit;
-            if !done {
+            if let Some(parents) = items[item_idx].advance(&candidates, cur_len, gen) {
                 still_active.push(item_idx);
                 let row = |p: usize| block * rows_per_item + if rows_per_item == 1 { 0 } else { p };
                 next_rows.extend(parents.iter().map(|&p| row(p) as u32));

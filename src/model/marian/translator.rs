@@ -6,11 +6,11 @@ use std::path::Path;
 use candle_core::Device;
 use serde::Serialize;
 
+use super::backend::BackendKind;
 use super::config::{load_configs, GenerationConfig};
-use super::generate;
 use super::model::MarianModel;
 use super::TranslateError;
-use super::WeightFormat;
+use crate::model::compute::ComputeType;
 use crate::model::hub::ModelRepo;
 use crate::model::tokenize::MarianTokenizer;
 use crate::model::weights;
@@ -174,11 +174,22 @@ pub fn fetch_files(repo: &ModelRepo) -> Result<MarianFiles> {
 impl Translator {
     /// Load a model from a Hub repo or a local folder laid out like one, with f32 weights.
     pub fn load(repo: &ModelRepo, device: &Device) -> Result<Self> {
-        Self::load_with(repo, device, WeightFormat::F32)
+        Self::load_with(repo, device, ComputeType::F32)
     }
 
-    /// [`Self::load`] with the linear layers stored as `format` (int8: CPU only).
-    pub fn load_with(repo: &ModelRepo, device: &Device, format: WeightFormat) -> Result<Self> {
+    /// [`Self::load`] computing in `compute` (int8: CPU only).
+    pub fn load_with(repo: &ModelRepo, device: &Device, compute: ComputeType) -> Result<Self> {
+        Self::load_with_backend(repo, device, compute, BackendKind::Auto)
+    }
+
+    /// [`Self::load_with`] on the backend `kind` asks for: the product always uses
+    /// [`BackendKind::Auto`]; tests pick the tensor backend on the CPU to check it too.
+    pub fn load_with_backend(
+        repo: &ModelRepo,
+        device: &Device,
+        compute: ComputeType,
+        kind: BackendKind,
+    ) -> Result<Self> {
         let files = fetch_files(repo)?;
         let (config, generation) = with_refetch(repo, "config.json", files.config.clone(), |p| {
             load_configs(p, files.generation_config.as_deref())
@@ -188,7 +199,7 @@ impl Translator {
         let tensors = with_refetch(repo, weights_name, weights_path, |p| {
             Ok(weights::read_tensors(p, device)?)
         })?;
-        let model = MarianModel::with_format(&config, tensors, device, format)?;
+        let model = MarianModel::with_backend(&config, tensors, device, compute, kind)?;
         check_vocab_sizes(&model, &tokenizer)?;
         let (id, revision) = match repo.source() {
             crate::model::hub::ModelSource::Hub { repo_id, revision } => {
@@ -284,12 +295,7 @@ impl Translator {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
-        let encoded = self.model.encode(rows)?;
-        if gen.num_beams > 1 {
-            generate::beam_search(&self.model, &encoded, gen)
-        } else {
-            generate::greedy(&self.model, &encoded, gen)
-        }
+        self.model.generate(rows, gen)
     }
 
     /// Translate segments, returning one translation per segment in input order. Segments are

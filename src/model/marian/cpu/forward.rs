@@ -1,4 +1,6 @@
-//! Marian on the CPU, on plain `f32` buffers (the layers are in [`crate::model::kernels::layers`]).
+//! The CPU backend's forward passes, on plain `f32` buffers (the layers are in
+//! [`crate::model::kernels::layers`]): the encoder over sentences packed without padding, and
+//! one decoder step with its per-batch state. [`super::CpuMarian`] owns the weights.
 //!
 //! candle runs a decoder step as ~100 small tensor operations, each allocating its output and
 //! handing work to a thread pool; with one query token per row most of them move little data,
@@ -21,6 +23,7 @@ pub(super) use crate::model::kernels::layers::{EncoderLayer, Norm, PackedLinear}
 use crate::model::kernels::KernelError;
 
 use super::super::config::Activation;
+use super::super::profile::{self, Phase};
 use super::super::TranslateError;
 
 type Result<T> = std::result::Result<T, TranslateError>;
@@ -127,7 +130,7 @@ pub(super) fn encode(w: &EncoderWeights<'_>, ids: &[u32], lengths: &[usize]) -> 
 }
 
 /// The decoder's per-batch state on the CPU.
-pub(super) struct State {
+pub struct State {
     layers: usize,
     d: usize,
     /// Per layer: `[position][slot][k | v]`, `slot_cap` slots per position.
@@ -144,7 +147,7 @@ pub(super) struct State {
     src_len: Vec<usize>,
     src_start: Vec<usize>,
     /// Tokens decoded so far.
-    pub step: usize,
+    pub(super) step: usize,
     scratch: Scratch,
 }
 
@@ -161,7 +164,7 @@ struct Scratch {
 impl State {
     /// `hidden` is the packed encoder output (Σ src_len, d); `rows` maps each decoder row to
     /// a source sentence.
-    pub fn new(
+    pub(super) fn new(
         w: &Weights<'_>,
         hidden: &[f32],
         src_len: Vec<usize>,
@@ -295,8 +298,6 @@ pub(super) fn step(
     tokens: &[u32],
     logits: &mut Vec<f32>,
 ) -> Result<()> {
-    use super::profile::{self, Phase};
-
     let n = tokens.len();
     let d = w.d;
     if n != st.rows() || d != st.d || w.layers.len() != st.layers {

@@ -1,0 +1,598 @@
+//! Marian on candle tensor operations ([`TensorMarian`]): the backend for every device other
+//! than the CPU, and on the CPU the reference the kernels are tested against. It also owns
+//! reading a checkpoint into layers: the CPU backend packs its layers from the ones built here.
+//!
+//! The encoder applies a padding mask; the decoder runs one step at a time with a
+//! self-attention KV cache, and each batch's cross-attention keys and values are computed once
+//! and then only re-indexed (beam reordering, finished rows leaving the batch).
+
+use std::collections::HashMap;
+
+use candle_core::{DType, Device, IndexOp, Module, Tensor};
+use candle_nn::{LayerNorm, Linear};
+
+use super::backend::{DecoderState, EncodedBatch, MarianBackend};
+use super::config::{Activation, MarianConfig};
+use super::profile::{self, Phase};
+use super::TranslateError;
+use crate::model::checkpoint::Checkpoint;
+use crate::model::compute::ComputeType;
+
+type Result<T> = std::result::Result<T, TranslateError>;
+
+/// torch.nn.LayerNorm's default eps; Marian configs have no field for it.
+pub(super) const LAYER_NORM_EPS: f64 = 1e-5;
+
+/// Marian's own sinusoidal table: the sine half first, then the cosine half (not interleaved).
+pub fn sinusoidal_positions(n_pos: usize, dim: usize, device: &Device) -> Result<Tensor> {
+    let sentinel = dim.div_ceil(2);
+    let mut table = vec![0f32; n_pos * dim];
+    for pos in 0..n_pos {
+        let row = &mut table[pos * dim..(pos + 1) * dim];
+        for (k, slot) in row.iter_mut().take(sentinel).enumerate() {
+            let angle = pos as f64 / 10000f64.powf((2 * k) as f64 / dim as f64);
+            *slot = angle.sin() as f32;
+        }
+        for k in 0..dim - sentinel {
+            let angle = pos as f64 / 10000f64.powf((2 * k) as f64 / dim as f64);
+            row[sentinel + k] = angle.cos() as f32;
+        }
+    }
+    Ok(Tensor::from_vec(table, (n_pos, dim), device)?)
+}
+
+fn activate(act: Activation, xs: &Tensor) -> Result<Tensor> {
+    Ok(match act {
+        Activation::Swish => candle_nn::ops::silu(xs)?,
+        Activation::Relu => xs.relu()?,
+        Activation::Gelu => xs.gelu_erf()?,
+        Activation::GeluTanh => xs.gelu()?,
+    })
+}
+
+/// (n, t, d) -> (n, heads, t, head_dim), contiguous.
+fn split_heads(xs: &Tensor, heads: usize) -> Result<Tensor> {
+    let (n, t, d) = xs.dims3()?;
+    Ok(xs
+        .reshape((n, t, heads, d / heads))?
+        .transpose(1, 2)?
+        .contiguous()?)
+}
+
+/// Scaled dot-product attention of per-head queries over keys/values, with an additive bias
+/// broadcastable to (n, heads, t_q, t_k); returns (n, t_q, d).
+fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    bias: Option<&Tensor>,
+    scale: f64,
+) -> Result<Tensor> {
+    let (n, heads, t, hd) = q.dims4()?;
+    let mut scores = (q.matmul(&k.t()?)? * scale)?;
+    if let Some(bias) = bias {
+        scores = scores.broadcast_add(bias)?;
+    }
+    let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+    Ok(probs
+        .matmul(v)?
+        .transpose(1, 2)?
+        .reshape((n, t, heads * hd))?)
+}
+
+/// Self-attention with the q, k and v projections stacked into one (3·d, d) matrix, so one
+/// matrix product serves all three.
+pub(super) struct SelfAttention {
+    pub qkv: Linear,
+    pub out: Linear,
+    heads: usize,
+    scale: f64,
+}
+
+/// Cross-attention: q from the decoder, k and v (stacked, (2·d, d)) from the encoder output.
+pub(super) struct CrossAttention {
+    pub q: Linear,
+    pub kv: Linear,
+    pub out: Linear,
+    heads: usize,
+    scale: f64,
+}
+
+/// Load `names` (each `{name}.weight` (d, d) and `{name}.bias` (d)) as one stacked projection.
+fn stacked_linear(w: &Checkpoint, names: &[String], d: usize) -> Result<Linear> {
+    let mut weights = Vec::with_capacity(names.len());
+    let mut biases = Vec::with_capacity(names.len());
+    for name in names {
+        weights.push(w.get(&format!("{name}.weight"), &[d, d])?);
+        biases.push(w.get(&format!("{name}.bias"), &[d])?);
+    }
+    Ok(Linear::new(
+        Tensor::cat(&weights, 0)?,
+        Some(Tensor::cat(&biases, 0)?),
+    ))
+}
+
+fn heads_scale(d_model: usize, heads: usize) -> Result<f64> {
+    if heads == 0 || !d_model.is_multiple_of(heads) {
+        return Err(TranslateError::Config(format!(
+            "d_model {d_model} is not divisible into {heads} attention heads"
+        )));
+    }
+    Ok(((d_model / heads) as f64).powf(-0.5))
+}
+
+impl SelfAttention {
+    fn load(w: &Checkpoint, name: &str, d: usize, heads: usize) -> Result<Self> {
+        let names: Vec<String> = ["q_proj", "k_proj", "v_proj"]
+            .iter()
+            .map(|p| format!("{name}.{p}"))
+            .collect();
+        Ok(Self {
+            qkv: stacked_linear(w, &names, d)?,
+            out: w.linear(&format!("{name}.out_proj"), d, d)?,
+            heads,
+            scale: heads_scale(d, heads)?,
+        })
+    }
+
+    /// Per-head q, k and v of `xs` (n, t, d).
+    fn project(&self, xs: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+        let d = xs.dim(2)?;
+        let qkv = self.qkv.forward(xs)?;
+        let part = |i: usize| split_heads(&qkv.narrow(2, i * d, d)?, self.heads);
+        Ok((part(0)?, part(1)?, part(2)?))
+    }
+}
+
+impl CrossAttention {
+    fn load(w: &Checkpoint, name: &str, d: usize, heads: usize) -> Result<Self> {
+        Ok(Self {
+            q: w.linear(&format!("{name}.q_proj"), d, d)?,
+            kv: stacked_linear(w, &[format!("{name}.k_proj"), format!("{name}.v_proj")], d)?,
+            out: w.linear(&format!("{name}.out_proj"), d, d)?,
+            heads,
+            scale: heads_scale(d, heads)?,
+        })
+    }
+
+    /// Per-head keys and values of the encoder output (n, s, d).
+    fn project_kv(&self, hidden: &Tensor) -> Result<(Tensor, Tensor)> {
+        let d = hidden.dim(2)?;
+        let kv = self.kv.forward(hidden)?;
+        Ok((
+            split_heads(&kv.narrow(2, 0, d)?, self.heads)?,
+            split_heads(&kv.narrow(2, d, d)?, self.heads)?,
+        ))
+    }
+}
+
+pub(super) struct EncoderLayer {
+    pub self_attn: SelfAttention,
+    pub self_attn_norm: LayerNorm,
+    pub fc1: Linear,
+    pub fc2: Linear,
+    pub final_norm: LayerNorm,
+}
+
+pub(super) struct DecoderLayer {
+    pub self_attn: SelfAttention,
+    pub self_attn_norm: LayerNorm,
+    pub cross_attn: CrossAttention,
+    pub cross_attn_norm: LayerNorm,
+    pub fc1: Linear,
+    pub fc2: Linear,
+    pub final_norm: LayerNorm,
+}
+
+/// The embedding tables, positions and output bias: looked up by row, so both backends keep
+/// them as tensors.
+pub(super) struct Embeddings {
+    pub encoder: Tensor,
+    pub decoder: Tensor,
+    /// (target_vocab,)
+    pub final_logits_bias: Tensor,
+    pub encoder_positions: Tensor,
+    pub decoder_positions: Tensor,
+    pub scale: f64,
+}
+
+/// The layers as candle tensors.
+pub(super) struct Layers {
+    pub lm_head: Tensor,
+    pub encoder: Vec<EncoderLayer>,
+    pub decoder: Vec<DecoderLayer>,
+}
+
+/// Marian on candle tensor operations, f32, on any device.
+pub struct TensorMarian {
+    cfg: MarianConfig,
+    emb: Embeddings,
+    layers: Layers,
+    device: Device,
+}
+
+/// The encoder output: (n, s, d_model), with the additive padding bias (n, 1, 1, s)
+/// cross-attention needs: 0 for real tokens, -inf for padding.
+pub struct TensorEncoded {
+    hidden: Tensor,
+    pad_bias: Tensor,
+    lengths: Vec<usize>,
+}
+
+impl EncodedBatch for TensorEncoded {
+    fn lengths(&self) -> &[usize] {
+        &self.lengths
+    }
+}
+
+impl TensorEncoded {
+    /// The same states laid out padded, from sentences packed one after another
+    /// ((Σ lengths, d), as the CPU backend keeps them).
+    #[cfg(test)]
+    pub(super) fn from_packed(
+        packed: &[f32],
+        lengths: Vec<usize>,
+        d: usize,
+        device: &Device,
+    ) -> Result<Self> {
+        let n = lengths.len();
+        let s = lengths.iter().copied().max().unwrap_or(0);
+        let mut hidden = vec![0f32; n * s * d];
+        let mut bias = vec![f32::NEG_INFINITY; n * s];
+        let mut at = 0;
+        for (i, &len) in lengths.iter().enumerate() {
+            hidden[i * s * d..(i * s + len) * d].copy_from_slice(&packed[at..at + len * d]);
+            bias[i * s..i * s + len].fill(0.0);
+            at += len * d;
+        }
+        Ok(Self {
+            hidden: Tensor::from_vec(hidden, (n, s, d), device)?,
+            pad_bias: Tensor::from_vec(bias, (n, 1, 1, s), device)?,
+            lengths,
+        })
+    }
+
+    /// Real tokens only, sentence after sentence: (Σ lengths, d).
+    #[cfg(test)]
+    pub(super) fn to_packed(&self) -> Result<Vec<f32>> {
+        let mut packed = Vec::new();
+        for (i, &len) in self.lengths.iter().enumerate() {
+            packed.extend(self.hidden.i((i, ..len))?.flatten_all()?.to_vec1::<f32>()?);
+        }
+        Ok(packed)
+    }
+}
+
+/// The decoder state: candle tensors per row.
+pub struct TensorState {
+    self_kv: Vec<Option<(Tensor, Tensor)>>,
+    cross_kv: Vec<(Tensor, Tensor)>,
+    cross_bias: Tensor,
+    /// Tokens decoded so far (the next token's position).
+    step: usize,
+}
+
+impl DecoderState for TensorState {
+    fn rows(&self) -> usize {
+        self.cross_bias.dims().first().copied().unwrap_or(0)
+    }
+
+    fn step(&self) -> usize {
+        self.step
+    }
+
+    fn select(&mut self, rows: &[u32]) -> Result<()> {
+        let _t = profile::time(Phase::Reorder);
+        let old = self.rows();
+        if rows.iter().any(|&r| r as usize >= old) {
+            return Err(TranslateError::Input(format!(
+                "row selection out of range for {old} rows"
+            )));
+        }
+        let device = self.cross_bias.device().clone();
+        let idx = Tensor::from_slice(rows, rows.len(), &device)?;
+        let pick = |t: &Tensor| -> Result<Tensor> { Ok(t.index_select(&idx, 0)?) };
+        for kv in self.self_kv.iter_mut().flatten() {
+            *kv = (pick(&kv.0)?, pick(&kv.1)?);
+        }
+        for kv in self.cross_kv.iter_mut() {
+            *kv = (pick(&kv.0)?, pick(&kv.1)?);
+        }
+        self.cross_bias = pick(&self.cross_bias)?;
+        Ok(())
+    }
+}
+
+/// The embeddings, positions and output bias of a checkpoint.
+fn load_embeddings(
+    cfg: &MarianConfig,
+    w: &Checkpoint,
+    device: &Device,
+) -> Result<(Embeddings, Tensor)> {
+    let d = cfg.d_model;
+    let target_vocab = cfg.target_vocab_size();
+    let (encoder, decoder) = if cfg.share_encoder_decoder_embeddings {
+        // `shared` is the canonical copy; older exports only have the per-side names.
+        let shared = match w.get_opt("shared.weight", &[cfg.vocab_size, d])? {
+            Some(t) => t,
+            None => w.get("encoder.embed_tokens.weight", &[cfg.vocab_size, d])?,
+        };
+        (shared.clone(), shared)
+    } else {
+        (
+            w.get("encoder.embed_tokens.weight", &[cfg.vocab_size, d])?,
+            w.get("decoder.embed_tokens.weight", &[cfg.decoder_vocab_size, d])?,
+        )
+    };
+    // save_pretrained omits a tied lm_head; an untied one must be present.
+    let lm_head = if cfg.tie_word_embeddings {
+        decoder.clone()
+    } else {
+        w.exact("lm_head.weight", &[target_vocab, d])?
+    };
+    if lm_head.dim(0)? != target_vocab {
+        return Err(TranslateError::Weights(format!(
+            "the output projection has {} rows for a target vocabulary of {target_vocab}",
+            lm_head.dim(0)?
+        )));
+    }
+    let final_logits_bias = match w.exact_opt("final_logits_bias", &[1, target_vocab])? {
+        Some(t) => t.reshape(target_vocab)?,
+        None => Tensor::zeros(target_vocab, DType::F32, device)?,
+    };
+    let n_pos = cfg.max_position_embeddings;
+    let table = sinusoidal_positions(n_pos, d, device)?;
+    // Checkpoints from 2020 store the table; transformers uses the stored one when present.
+    let encoder_positions = w
+        .get_opt("encoder.embed_positions.weight", &[n_pos, d])?
+        .unwrap_or_else(|| table.clone());
+    let decoder_positions = w
+        .get_opt("decoder.embed_positions.weight", &[n_pos, d])?
+        .unwrap_or(table);
+    let emb = Embeddings {
+        encoder,
+        decoder,
+        final_logits_bias,
+        encoder_positions,
+        decoder_positions,
+        scale: if cfg.scale_embedding {
+            (d as f64).sqrt()
+        } else {
+            1.0
+        },
+    };
+    Ok((emb, lm_head))
+}
+
+fn load_layers(
+    cfg: &MarianConfig,
+    w: &Checkpoint,
+) -> Result<(Vec<EncoderLayer>, Vec<DecoderLayer>)> {
+    let d = cfg.d_model;
+    let eps = LAYER_NORM_EPS;
+    let mut encoder = Vec::with_capacity(cfg.encoder_layers);
+    for i in 0..cfg.encoder_layers {
+        let p = format!("encoder.layers.{i}");
+        let heads = cfg.encoder_attention_heads;
+        encoder.push(EncoderLayer {
+            self_attn: SelfAttention::load(w, &format!("{p}.self_attn"), d, heads)?,
+            self_attn_norm: w.layer_norm(&format!("{p}.self_attn_layer_norm"), d, eps)?,
+            fc1: w.linear(&format!("{p}.fc1"), d, cfg.encoder_ffn_dim)?,
+            fc2: w.linear(&format!("{p}.fc2"), cfg.encoder_ffn_dim, d)?,
+            final_norm: w.layer_norm(&format!("{p}.final_layer_norm"), d, eps)?,
+        });
+    }
+    let mut decoder = Vec::with_capacity(cfg.decoder_layers);
+    for i in 0..cfg.decoder_layers {
+        let p = format!("decoder.layers.{i}");
+        let heads = cfg.decoder_attention_heads;
+        decoder.push(DecoderLayer {
+            self_attn: SelfAttention::load(w, &format!("{p}.self_attn"), d, heads)?,
+            self_attn_norm: w.layer_norm(&format!("{p}.self_attn_layer_norm"), d, eps)?,
+            cross_attn: CrossAttention::load(w, &format!("{p}.encoder_attn"), d, heads)?,
+            cross_attn_norm: w.layer_norm(&format!("{p}.encoder_attn_layer_norm"), d, eps)?,
+            fc1: w.linear(&format!("{p}.fc1"), d, cfg.decoder_ffn_dim)?,
+            fc2: w.linear(&format!("{p}.fc2"), cfg.decoder_ffn_dim, d)?,
+            final_norm: w.layer_norm(&format!("{p}.final_layer_norm"), d, eps)?,
+        });
+    }
+    Ok((encoder, decoder))
+}
+
+impl TensorMarian {
+    /// Build the model from a checkpoint's tensors (as `MarianMTModel.state_dict()` names
+    /// them), f32 on `device`.
+    pub fn new(
+        cfg: &MarianConfig,
+        tensors: HashMap<String, Tensor>,
+        device: &Device,
+    ) -> Result<Self> {
+        // MarianMTModel checkpoints name the seq2seq body `model.*`; a bare MarianModel does not.
+        let prefix = if tensors.keys().any(|k| k.starts_with("model.")) {
+            "model."
+        } else {
+            ""
+        };
+        let w = Checkpoint::new(tensors, prefix, device);
+        let (emb, lm_head) = load_embeddings(cfg, &w, device)?;
+        let (encoder, decoder) = load_layers(cfg, &w)?;
+        Ok(Self {
+            cfg: cfg.clone(),
+            emb,
+            layers: Layers {
+                lm_head,
+                encoder,
+                decoder,
+            },
+            device: device.clone(),
+        })
+    }
+
+    /// The parts, for the CPU backend to pack.
+    pub(super) fn into_parts(self) -> (MarianConfig, Embeddings, Layers, Device) {
+        (self.cfg, self.emb, self.layers, self.device)
+    }
+
+    /// One decoder layer's step on `xs` (n, 1, d).
+    fn decoder_layer(
+        &self,
+        layer: &DecoderLayer,
+        xs: Tensor,
+        self_kv: &mut Option<(Tensor, Tensor)>,
+        cross_kv: &(Tensor, Tensor),
+        cross_bias: &Tensor,
+    ) -> Result<Tensor> {
+        // Self-attention over everything decoded so far (no causal mask needed: one query).
+        let t_qkv = profile::time(Phase::SelfQkv);
+        let att = &layer.self_attn;
+        let (q, k_new, v_new) = att.project(&xs)?;
+        let (k, v) = match self_kv.take() {
+            Some((k, v)) => (
+                Tensor::cat(&[&k, &k_new], 2)?,
+                Tensor::cat(&[&v, &v_new], 2)?,
+            ),
+            None => (k_new, v_new),
+        };
+        drop(t_qkv);
+        let t_att = profile::time(Phase::SelfAttend);
+        let ctx = attention(&q, &k, &v, None, att.scale)?;
+        drop(t_att);
+        *self_kv = Some((k, v));
+        let t_out = profile::time(Phase::SelfOut);
+        let attn = att.out.forward(&ctx)?;
+        drop(t_out);
+        let t_norm = profile::time(Phase::AddNorm);
+        let xs = layer.self_attn_norm.forward(&(xs + attn)?)?;
+        drop(t_norm);
+
+        let cross = &layer.cross_attn;
+        let t_q = profile::time(Phase::CrossQ);
+        let q = split_heads(&cross.q.forward(&xs)?, cross.heads)?;
+        drop(t_q);
+        let t_att = profile::time(Phase::CrossAttend);
+        let (ck, cv) = cross_kv;
+        let ctx = attention(&q, ck, cv, Some(cross_bias), cross.scale)?;
+        drop(t_att);
+        let t_out = profile::time(Phase::CrossOut);
+        let attn = cross.out.forward(&ctx)?;
+        drop(t_out);
+        let t_norm = profile::time(Phase::AddNorm);
+        let xs = layer.cross_attn_norm.forward(&(xs + attn)?)?;
+        drop(t_norm);
+
+        let t_ffn = profile::time(Phase::Ffn);
+        let ff = layer
+            .fc2
+            .forward(&activate(self.cfg.activation, &layer.fc1.forward(&xs)?)?)?;
+        drop(t_ffn);
+        let _t = profile::time(Phase::AddNorm);
+        Ok(layer.final_norm.forward(&(xs + ff)?)?)
+    }
+}
+
+impl MarianBackend for TensorMarian {
+    type Encoded = TensorEncoded;
+    type State = TensorState;
+
+    fn config(&self) -> &MarianConfig {
+        &self.cfg
+    }
+
+    fn device(&self) -> &Device {
+        &self.device
+    }
+
+    fn compute_type(&self) -> ComputeType {
+        ComputeType::F32
+    }
+
+    fn run_encoder(&self, rows: &[Vec<u32>]) -> Result<TensorEncoded> {
+        let n = rows.len();
+        let s = rows.iter().map(Vec::len).max().unwrap_or(0);
+        let mut ids = Vec::with_capacity(n * s);
+        let mut bias = Vec::with_capacity(n * s);
+        for row in rows {
+            ids.extend_from_slice(row);
+            ids.extend(std::iter::repeat_n(self.cfg.pad_token_id, s - row.len()));
+            bias.extend(std::iter::repeat_n(0f32, row.len()));
+            bias.extend(std::iter::repeat_n(f32::NEG_INFINITY, s - row.len()));
+        }
+        let ids = Tensor::from_vec(ids, (n, s), &self.device)?;
+        let pad_bias = Tensor::from_vec(bias, (n, 1, 1, s), &self.device)?;
+
+        let embedded = self
+            .emb
+            .encoder
+            .index_select(&ids.flatten_all()?, 0)?
+            .reshape((n, s, self.cfg.d_model))?;
+        let positions = self.emb.encoder_positions.i(..s)?;
+        let mut xs = (embedded * self.emb.scale)?.broadcast_add(&positions)?;
+        for layer in &self.layers.encoder {
+            let att = &layer.self_attn;
+            let (q, k, v) = att.project(&xs)?;
+            let ctx = attention(&q, &k, &v, Some(&pad_bias), att.scale)?;
+            let attn = att.out.forward(&ctx)?;
+            xs = layer.self_attn_norm.forward(&(xs + attn)?)?;
+            let ff = layer
+                .fc2
+                .forward(&activate(self.cfg.activation, &layer.fc1.forward(&xs)?)?)?;
+            xs = layer.final_norm.forward(&(xs + ff)?)?;
+        }
+        Ok(TensorEncoded {
+            hidden: xs,
+            pad_bias,
+            lengths: rows.iter().map(Vec::len).collect(),
+        })
+    }
+
+    fn run_start(&self, encoded: &TensorEncoded, rows: Option<&[u32]>) -> Result<TensorState> {
+        let decoder = &self.layers.decoder;
+        let mut cross_kv = Vec::with_capacity(decoder.len());
+        for layer in decoder {
+            cross_kv.push(layer.cross_attn.project_kv(&encoded.hidden)?);
+        }
+        let mut state = TensorState {
+            self_kv: vec![None; decoder.len()],
+            cross_kv,
+            cross_bias: encoded.pad_bias.clone(),
+            step: 0,
+        };
+        if let Some(rows) = rows {
+            state.select(rows)?;
+        }
+        Ok(state)
+    }
+
+    fn run_step(
+        &self,
+        tokens: &[u32],
+        state: &mut TensorState,
+        logits: &mut Vec<f32>,
+    ) -> Result<()> {
+        let n = tokens.len();
+        let d = self.cfg.d_model;
+        let t_embed = profile::time(Phase::Embed);
+        let ids = Tensor::from_slice(tokens, n, &self.device)?;
+        let embedded = self.emb.decoder.index_select(&ids, 0)?;
+        let position = self.emb.decoder_positions.i(state.step..state.step + 1)?;
+        let mut xs = (embedded * self.emb.scale)?
+            .broadcast_add(&position)?
+            .reshape((n, 1, d))?;
+        drop(t_embed);
+        for (i, layer) in self.layers.decoder.iter().enumerate() {
+            let (self_kv, cross_kv) = (&mut state.self_kv[i], &state.cross_kv[i]);
+            xs = self.decoder_layer(layer, xs, self_kv, cross_kv, &state.cross_bias)?;
+        }
+        state.step += 1;
+        let t_head = profile::time(Phase::LmHead);
+        let out = xs
+            .reshape((n, d))?
+            .matmul(&self.layers.lm_head.t()?)?
+            .broadcast_add(&self.emb.final_logits_bias)?
+            .to_dtype(DType::F32)?;
+        drop(t_head);
+        let _t = profile::time(Phase::ReadLogits);
+        *logits = out.flatten_all()?.to_vec1::<f32>()?;
+        Ok(())
+    }
+}
