@@ -7,6 +7,7 @@
 //! into batches; the HTTP layer ([`routes`], [`libre`]) validates input, asks the engine's
 //! router which model serves a language, and shapes answers.
 
+pub mod api;
 pub mod errors;
 mod extract;
 pub mod libre;
