@@ -10,7 +10,7 @@
 //! - [`api`]: the typed request and response bodies (the wire contract);
 //! - `routes`: the handlers, one file per resource, and the router; [`libre`] the
 //!   LibreTranslate-compatible ones;
-//! - [`openapi`]: the OpenAPI document;
+//! - [`openapi`]: the OpenAPI document generated from both;
 //! - `middleware`, `extract`, [`errors`], [`metrics`]: request tracking and load shedding, body
 //!   parsing, the error shape, the Prometheus metrics.
 
