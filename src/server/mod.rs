@@ -28,12 +28,12 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use candle_core::Device;
 use tokio::sync::{watch, Semaphore};
 
 use crate::engine::manifest::Manifest;
 use crate::engine::{Engine, EngineConfig};
 use crate::group::cluster::{ClusterOptions, OnlineGrouper};
+use crate::model::device::{DeviceChoice, DeviceError};
 use crate::model::hub::{HubOptions, ModelSource};
 use crate::store::Store;
 use errors::ApiError;
@@ -65,7 +65,8 @@ pub struct ServerConfig {
     pub api_key: Option<String>,
     /// SQLite store for the online grouping; `None` keeps it in memory.
     pub store: Option<PathBuf>,
-    pub device: Device,
+    /// Where the models run; opened when the engine is built.
+    pub device: DeviceChoice,
     /// How translation models store their layers (int8: CPU only).
     pub compute_type: crate::model::marian::WeightFormat,
     pub hub: HubOptions,
@@ -93,7 +94,7 @@ impl ServerConfig {
             max_beam: 8,
             api_key: None,
             store: None,
-            device: Device::Cpu,
+            device: DeviceChoice::Cpu,
             compute_type: Default::default(),
             hub: HubOptions::default(),
             cluster: ClusterOptions::default(),
@@ -110,6 +111,8 @@ pub enum ServerError {
     State(#[from] crate::group::cluster::ClusterError),
     #[error("cannot preload {0}")]
     Preload(String),
+    #[error(transparent)]
+    Device(#[from] DeviceError),
     #[error("invalid configuration: {0}")]
     Config(String),
     #[error("the server failed: {0}")]
@@ -245,6 +248,7 @@ pub async fn serve(
             "--max-concurrent-requests, --max-items and --max-chars must be at least 1".into(),
         ));
     }
+    let device = crate::model::device::open(config.device)?;
     let metrics = Arc::new(Metrics::default());
     let cfg2 = config.clone();
     let online = tokio::task::spawn_blocking(move || open_online(&cfg2))
@@ -260,7 +264,7 @@ pub async fn serve(
             max_loaded_models: config.max_loaded_models.max(1),
             max_batch_tokens: config.max_batch_tokens.max(1),
             hub: config.hub,
-            device: config.device.clone(),
+            device,
             compute_type: config.compute_type,
             embed_model: config.embed_model.clone(),
         },
