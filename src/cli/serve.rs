@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use tidings::engine::manifest::{normalise_lang, Manifest};
-use tidings::model::device::{self, DeviceChoice};
+use tidings::model::device::DeviceChoice;
 use tidings::model::hub::ModelSource;
 use tidings::server::{serve, ServerConfig, Shutdown};
 use tidings::store::default_store_path;
@@ -144,7 +144,7 @@ fn config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
         bail!("the API key is empty");
     }
     cfg.store = Some(args.store.clone().unwrap_or_else(default_store_path));
-    cfg.device = device::open(args.device)?;
+    cfg.device = args.device;
     cfg.compute_type = args.compute.compute_type;
     let mut hub = tidings::model::hub::HubOptions::from_env();
     hub.offline |= args.offline;

@@ -1,8 +1,11 @@
-//! The one error shape of the service: `{"error": "...", "type": "..."}` with a status code.
+//! The one error shape of the service: `{"error": "...", "type": "..."}` ([`ErrorBody`]) with
+//! a status code, and how the engine's errors map onto it.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+
+use super::api::ErrorBody;
+use crate::engine::{EngineError, RouteError};
 
 /// An error answered to a client.
 #[derive(Debug, Clone)]
@@ -13,13 +16,6 @@ pub struct ApiError {
     pub message: String,
     /// Seconds, sent as `Retry-After` (429 and 503).
     pub retry_after: Option<u64>,
-}
-
-#[derive(Serialize)]
-struct Body<'a> {
-    error: &'a str,
-    #[serde(rename = "type")]
-    kind: &'a str,
 }
 
 impl ApiError {
@@ -105,9 +101,9 @@ impl std::fmt::Display for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::to_vec(&Body {
-            error: &self.message,
-            kind: self.kind,
+        let body = serde_json::to_vec(&ErrorBody {
+            error: self.message,
+            kind: self.kind.to_string(),
         })
         .unwrap_or_else(|_| br#"{"error":"internal","type":"internal"}"#.to_vec());
         let mut resp = (self.status, body).into_response();
@@ -120,5 +116,26 @@ impl IntoResponse for ApiError {
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         resp
+    }
+}
+
+impl From<RouteError> for ApiError {
+    fn from(e: RouteError) -> Self {
+        match e {
+            RouteError::Unusable { .. } => ApiError::model_unavailable(e.to_string()),
+            RouteError::NotServed { .. } | RouteError::NoModel { .. } => {
+                ApiError::unsupported_language(e.to_string())
+            }
+        }
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Unavailable { .. } => ApiError::model_unavailable(e.to_string()),
+            EngineError::Stopped => ApiError::shutting_down(),
+            EngineError::Failed(_) | EngineError::Panicked(_) => ApiError::internal(e.to_string()),
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! LibreTranslate-compatible endpoints (`POST /translate`, `POST /detect`, `GET /languages`)
 //! with LibreTranslate's request and response shapes, so its clients work unchanged.
-//! Confidence is 0–100 here, as LibreTranslate reports it.
+//! Confidence is 0–100 here, as LibreTranslate reports it. The bodies are in
+//! [`super::api::libre`]; the translation is the `/v1/translate` core.
 
 use std::sync::Arc;
 
@@ -8,43 +9,43 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
 
+use super::api::libre::{
+    LibreDetectRequest, LibreDetection, LibreLanguage, LibreTranslateRequest,
+    LibreTranslateResponse, OneOrMany,
+};
+use super::api::{BodyErrors, ErrorBody};
 use super::errors::ApiError;
 use super::extract::Payload;
-use super::routes::{check_target, check_texts, parse_source, translate_texts};
+use super::routes::translate::translate_texts;
+use super::routes::validate::{check_target, check_texts, parse_source};
 use super::AppState;
 use crate::text::detect::detect as detect_lang;
 
-/// `q`: one string or a list.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub enum OneOrMany {
-    One(String),
-    Many(Vec<String>),
-}
-
-fn default_auto() -> String {
-    "auto".into()
-}
-
-#[derive(Debug, Deserialize)]
-pub struct TranslateRequest {
-    q: OneOrMany,
-    #[serde(default = "default_auto")]
-    source: String,
-    target: String,
-    #[serde(default)]
-    format: Option<String>,
-    #[serde(default)]
-    api_key: Option<String>,
-}
-
-pub async fn translate(
+/// LibreTranslate-compatible translation.
+///
+/// JSON or form bodies; the API key may also come as `api_key` in the body.
+#[utoipa::path(
+    post,
+    path = "/translate",
+    tag = "libretranslate",
+    request_body(content(
+        (LibreTranslateRequest = "application/json"),
+        (LibreTranslateRequest = "application/x-www-form-urlencoded")
+    )),
+    responses(
+        (status = 200, body = LibreTranslateResponse,
+            headers(
+                ("x-queue-ms" = String, description = "milliseconds waiting for a model batch"),
+                ("x-inference-ms" = String, description = "milliseconds inside model batches")
+            )),
+        BodyErrors
+    )
+)]
+pub(crate) async fn translate(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    Payload(req): Payload<TranslateRequest>,
+    Payload(req): Payload<LibreTranslateRequest>,
 ) -> Result<Response, ApiError> {
     if !state.authorized(&headers, req.api_key.as_deref()) {
         return Err(ApiError::unauthorized());
@@ -66,60 +67,76 @@ pub async fn translate(
     let source = parse_source(&state, &req.source)?;
     let auto = source.is_none();
     let (items, timing) = translate_texts(&state, &texts, source.as_deref(), None).await?;
-    let detected: Vec<Value> = items
+    let mut detected: Vec<LibreDetection> = items
         .iter()
         .map(|i| {
             let confidence = i
                 .detected_language
                 .as_ref()
                 .filter(|d| d.code == i.source_language)
-                .map_or(0.0, |d| f64::from(d.confidence) * 100.0);
-            json!({"confidence": (confidence * 10.0).round() / 10.0, "language": i.source_language})
+                .map_or(0.0, |d| d.confidence * 100.0);
+            LibreDetection {
+                confidence: (confidence * 10.0).round() / 10.0,
+                language: i.source_language.clone(),
+            }
         })
         .collect();
-    let translated: Vec<String> = items.into_iter().map(|i| i.text).collect();
-    let mut body = serde_json::Map::new();
-    if single {
-        body.insert("translatedText".into(), json!(translated[0]));
-        if auto {
-            body.insert("detectedLanguage".into(), detected[0].clone());
+    let mut translated: Vec<String> = items.into_iter().map(|i| i.text).collect();
+    let body = if single {
+        LibreTranslateResponse::One {
+            detected_language: if auto { detected.pop() } else { None },
+            translated_text: translated.pop().unwrap_or_default(),
         }
     } else {
-        body.insert("translatedText".into(), json!(translated));
-        if auto {
-            body.insert("detectedLanguage".into(), json!(detected));
+        LibreTranslateResponse::Many {
+            detected_language: auto.then_some(detected),
+            translated_text: translated,
         }
-    }
-    Ok((timing.headers(), Json(Value::Object(body))).into_response())
+    };
+    Ok((timing.headers(), Json(body)).into_response())
 }
 
-#[derive(Debug, Deserialize)]
-pub struct DetectRequest {
-    q: String,
-    #[serde(default)]
-    api_key: Option<String>,
-}
-
-pub async fn detect(
+/// LibreTranslate-compatible detection: a list with the best guess, empty when undetectable.
+#[utoipa::path(
+    post,
+    path = "/detect",
+    tag = "libretranslate",
+    request_body(content(
+        (LibreDetectRequest = "application/json"),
+        (LibreDetectRequest = "application/x-www-form-urlencoded")
+    )),
+    responses((status = 200, body = Vec<LibreDetection>), BodyErrors)
+)]
+pub(crate) async fn detect(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    Payload(req): Payload<DetectRequest>,
-) -> Result<Json<Value>, ApiError> {
+    Payload(req): Payload<LibreDetectRequest>,
+) -> Result<Json<Vec<LibreDetection>>, ApiError> {
     if !state.authorized(&headers, req.api_key.as_deref()) {
         return Err(ApiError::unauthorized());
     }
     check_texts(&state, std::slice::from_ref(&req.q))?;
     let out = match detect_lang(&req.q) {
-        Some(d) => json!([{
-            "confidence": (f64::from(d.confidence) * 1000.0).round() / 10.0,
-            "language": d.lang,
-        }]),
-        None => json!([]),
+        Some(d) => vec![LibreDetection {
+            confidence: (f64::from(d.confidence) * 1000.0).round() / 10.0,
+            language: d.lang,
+        }],
+        None => Vec::new(),
     };
     Ok(Json(out))
 }
 
-pub async fn languages(State(state): State<Arc<AppState>>) -> Json<Value> {
+/// LibreTranslate-compatible language list: English, then every served source language.
+#[utoipa::path(
+    get,
+    path = "/languages",
+    tag = "libretranslate",
+    responses(
+        (status = 200, body = Vec<LibreLanguage>),
+        (status = 429, description = "Too many requests in flight", body = ErrorBody)
+    )
+)]
+pub(crate) async fn languages(State(state): State<Arc<AppState>>) -> Json<Vec<LibreLanguage>> {
     let name = |code: &str| {
         state
             .cfg
@@ -129,11 +146,17 @@ pub async fn languages(State(state): State<Arc<AppState>>) -> Json<Value> {
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| code.to_string())
     };
-    let mut list = vec![json!({"code": "en", "name": "English", "targets": ["en"]})];
+    let entry = |code: String, name: String| LibreLanguage {
+        code,
+        name,
+        targets: vec!["en".into()],
+    };
+    let mut list = vec![entry("en".into(), "English".into())];
     for code in state.languages() {
         if code != "en" {
-            list.push(json!({"code": code, "name": name(&code), "targets": ["en"]}));
+            let n = name(&code);
+            list.push(entry(code, n));
         }
     }
-    Json(Value::Array(list))
+    Json(list)
 }

@@ -4,38 +4,36 @@
 //! stops accepting connections and finishes the requests in flight. The process's
 //! [`Engine`](crate::engine::Engine) owns the models (translation, embedding, and those of align
 //! jobs): one worker thread per loaded model, fed by a queue that merges work from all requests
-//! into batches; the HTTP layer ([`routes`], [`libre`]) validates input, asks the engine's
-//! router which model serves a language, and shapes answers.
+//! into batches. This module owns the configuration, the shared state and the start-up; the
+//! HTTP side knows nothing of tensors:
+//!
+//! - [`api`]: the typed request and response bodies (the wire contract);
+//! - `routes`: the handlers, one file per resource, and the router; [`libre`] the
+//!   LibreTranslate-compatible ones;
+//! - [`openapi`]: the OpenAPI document generated from both;
+//! - `middleware`, `extract`, [`errors`], [`metrics`]: request tracking and load shedding, body
+//!   parsing, the error shape, the Prometheus metrics.
 
+pub mod api;
 pub mod errors;
 mod extract;
 pub mod libre;
 pub mod metrics;
+mod middleware;
 pub mod openapi;
-pub mod routes;
+pub(crate) mod routes;
 
 use std::collections::{BTreeMap, HashMap};
-use std::future::Future;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
-use std::time::Instant;
 
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderValue, StatusCode};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::Router;
-use candle_core::Device;
 use tokio::sync::{watch, Semaphore};
-use tracing::Instrument;
 
 use crate::engine::manifest::Manifest;
 use crate::engine::{Engine, EngineConfig};
 use crate::group::{ClusterOptions, OnlineGrouper};
+use crate::model::device::{DeviceChoice, DeviceError};
 use crate::model::hub::{HubOptions, ModelSource};
 use crate::store::Store;
 use errors::ApiError;
@@ -67,7 +65,8 @@ pub struct ServerConfig {
     pub api_key: Option<String>,
     /// SQLite store for the online grouping; `None` keeps it in memory.
     pub store: Option<PathBuf>,
-    pub device: Device,
+    /// Where the models run; opened when the engine is built.
+    pub device: DeviceChoice,
     /// How translation models store their layers (int8: CPU only).
     pub compute_type: crate::model::ComputeType,
     pub hub: HubOptions,
@@ -95,7 +94,7 @@ impl ServerConfig {
             max_beam: 8,
             api_key: None,
             store: None,
-            device: Device::Cpu,
+            device: DeviceChoice::Cpu,
             compute_type: Default::default(),
             hub: HubOptions::default(),
             cluster: ClusterOptions::default(),
@@ -112,6 +111,8 @@ pub enum ServerError {
     State(#[from] crate::group::ClusterError),
     #[error("cannot preload {0}")]
     Preload(String),
+    #[error(transparent)]
+    Device(#[from] DeviceError),
     #[error("invalid configuration: {0}")]
     Config(String),
     #[error("the server failed: {0}")]
@@ -165,9 +166,9 @@ pub struct AppState {
     /// The process's store: caches, finished articles, events (shared with `online`).
     pub(crate) store: Arc<dyn Store>,
     pub(crate) online: Mutex<Online>,
-    pub(crate) align: routes::AlignWorker,
-    limiter: Arc<Semaphore>,
-    ready: AtomicBool,
+    pub(crate) align: routes::align::AlignWorker,
+    pub(crate) limiter: Arc<Semaphore>,
+    pub(crate) ready: AtomicBool,
 }
 
 impl AppState {
@@ -212,215 +213,6 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Polls a future, turning a panic inside it into an error instead of unwinding further.
-struct CatchUnwind<F> {
-    inner: Pin<Box<F>>,
-}
-
-impl<F: Future> Future for CatchUnwind<F> {
-    type Output = Result<F::Output, String>;
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let inner = self.inner.as_mut();
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
-            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
-            Ok(Poll::Pending) => Poll::Pending,
-            Err(p) => Poll::Ready(Err(if let Some(s) = p.downcast_ref::<&str>() {
-                (*s).to_string()
-            } else if let Some(s) = p.downcast_ref::<String>() {
-                s.clone()
-            } else {
-                "panic".into()
-            })),
-        }
-    }
-}
-
-/// A route label with bounded cardinality for metrics.
-fn route_label(path: &str) -> &'static str {
-    const ROUTES: &[&str] = &[
-        "/v1/translate",
-        "/v1/detect",
-        "/v1/embed",
-        "/v1/align",
-        "/v1/articles",
-        "/v1/events",
-        "/v1/models",
-        "/health",
-        "/ready",
-        "/metrics",
-        "/openapi.json",
-        "/docs",
-        "/translate",
-        "/detect",
-        "/languages",
-    ];
-    if let Some(r) = ROUTES.iter().find(|r| **r == path) {
-        return r;
-    }
-    if path.starts_with("/v1/events/") {
-        return "/v1/events/{id}";
-    }
-    "other"
-}
-
-/// Paths that are never refused for load and need no key.
-fn is_operational(path: &str) -> bool {
-    matches!(
-        path,
-        "/health" | "/ready" | "/metrics" | "/openapi.json" | "/docs"
-    )
-}
-
-static REQUEST_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-fn new_request_id() -> String {
-    let n = REQUEST_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros())
-        .unwrap_or(0);
-    format!("{:x}-{:x}-{n}", t, std::process::id())
-}
-
-/// Outermost layer: request id, tracing span, latency metric, panic containment.
-async fn track(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let start = Instant::now();
-    let id = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128)
-        .map(str::to_string)
-        .unwrap_or_else(new_request_id);
-    let route = route_label(req.uri().path());
-    let span = tracing::info_span!("request", id = %id, method = %req.method(), route);
-    let fut = CatchUnwind {
-        inner: Box::pin(next.run(req)),
-    };
-    let mut resp = match fut.instrument(span.clone()).await {
-        Ok(r) => r,
-        Err(msg) => {
-            state
-                .metrics
-                .panics
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            span.in_scope(|| tracing::error!("handler panicked: {msg}"));
-            ApiError::internal("internal error while serving the request").into_response()
-        }
-    };
-    let elapsed = start.elapsed();
-    state
-        .metrics
-        .observe_request(route, resp.status().as_u16(), elapsed.as_secs_f64());
-    span.in_scope(|| {
-        tracing::info!(
-            status = resp.status().as_u16(),
-            ms = elapsed.as_secs_f64() * 1e3,
-            "answered"
-        )
-    });
-    if let Ok(v) = HeaderValue::from_str(&id) {
-        resp.headers_mut().insert("x-request-id", v);
-    }
-    resp
-}
-
-/// Decrements the in-flight gauge however the request ends (answered or dropped).
-struct InFlight(Arc<Metrics>);
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Load shedding: more than `max_concurrent_requests` at once are answered 429 at once.
-async fn limit(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    if is_operational(req.uri().path()) {
-        return next.run(req).await;
-    }
-    let Ok(permit) = state.limiter.clone().try_acquire_owned() else {
-        return ApiError::overloaded(state.cfg.max_concurrent_requests).into_response();
-    };
-    state.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
-    let _guard = InFlight(state.metrics.clone());
-    let resp = next.run(req).await;
-    drop(permit);
-    resp
-}
-
-/// `/v1/*` needs the API key (when one is set) in a header.
-async fn auth(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    if !state.authorized(req.headers(), None) {
-        return ApiError::unauthorized().into_response();
-    }
-    next.run(req).await
-}
-
-async fn health() -> impl IntoResponse {
-    axum::Json(serde_json::json!({"status": "ok"}))
-}
-
-async fn ready(State(state): State<Arc<AppState>>) -> Response {
-    if state.ready.load(Ordering::Relaxed) {
-        axum::Json(serde_json::json!({"status": "ready"})).into_response()
-    } else {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
-            "the server is starting or shutting down",
-        )
-        .into_response()
-    }
-}
-
-async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
-    let mut resp = state.metrics.render().into_response();
-    resp.headers_mut().insert(
-        axum::http::header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-    );
-    resp
-}
-
-async fn not_found() -> ApiError {
-    ApiError::not_found("no such endpoint; see /docs")
-}
-
-async fn panic_now() -> Response {
-    panic!("test panic requested");
-}
-
-fn router(state: Arc<AppState>) -> Router {
-    let mut v1 = Router::new()
-        .route("/v1/translate", post(routes::translate))
-        .route("/v1/detect", post(routes::detect))
-        .route("/v1/embed", post(routes::embed))
-        .route("/v1/align", post(routes::align))
-        .route("/v1/articles", post(routes::ingest_article))
-        .route("/v1/events", get(routes::events))
-        .route("/v1/events/{id}", get(routes::event))
-        .route("/v1/models", get(routes::models));
-    if state.cfg.panic_route {
-        v1 = v1.route("/v1/_panic", get(panic_now));
-    }
-    let v1 = v1.route_layer(middleware::from_fn_with_state(state.clone(), auth));
-    Router::new()
-        .merge(v1)
-        .route("/translate", post(libre::translate))
-        .route("/detect", post(libre::detect))
-        .route("/languages", get(libre::languages))
-        .route("/health", get(health))
-        .route("/ready", get(ready))
-        .route("/metrics", get(metrics_text))
-        .route("/openapi.json", get(openapi::spec))
-        .route("/docs", get(openapi::docs))
-        .fallback(not_found)
-        .layer(DefaultBodyLimit::max(state.cfg.max_body_bytes))
-        .layer(middleware::from_fn_with_state(state.clone(), limit))
-        .layer(middleware::from_fn_with_state(state.clone(), track))
-        .with_state(state)
-}
-
 /// Open the store and the grouping state (blocking).
 fn open_online(cfg: &ServerConfig) -> Result<Online, ServerError> {
     let store = match &cfg.store {
@@ -458,6 +250,7 @@ pub async fn serve(
             "--max-concurrent-requests, --max-items and --max-chars must be at least 1".into(),
         ));
     }
+    let device = crate::model::device::open(config.device)?;
     let metrics = Arc::new(Metrics::default());
     let cfg2 = config.clone();
     let online = tokio::task::spawn_blocking(move || open_online(&cfg2))
@@ -473,7 +266,7 @@ pub async fn serve(
             max_loaded_models: config.max_loaded_models.max(1),
             max_batch_tokens: config.max_batch_tokens.max(1),
             hub: config.hub,
-            device: config.device.clone(),
+            device,
             compute_type: config.compute_type,
             embed_model: config.embed_model.clone(),
         },
@@ -481,7 +274,7 @@ pub async fn serve(
         metrics.clone(),
     );
     let store = online.store.clone();
-    let align = routes::AlignWorker::start(&config, engine.clone(), store.clone())?;
+    let align = routes::align::AlignWorker::start(&config, engine.clone(), store.clone())?;
     let state = Arc::new(AppState {
         limiter: Arc::new(Semaphore::new(config.max_concurrent_requests)),
         cfg: config,
@@ -498,7 +291,7 @@ pub async fn serve(
     state.ready.store(true, Ordering::Relaxed);
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "serving");
-    let app = router(state.clone());
+    let app = routes::router(state.clone());
     let st = state.clone();
     let signal = async move {
         shutdown.wait().await;

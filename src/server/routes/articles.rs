@@ -1,0 +1,244 @@
+//! The online grouping: `POST /v1/articles` adds one article (translated, embedded, assigned
+//! to an event, stored); `GET /v1/events` and `GET /v1/events/{id}` read the events back.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use super::translate::Timing;
+use super::validate::{check_article, check_beam};
+use crate::app::workflow::{OneError, StageError, Workflow};
+use crate::engine::Generation;
+use crate::server::api::articles::{
+    EventDetail, EventList, IngestRequest, IngestResponse, IngestedArticle,
+};
+use crate::server::api::{BodyErrors, ErrorBody, QueryErrors};
+use crate::server::errors::ApiError;
+use crate::server::extract::Payload;
+use crate::server::AppState;
+use crate::store::EventInfo;
+use crate::text::article::Article;
+
+/// Add one article to the online grouping; answers with the event it joined.
+///
+/// The article is cleaned, translated sentence by sentence, embedded and assigned to the
+/// nearest event (or a new one); the store keeps the grouping across restarts.
+#[utoipa::path(
+    post,
+    path = "/v1/articles",
+    tag = "articles",
+    request_body = IngestRequest,
+    responses(
+        (status = 201, description = "Grouped", body = IngestResponse,
+            headers(
+                ("x-queue-ms" = String, description = "milliseconds waiting for a model batch"),
+                ("x-inference-ms" = String, description = "milliseconds inside model batches")
+            )),
+        (status = 409, description = "The article is already grouped", body = ErrorBody),
+        BodyErrors
+    )
+)]
+pub(crate) async fn ingest_article(
+    State(state): State<Arc<AppState>>,
+    Payload(req): Payload<IngestRequest>,
+) -> Result<Response, ApiError> {
+    check_beam(&state, req.beam)?;
+    let article = Article {
+        id: req.id,
+        title: req.title,
+        text: req.text,
+        lang: req.lang,
+        published_at: req.published_at,
+        url: req.url,
+    };
+    check_article(&state, &article, 0)?;
+    let already = state
+        .online
+        .lock()
+        .map_err(|_| ApiError::internal("online state poisoned"))?
+        .known
+        .get(&article.id)
+        .copied();
+    if let Some(event) = already {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!("article {} is already in event {event}", article.id),
+        ));
+    }
+    // The article workflow's stages, with the sentence and embedding caches, on a thread of
+    // their own (they wait on the engine).
+    let (st, art, beam) = (state.clone(), article.clone(), req.beam);
+    let done = tokio::task::spawn_blocking(move || {
+        let flow = Workflow {
+            engine: &st.engine,
+            store: &*st.store,
+            embed_source: false,
+            generation: Generation::beams(beam),
+            chunk: usize::MAX,
+        };
+        flow.process_one(&art)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("the article task failed: {e}")))?
+    .map_err(|e| one_error(e, &article.id))?;
+    let timing = Timing {
+        queue: done.queue,
+        inference: done.inference,
+    };
+    let result = done.article;
+    let (lang, title_en, translation) = (
+        result.lang.clone(),
+        result.title_en.clone(),
+        result.translation.clone(),
+    );
+    // "lang=model" -> the models, once each.
+    let mut used: Vec<String> = result
+        .models
+        .iter()
+        .map(|m| m.split_once('=').map_or(m.as_str(), |(_, k)| k).to_string())
+        .collect();
+    used.sort();
+    used.dedup();
+    let vector = result.embedding;
+    let day = article
+        .published_at
+        .as_deref()
+        .and_then(crate::text::article::parse_date);
+
+    let st = state.clone();
+    let id = article.id.clone();
+    let title_for_event = title_en.clone();
+    let (assignment, record) = tokio::task::spawn_blocking(move || {
+        let mut online = st
+            .online
+            .lock()
+            .map_err(|_| ApiError::internal("online state poisoned"))?;
+        if let Some(event) = online.known.get(&id) {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("article {id} is already in event {event}"),
+            ));
+        }
+        // Assign on a copy: the state only changes once the store has it.
+        let mut grouper = online.grouper.clone();
+        let a = grouper
+            .assign(&vector, day)
+            .map_err(|e| ApiError::internal(format!("grouping failed: {e}")))?;
+        let event_id = a.event as i64 + 1;
+        let store_err = |e: crate::store::StoreError| ApiError::internal(e.to_string());
+        online
+            .store
+            .record_online_assignment(event_id, &id, a.similarity, &grouper.to_json())
+            .map_err(store_err)?;
+        if a.created {
+            let info = EventInfo {
+                title: Some(title_for_event),
+                first_article: Some(id.clone()),
+            };
+            online
+                .store
+                .set_event_info(event_id, &info)
+                .map_err(store_err)?;
+        }
+        online.grouper = grouper;
+        online.known.insert(id, event_id);
+        let record = online.store.event(event_id).map_err(store_err)?;
+        Ok((a, record))
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("grouping task failed: {e}")))??;
+
+    let body = IngestResponse {
+        article: IngestedArticle {
+            confidence: f64::from(result.confidence),
+            id: article.id,
+            lang,
+            models: used,
+            title_en,
+            translation,
+        },
+        created: assignment.created,
+        event: record.map(EventDetail::from),
+        similarity: f64::from(assignment.similarity),
+    };
+    Ok((StatusCode::CREATED, timing.headers(), Json(body)).into_response())
+}
+
+fn one_error(e: OneError, id: &str) -> ApiError {
+    match e {
+        OneError::Empty => {
+            ApiError::invalid(format!("article {id} has no text left after cleaning"))
+        }
+        OneError::Route(r) | OneError::Stage(StageError::Route(r)) => r.into(),
+        OneError::Unavailable(reason) => ApiError::model_unavailable(reason),
+        OneError::Stage(StageError::Engine(e)) => e.into(),
+        OneError::Stage(StageError::Store(e)) => ApiError::internal(e.to_string()),
+    }
+}
+
+/// Events of the online grouping.
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    tag = "articles",
+    responses((status = 200, body = EventList), QueryErrors)
+)]
+pub(crate) async fn events(
+    State(state): State<Arc<AppState>>,
+) -> Result<Json<EventList>, ApiError> {
+    let list = tokio::task::spawn_blocking(move || {
+        let online = state
+            .online
+            .lock()
+            .map_err(|_| ApiError::internal("online state poisoned"))?;
+        online
+            .store
+            .events()
+            .map_err(|e| ApiError::internal(e.to_string()))
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))??;
+    Ok(Json(EventList {
+        events: list.into_iter().map(Into::into).collect(),
+    }))
+}
+
+/// One event of the online grouping with its members.
+#[utoipa::path(
+    get,
+    path = "/v1/events/{id}",
+    tag = "articles",
+    params(("id" = i64, Path, description = "The event id")),
+    responses(
+        (status = 200, body = EventDetail),
+        (status = 404, description = "No such event", body = ErrorBody),
+        QueryErrors
+    )
+)]
+pub(crate) async fn event(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Json<EventDetail>, ApiError> {
+    let missing = || ApiError::not_found(format!("no event {id}"));
+    let Ok(n) = id.parse::<i64>() else {
+        return Err(missing());
+    };
+    let rec = tokio::task::spawn_blocking(move || {
+        let online = state
+            .online
+            .lock()
+            .map_err(|_| ApiError::internal("online state poisoned"))?;
+        online
+            .store
+            .event(n)
+            .map_err(|e| ApiError::internal(e.to_string()))
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))??;
+    rec.map(|r| Json(EventDetail::from(r))).ok_or_else(missing)
+}

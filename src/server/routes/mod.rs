@@ -1,0 +1,56 @@
+//! The endpoints, one file per resource, and the router that wires them with the middleware.
+//!
+//! Handlers only validate input ([`validate`]), call the inference core (the
+//! [`Engine`](crate::engine::Engine), the align workflow, the store) and fill the typed bodies
+//! of [`crate::server::api`]; each carries the `#[utoipa::path]` its part of the OpenAPI
+//! document is generated from.
+
+pub(crate) mod align;
+pub(crate) mod articles;
+pub(crate) mod detect;
+pub(crate) mod embed;
+pub(crate) mod models;
+pub(crate) mod ops;
+pub(crate) mod translate;
+pub(crate) mod validate;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::middleware::from_fn_with_state;
+use axum::routing::{get, post};
+use axum::Router;
+
+use super::{libre, middleware, openapi, AppState};
+
+/// Every route, behind the request tracking, load shedding and (for `/v1`) key layers.
+pub(crate) fn router(state: Arc<AppState>) -> Router {
+    let mut v1 = Router::new()
+        .route("/v1/translate", post(translate::translate))
+        .route("/v1/detect", post(detect::detect))
+        .route("/v1/embed", post(embed::embed))
+        .route("/v1/align", post(align::align))
+        .route("/v1/articles", post(articles::ingest_article))
+        .route("/v1/events", get(articles::events))
+        .route("/v1/events/{id}", get(articles::event))
+        .route("/v1/models", get(models::models));
+    if state.cfg.panic_route {
+        v1 = v1.route("/v1/_panic", get(ops::panic_now));
+    }
+    let v1 = v1.route_layer(from_fn_with_state(state.clone(), middleware::auth));
+    Router::new()
+        .merge(v1)
+        .route("/translate", post(libre::translate))
+        .route("/detect", post(libre::detect))
+        .route("/languages", get(libre::languages))
+        .route("/health", get(ops::health))
+        .route("/ready", get(ops::ready))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(openapi::spec))
+        .route("/docs", get(openapi::docs))
+        .fallback(ops::not_found)
+        .layer(DefaultBodyLimit::max(state.cfg.max_body_bytes))
+        .layer(from_fn_with_state(state.clone(), middleware::limit))
+        .layer(from_fn_with_state(state.clone(), middleware::track))
+        .with_state(state)
+}

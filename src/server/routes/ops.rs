@@ -1,0 +1,73 @@
+//! Operational endpoints: `GET /health`, `GET /ready`, `GET /metrics`, the fallback 404, and
+//! the test-only panic route. They need no key and are never refused for load.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use crate::server::api::{ErrorBody, Status};
+use crate::server::errors::ApiError;
+use crate::server::AppState;
+
+/// Liveness: answers while the process serves at all.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "operations",
+    responses((status = 200, description = "Alive: `{\"status\": \"ok\"}`", body = Status))
+)]
+pub(crate) async fn health() -> Json<Status> {
+    Json(Status::new("ok"))
+}
+
+/// Readiness: 503 while starting (preloading) or shutting down.
+#[utoipa::path(
+    get,
+    path = "/ready",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Ready: `{\"status\": \"ready\"}`", body = Status),
+        (status = 503, description = "Starting or shutting down", body = ErrorBody)
+    )
+)]
+pub(crate) async fn ready(State(state): State<Arc<AppState>>) -> Response {
+    if state.ready.load(Ordering::Relaxed) {
+        Json(Status::new("ready")).into_response()
+    } else {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "the server is starting or shutting down",
+        )
+        .into_response()
+    }
+}
+
+/// Prometheus metrics.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses((status = 200, description = "Prometheus text format 0.0.4",
+        body = String, content_type = "text/plain"))
+)]
+pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let mut resp = state.metrics.render().into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    resp
+}
+
+pub(crate) async fn not_found() -> ApiError {
+    ApiError::not_found("no such endpoint; see /docs")
+}
+
+pub(crate) async fn panic_now() -> Response {
+    panic!("test panic requested");
+}
