@@ -23,16 +23,17 @@ mod middleware;
 pub mod openapi;
 pub(crate) mod routes;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{watch, Semaphore};
 
+use crate::app::online::{OnlineError, OnlineGroups};
 use crate::engine::manifest::Manifest;
 use crate::engine::{Engine, EngineConfig};
-use crate::group::{ClusterOptions, OnlineGrouper};
+use crate::group::ClusterOptions;
 use crate::model::device::{DeviceChoice, DeviceError};
 use crate::model::hub::{HubOptions, ModelSource};
 use crate::store::Store;
@@ -107,8 +108,8 @@ impl ServerConfig {
 pub enum ServerError {
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
-    #[error("the stored online grouping state is unreadable: {0}")]
-    State(#[from] crate::group::ClusterError),
+    #[error(transparent)]
+    Online(#[from] OnlineError),
     #[error("cannot preload {0}")]
     Preload(String),
     #[error(transparent)]
@@ -150,22 +151,15 @@ impl Shutdown {
     }
 }
 
-/// The online grouping: grouper state and store, behind one lock so they never disagree.
-pub(crate) struct Online {
-    pub store: Arc<dyn Store>,
-    pub grouper: OnlineGrouper,
-    /// Article id -> event id, for articles already grouped.
-    pub known: HashMap<String, i64>,
-}
-
 /// Shared by every handler.
 pub struct AppState {
     pub(crate) cfg: ServerConfig,
     pub(crate) engine: Engine,
     pub(crate) metrics: Arc<Metrics>,
-    /// The process's store: caches, finished articles, events (shared with `online`).
+    /// The process's store: caches, finished articles, events (the online grouping writes
+    /// through it too).
     pub(crate) store: Arc<dyn Store>,
-    pub(crate) online: Mutex<Online>,
+    pub(crate) online: Mutex<OnlineGroups>,
     pub(crate) align: routes::align::AlignWorker,
     pub(crate) limiter: Arc<Semaphore>,
     pub(crate) ready: AtomicBool,
@@ -214,28 +208,13 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Open the store and the grouping state (blocking).
-fn open_online(cfg: &ServerConfig) -> Result<Online, ServerError> {
+fn open_online(cfg: &ServerConfig) -> Result<(Arc<dyn Store>, OnlineGroups), ServerError> {
     let store = match &cfg.store {
         Some(p) => crate::store::open(p)?,
         None => crate::store::open_in_memory()?,
     };
-    let grouper = match store.load_online_state()? {
-        Some(json) => OnlineGrouper::from_json(&json)?,
-        None => OnlineGrouper::new(cfg.cluster)?,
-    };
-    let mut known = HashMap::new();
-    for e in store.events()? {
-        if let Some(rec) = store.event(e.id)? {
-            for m in rec.members {
-                known.insert(m.article_id, e.id);
-            }
-        }
-    }
-    Ok(Online {
-        store,
-        grouper,
-        known,
-    })
+    let online = OnlineGroups::open(store.clone(), cfg.cluster)?;
+    Ok((store, online))
 }
 
 /// Serve on `listener` until `shutdown` is triggered; then stop accepting, finish the requests
@@ -253,7 +232,7 @@ pub async fn serve(
     let device = crate::model::device::open(config.device)?;
     let metrics = Arc::new(Metrics::default());
     let cfg2 = config.clone();
-    let online = tokio::task::spawn_blocking(move || open_online(&cfg2))
+    let (store, online) = tokio::task::spawn_blocking(move || open_online(&cfg2))
         .await
         .map_err(|e| ServerError::Config(format!("opening the store failed: {e}")))??;
     let languages = crate::engine::Router::new(
@@ -273,7 +252,6 @@ pub async fn serve(
         languages,
         metrics.clone(),
     );
-    let store = online.store.clone();
     let align = routes::align::AlignWorker::start(&config, engine.clone(), store.clone())?;
     let state = Arc::new(AppState {
         limiter: Arc::new(Semaphore::new(config.max_concurrent_requests)),

@@ -10,6 +10,7 @@ use axum::Json;
 
 use super::translate::Timing;
 use super::validate::{check_article, check_beam};
+use crate::app::online::OnlineError;
 use crate::app::workflow::{OneError, StageError, Workflow};
 use crate::engine::Generation;
 use crate::server::api::articles::{
@@ -19,7 +20,6 @@ use crate::server::api::{BodyErrors, ErrorBody, QueryErrors};
 use crate::server::errors::ApiError;
 use crate::server::extract::Payload;
 use crate::server::AppState;
-use crate::store::EventInfo;
 use crate::text::article::Article;
 
 /// Add one article to the online grouping; answers with the event it joined.
@@ -59,15 +59,9 @@ pub(crate) async fn ingest_article(
         .online
         .lock()
         .map_err(|_| ApiError::internal("online state poisoned"))?
-        .known
-        .get(&article.id)
-        .copied();
+        .event_of(&article.id);
     if let Some(event) = already {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "conflict",
-            format!("article {} is already in event {event}", article.id),
-        ));
+        return Err(conflict(&article.id, event));
     }
     // The article workflow's stages, with the sentence and embedding caches, on a thread of
     // their own (they wait on the engine).
@@ -109,49 +103,20 @@ pub(crate) async fn ingest_article(
         .as_deref()
         .and_then(crate::text::article::parse_date);
 
-    let st = state.clone();
-    let id = article.id.clone();
-    let title_for_event = title_en.clone();
-    let (assignment, record) = tokio::task::spawn_blocking(move || {
-        let mut online = st
-            .online
+    let (st, id, title) = (state.clone(), article.id.clone(), title_en.clone());
+    let joined = tokio::task::spawn_blocking(move || {
+        st.online
             .lock()
-            .map_err(|_| ApiError::internal("online state poisoned"))?;
-        if let Some(event) = online.known.get(&id) {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "conflict",
-                format!("article {id} is already in event {event}"),
-            ));
-        }
-        // Assign on a copy: the state only changes once the store has it.
-        let mut grouper = online.grouper.clone();
-        let a = grouper
-            .assign(&vector, day)
-            .map_err(|e| ApiError::internal(format!("grouping failed: {e}")))?;
-        let event_id = a.event as i64 + 1;
-        let store_err = |e: crate::store::StoreError| ApiError::internal(e.to_string());
-        online
-            .store
-            .record_online_assignment(event_id, &id, a.similarity, &grouper.to_json())
-            .map_err(store_err)?;
-        if a.created {
-            let info = EventInfo {
-                title: Some(title_for_event),
-                first_article: Some(id.clone()),
-            };
-            online
-                .store
-                .set_event_info(event_id, &info)
-                .map_err(store_err)?;
-        }
-        online.grouper = grouper;
-        online.known.insert(id, event_id);
-        let record = online.store.event(event_id).map_err(store_err)?;
-        Ok((a, record))
+            .map_err(|_| ApiError::internal("online state poisoned"))?
+            .add(&id, &vector, day, &title)
+            .map_err(|e| match e {
+                OnlineError::AlreadyGrouped { id, event } => conflict(&id, event),
+                other => ApiError::internal(other.to_string()),
+            })
     })
     .await
     .map_err(|e| ApiError::internal(format!("grouping task failed: {e}")))??;
+    let (assignment, record) = (joined.assignment, joined.event);
 
     let body = IngestResponse {
         article: IngestedArticle {
@@ -167,6 +132,14 @@ pub(crate) async fn ingest_article(
         similarity: f64::from(assignment.similarity),
     };
     Ok((StatusCode::CREATED, timing.headers(), Json(body)).into_response())
+}
+
+fn conflict(id: &str, event: i64) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "conflict",
+        format!("article {id} is already in event {event}"),
+    )
 }
 
 fn one_error(e: OneError, id: &str) -> ApiError {
@@ -191,12 +164,9 @@ fn one_error(e: OneError, id: &str) -> ApiError {
 pub(crate) async fn events(
     State(state): State<Arc<AppState>>,
 ) -> Result<Json<EventList>, ApiError> {
+    // Reads need no lock: the store is shared and every write is committed whole.
     let list = tokio::task::spawn_blocking(move || {
-        let online = state
-            .online
-            .lock()
-            .map_err(|_| ApiError::internal("online state poisoned"))?;
-        online
+        state
             .store
             .events()
             .map_err(|e| ApiError::internal(e.to_string()))
@@ -229,11 +199,7 @@ pub(crate) async fn event(
         return Err(missing());
     };
     let rec = tokio::task::spawn_blocking(move || {
-        let online = state
-            .online
-            .lock()
-            .map_err(|_| ApiError::internal("online state poisoned"))?;
-        online
+        state
             .store
             .event(n)
             .map_err(|e| ApiError::internal(e.to_string()))

@@ -1,0 +1,144 @@
+//! The online grouping: articles arrive one at a time (the server's `/v1/articles`), each joins
+//! the nearest event or opens a new one, and the store keeps the grouping across restarts. The
+//! grouper state and the store change together: an assignment is made on a copy and kept only
+//! once the store has it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::group::{Assignment, ClusterError, ClusterOptions, OnlineGrouper};
+use crate::store::{EventInfo, EventRecord, EventSummary, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OnlineError {
+    #[error("article {id} is already in event {event}")]
+    AlreadyGrouped { id: String, event: i64 },
+    #[error("the stored online grouping state is unreadable: {0}")]
+    State(ClusterError),
+    #[error("grouping failed: {0}")]
+    Group(ClusterError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Where an article went.
+#[derive(Debug, Clone)]
+pub struct Joined {
+    pub assignment: Assignment,
+    /// The event as stored after the article joined.
+    pub event: Option<EventRecord>,
+}
+
+/// The online grouping state over a store. Not `Sync` by design: hold it behind one lock, so
+/// the grouper and the store never disagree.
+pub struct OnlineGroups {
+    store: Arc<dyn Store>,
+    grouper: OnlineGrouper,
+    /// Article id -> event id, for articles already grouped.
+    known: HashMap<String, i64>,
+}
+
+impl OnlineGroups {
+    /// The grouping the store holds, or a new one with `options` (blocking).
+    pub fn open(store: Arc<dyn Store>, options: ClusterOptions) -> Result<Self, OnlineError> {
+        let grouper = match store.load_online_state()? {
+            Some(json) => OnlineGrouper::from_json(&json).map_err(OnlineError::State)?,
+            None => OnlineGrouper::new(options).map_err(OnlineError::State)?,
+        };
+        let mut known = HashMap::new();
+        for e in store.events()? {
+            if let Some(rec) = store.event(e.id)? {
+                for m in rec.members {
+                    known.insert(m.article_id, e.id);
+                }
+            }
+        }
+        Ok(Self {
+            store,
+            grouper,
+            known,
+        })
+    }
+
+    /// The event an article is in, if it was grouped.
+    pub fn event_of(&self, article_id: &str) -> Option<i64> {
+        self.known.get(article_id).copied()
+    }
+
+    /// Groups one article by its vector and day; a new event is titled `title`.
+    pub fn add(
+        &mut self,
+        id: &str,
+        vector: &[f32],
+        day: Option<i64>,
+        title: &str,
+    ) -> Result<Joined, OnlineError> {
+        if let Some(event) = self.event_of(id) {
+            return Err(OnlineError::AlreadyGrouped {
+                id: id.to_string(),
+                event,
+            });
+        }
+        // Assign on a copy: the state only changes once the store has it.
+        let mut grouper = self.grouper.clone();
+        let a = grouper.assign(vector, day).map_err(OnlineError::Group)?;
+        let event_id = a.event as i64 + 1;
+        self.store
+            .record_online_assignment(event_id, id, a.similarity, &grouper.to_json())?;
+        if a.created {
+            let info = EventInfo {
+                title: Some(title.to_string()),
+                first_article: Some(id.to_string()),
+            };
+            self.store.set_event_info(event_id, &info)?;
+        }
+        self.grouper = grouper;
+        self.known.insert(id.to_string(), event_id);
+        Ok(Joined {
+            assignment: a,
+            event: self.store.event(event_id)?,
+        })
+    }
+
+    pub fn events(&self) -> Result<Vec<EventSummary>, StoreError> {
+        self.store.events()
+    }
+
+    pub fn event(&self, id: i64) -> Result<Option<EventRecord>, StoreError> {
+        self.store.event(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit(v: &[f32]) -> Vec<f32> {
+        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.iter().map(|x| x / n).collect()
+    }
+
+    #[test]
+    fn articles_join_events_and_the_grouping_survives_a_reopen() {
+        let store = crate::store::open_in_memory().unwrap();
+        let mut online = OnlineGroups::open(store.clone(), ClusterOptions::default()).unwrap();
+        let a = online.add("a", &unit(&[1.0, 0.0, 0.0]), None, "A").unwrap();
+        assert!(a.assignment.created);
+        let b = online
+            .add("b", &unit(&[0.99, 0.05, 0.0]), None, "B")
+            .unwrap();
+        assert!(!b.assignment.created);
+        assert_eq!(b.event.as_ref().unwrap().members.len(), 2);
+        let c = online.add("c", &unit(&[0.0, 0.0, 1.0]), None, "C").unwrap();
+        assert!(c.assignment.created);
+        assert!(matches!(
+            online.add("a", &unit(&[1.0, 0.0, 0.0]), None, "A"),
+            Err(OnlineError::AlreadyGrouped { event: 1, .. })
+        ));
+        let again = OnlineGroups::open(store, ClusterOptions::default()).unwrap();
+        assert_eq!(again.event_of("b"), Some(1));
+        assert_eq!(again.events().unwrap().len(), 2);
+        let info = again.event(1).unwrap().unwrap().info.unwrap();
+        assert_eq!(info.title.as_deref(), Some("A"));
+    }
+}
