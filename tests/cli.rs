@@ -472,3 +472,119 @@ fn embed_json_gives_unit_vectors_of_the_model_dimension() {
         assert!((r.iter().map(|x| x * x).sum::<f32>() - 1.0).abs() < 1e-4);
     }
 }
+
+/// `align` of the seed pages that needs no translation model and only the tiny embedder.
+fn align_args(work: &Path, extra: &[&str]) -> Vec<String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut args: Vec<String> = [
+        "align",
+        root.join("seeds").to_str().unwrap(),
+        "--embed-source",
+        "--embed-model",
+        fixture("embed/tiny-xlmr").to_str().unwrap(),
+        "--store",
+        work.join("store.sqlite").to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--offline",
+        "--quiet",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+fn run_align(home: &Path, work: &Path, extra: &[&str]) -> Output {
+    let args = align_args(work, extra);
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    tidings(&argv, "", home)
+}
+
+fn event_count(json: &[u8]) -> usize {
+    let v: serde_json::Value = serde_json::from_slice(json).expect("align JSON");
+    v["events"].as_array().expect("events").len()
+}
+
+#[cfg(unix)]
+#[test]
+fn align_out_writes_through_symlinks_fifos_and_dash_and_fails_on_a_full_device() {
+    use std::os::unix::fs::FileTypeExt;
+    let home = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+
+    // `-o -` is standard output; `--plot` through a symlink writes its target, the link stays.
+    let svg = work.path().join("events.svg");
+    std::fs::write(&svg, b"old").unwrap();
+    let svg_link = work.path().join("plot-link.svg");
+    std::os::unix::fs::symlink(&svg, &svg_link).unwrap();
+    let out = run_align(
+        home.path(),
+        work.path(),
+        &["-o", "-", "--plot", svg_link.to_str().unwrap()],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events = event_count(&out.stdout);
+    assert!(events >= 1);
+    assert!(std::fs::symlink_metadata(&svg_link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert!(std::fs::read_to_string(&svg).unwrap().starts_with("<svg"));
+
+    // A FIFO is written into while a reader reads it, and stays a FIFO.
+    let fifo = work.path().join("events.fifo");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("run mkfifo")
+        .success());
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(fifo).unwrap())
+    };
+    let out = run_align(home.path(), work.path(), &["-o", fifo.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout.is_empty());
+    assert_eq!(event_count(&reader.join().unwrap()), events);
+    assert!(std::fs::symlink_metadata(&fifo)
+        .unwrap()
+        .file_type()
+        .is_fifo());
+
+    // A full device is an error, and stays a device.
+    if Path::new("/dev/full").exists() {
+        let out = run_align(home.path(), work.path(), &["-o", "/dev/full"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "writing to /dev/full succeeded");
+        assert!(err.contains("cannot write /dev/full"), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(std::fs::metadata("/dev/full")
+            .unwrap()
+            .file_type()
+            .is_char_device());
+    }
+
+    // A regular file is replaced (atomically: nothing else is left in its folder).
+    let out_json = work.path().join("events.json");
+    std::fs::write(&out_json, b"stale").unwrap();
+    let out = run_align(home.path(), work.path(), &["-o", out_json.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(event_count(&std::fs::read(&out_json).unwrap()), events);
+    assert!(std::fs::read_dir(work.path())
+        .unwrap()
+        .all(|e| !e.unwrap().file_name().to_string_lossy().ends_with(".tmp")));
+}

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use tidings::app::align::{self, AlignOptions, AlignOutput, Progress};
-use tidings::app::output::write_atomic;
+use tidings::app::output::write_output;
 use tidings::engine::manifest::Manifest;
 use tidings::group::cluster::ClusterOptions;
 use tidings::model::device::{self, DeviceChoice};
@@ -92,9 +92,10 @@ Examples:
 pub struct AlignArgs {
     #[arg(value_name = "INPUT")]
     input: String,
-    /// Write the result here (atomically) instead of standard output.
-    #[arg(long, short = 'o', value_name = "FILE")]
-    out: Option<PathBuf>,
+    /// Write the result here instead of standard output (- is standard output). A regular file
+    /// is replaced atomically; a symlink, device or pipe is written through.
+    #[arg(long, short = 'o', value_name = "FILE|-", default_value = "-")]
+    out: PathBuf,
     #[arg(long, value_enum, default_value = "json")]
     format: Format,
     /// Minimum average cosine similarity for articles to share an event.
@@ -116,8 +117,9 @@ pub struct AlignArgs {
     /// SQLite store for caches and results (default: the user's data folder).
     #[arg(long, value_name = "PATH", env = "TIDINGS_STORE")]
     store: Option<PathBuf>,
-    /// Also draw the articles in 2-D by event and the similarity heatmap (SVG).
-    #[arg(long, value_name = "FILE.svg")]
+    /// Also draw the articles in 2-D by event and the similarity heatmap (SVG), written like
+    /// --out.
+    #[arg(long, value_name = "FILE.svg|-")]
     plot: Option<PathBuf>,
     #[arg(long, value_name = "N")]
     beam: Option<usize>,
@@ -215,17 +217,20 @@ pub fn align(args: AlignArgs, quiet: bool) -> anyhow::Result<()> {
         eprintln!("warning: article {}: {} (skipped)", s.id, s.reason);
     }
     let rendered = render(&output, args.format)?;
-    match &args.out {
-        Some(path) => write_atomic(path, rendered.as_bytes())
-            .with_context(|| format!("cannot write {}", path.display()))?,
-        None => std::io::stdout().write_all(rendered.as_bytes())?,
-    }
+    write_output(&args.out, rendered.as_bytes()).with_context(|| cannot_write(&args.out))?;
     if let Some(path) = &args.plot {
         let svg = tidings::app::plot::events_svg(&output);
-        write_atomic(path, svg.as_bytes())
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        write_output(path, svg.as_bytes()).with_context(|| cannot_write(path))?;
     }
     Ok(())
+}
+
+fn cannot_write(path: &std::path::Path) -> String {
+    if path.as_os_str() == "-" {
+        "cannot write to standard output".to_string()
+    } else {
+        format!("cannot write {}", path.display())
+    }
 }
 
 fn render(out: &AlignOutput, format: Format) -> anyhow::Result<String> {
