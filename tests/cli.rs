@@ -588,3 +588,72 @@ fn align_out_writes_through_symlinks_fifos_and_dash_and_fails_on_a_full_device()
         .unwrap()
         .all(|e| !e.unwrap().file_name().to_string_lossy().ends_with(".tmp")));
 }
+
+/// Runs `tidings` with standard output a pipe nobody reads any more (its read end is closed
+/// before the command starts), like `tidings ... | head -1` once `head` has exited.
+fn tidings_into_closed_pipe(args: &[&str], stdin: &str, home: &Path) -> Output {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args(args)
+        .env("HF_HOME", home)
+        .env("HF_ENDPOINT", "http://127.0.0.1:9")
+        .env_remove("HF_HUB_OFFLINE")
+        .env_remove("TIDINGS_MANIFEST")
+        .env_remove("RUST_BACKTRACE")
+        .stdin(Stdio::piped())
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run tidings");
+    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_closed_output_pipe_ends_quietly_with_status_zero() {
+    let home = tempfile::tempdir().unwrap();
+    let model = fixture("marian-tiny-swish");
+    let page = Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds/000_074045f7313b7a51.txt");
+    let many_lines: String = (0..40).map(|i| format!("Guten Morgen {i}.\n")).collect();
+    let runs: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["models", "list"], ""),
+        (vec!["models", "list", "--json"], ""),
+        (vec!["inspect", page.to_str().unwrap()], ""),
+        (vec!["inspect", page.to_str().unwrap(), "--json"], ""),
+        (
+            vec![
+                "translate",
+                "--model",
+                model.to_str().unwrap(),
+                "--max-new-tokens",
+                "3",
+                "--quiet",
+                "-",
+            ],
+            &many_lines,
+        ),
+        (
+            vec![
+                "translate",
+                "--model",
+                model.to_str().unwrap(),
+                "--max-new-tokens",
+                "3",
+                "--json",
+                "--quiet",
+                "-",
+            ],
+            &many_lines,
+        ),
+    ];
+    for (args, stdin) in runs {
+        let out = tidings_into_closed_pipe(&args, stdin, home.path());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(
+            !err.contains("panicked") && !err.contains("error"),
+            "{args:?}: {err}"
+        );
+    }
+}

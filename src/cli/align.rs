@@ -313,22 +313,28 @@ pub fn eval_groups(args: EvalArgs) -> anyhow::Result<()> {
     let gold = tidings::group::eval::read_gold_tsv(&gold)?;
     let aligned = tidings::group::eval::align(&gold, &pred)?;
     let s = tidings::group::eval::score(&aligned)?;
+    let mut out = std::io::stdout().lock();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
+        serde_json::to_writer_pretty(&mut out, &s)?;
+        writeln!(out)?;
     } else {
-        println!(
+        writeln!(
+            out,
             "articles {}  gold events {}  predicted events {}",
             s.items, s.gold_events, s.predicted_events
-        );
-        println!(
+        )?;
+        writeln!(
+            out,
             "B-cubed   P {:.4}  R {:.4}  F1 {:.4}",
             s.bcubed.precision, s.bcubed.recall, s.bcubed.f1
-        );
-        println!(
+        )?;
+        writeln!(
+            out,
             "pairwise  P {:.4}  R {:.4}  F1 {:.4}",
             s.pairwise.precision, s.pairwise.recall, s.pairwise.f1
-        );
-        println!("ARI {:.4}  NMI {:.4}", s.ari, s.nmi);
+        )?;
+        writeln!(out, "ARI {:.4}  NMI {:.4}", s.ari, s.nmi)?;
     }
+    out.flush()?;
     Ok(())
 }

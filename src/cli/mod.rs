@@ -124,6 +124,20 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// Whether `e` comes from writing into a pipe whose reader has gone away. Output goes through
+/// `write!`, never `print!` (which panics on it), so such a failure ends up here.
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    let root = e.root_cause();
+    let kind = match root.downcast_ref::<std::io::Error>() {
+        Some(io) => Some(io.kind()),
+        // serde_json's writers wrap the I/O error without naming it as their source.
+        None => root
+            .downcast_ref::<serde_json::Error>()
+            .and_then(serde_json::Error::io_error_kind),
+    };
+    kind == Some(std::io::ErrorKind::BrokenPipe)
+}
+
 /// "outer: inner: innermost", skipping causes already quoted by their parent.
 pub fn error_chain(e: &anyhow::Error) -> String {
     let mut out = e.to_string();
