@@ -577,16 +577,22 @@ fn align_out_writes_through_symlinks_fifos_and_dash_and_fails_on_a_full_device()
     // A regular file is replaced (atomically: nothing else is left in its folder).
     let out_json = work.path().join("events.json");
     std::fs::write(&out_json, b"stale").unwrap();
-    let out = run_align(home.path(), work.path(), &["-o", out_json.to_str().unwrap()]);
+    let out = run_align(
+        home.path(),
+        work.path(),
+        &["-o", out_json.to_str().unwrap()],
+    );
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(event_count(&std::fs::read(&out_json).unwrap()), events);
-    assert!(std::fs::read_dir(work.path())
+    assert!(std::fs::read_dir(work.path()).unwrap().all(|e| !e
         .unwrap()
-        .all(|e| !e.unwrap().file_name().to_string_lossy().ends_with(".tmp")));
+        .file_name()
+        .to_string_lossy()
+        .ends_with(".tmp")));
 }
 
 /// Runs `tidings` with standard output a pipe nobody reads any more (its read end is closed
@@ -656,4 +662,79 @@ fn a_closed_output_pipe_ends_quietly_with_status_zero() {
             "{args:?}: {err}"
         );
     }
+}
+
+/// Runs `tidings` against `endpoint` with `env` set; kills it and fails the test if it has not
+/// ended by itself within a minute.
+fn tidings_against(args: &[&str], endpoint: &str, env: &[(&str, &str)], home: &Path) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tidings"));
+    command
+        .args(args)
+        .env("HF_HOME", home)
+        .env("HF_ENDPOINT", endpoint)
+        .env_remove("HF_HUB_OFFLINE")
+        .env_remove("HF_HUB_ETAG_TIMEOUT")
+        .env_remove("HF_HUB_DOWNLOAD_TIMEOUT")
+        .env_remove("TIDINGS_MANIFEST")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().expect("run tidings");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "{args:?} hung and was killed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_hub_that_accepts_and_never_answers_times_out_and_says_so() {
+    // Connections are accepted (by the kernel, for the backlog); no answer ever comes.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let home = tempfile::tempdir().unwrap();
+    let runs: [(&[&str], &str); 2] = [
+        (&["models", "download", "Helsinki-NLP/opus-mt-de-en"], "1"),
+        (&["translate", "--model", "some-org/some-model", "-"], "0.5"),
+    ];
+    for (args, seconds) in runs {
+        let out = tidings_against(
+            args,
+            &endpoint,
+            &[("HF_HUB_ETAG_TIMEOUT", seconds)],
+            home.path(),
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded: {err}");
+        for needle in ["timed out", "HF_HUB_ETAG_TIMEOUT", "config.json", &endpoint] {
+            assert!(err.contains(needle), "{args:?}: {needle:?} not in {err}");
+        }
+        assert!(!err.contains("panicked"), "{err}");
+    }
+
+    // A value that is not a number of seconds is refused, naming the variable.
+    let out = tidings_against(
+        &["models", "download", "Helsinki-NLP/opus-mt-de-en"],
+        &endpoint,
+        &[("HF_HUB_DOWNLOAD_TIMEOUT", "soon")],
+        home.path(),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("HF_HUB_DOWNLOAD_TIMEOUT") && err.contains("soon"),
+        "{err}"
+    );
+    drop(listener);
 }

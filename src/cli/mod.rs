@@ -18,7 +18,9 @@ Hub, run in Rust with candle on the CPU (or CUDA/Metal when built with those fea
 
 Models are downloaded once into the Hugging Face cache ($HF_HOME/hub, default ~/.cache/huggingface)
 and reused; set HF_HUB_OFFLINE=1 or pass --offline to never touch the network, and HF_ENDPOINT to
-use a mirror. A model can also be a local folder laid out like a Hub repo.
+use a mirror. A Hub request fails, saying so, when connecting or a read takes longer than
+HF_HUB_ETAG_TIMEOUT (metadata) or HF_HUB_DOWNLOAD_TIMEOUT (downloads): seconds, default 10.
+A model can also be a local folder laid out like a Hub repo.
 
 Examples:
   echo 'Der Bundestag hat am 22. Mai abgestimmt.' | tidings translate --from de
