@@ -472,3 +472,269 @@ fn embed_json_gives_unit_vectors_of_the_model_dimension() {
         assert!((r.iter().map(|x| x * x).sum::<f32>() - 1.0).abs() < 1e-4);
     }
 }
+
+/// `align` of the seed pages that needs no translation model and only the tiny embedder.
+fn align_args(work: &Path, extra: &[&str]) -> Vec<String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut args: Vec<String> = [
+        "align",
+        root.join("seeds").to_str().unwrap(),
+        "--embed-source",
+        "--embed-model",
+        fixture("embed/tiny-xlmr").to_str().unwrap(),
+        "--store",
+        work.join("store.sqlite").to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--offline",
+        "--quiet",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+fn run_align(home: &Path, work: &Path, extra: &[&str]) -> Output {
+    let args = align_args(work, extra);
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    tidings(&argv, "", home)
+}
+
+fn event_count(json: &[u8]) -> usize {
+    let v: serde_json::Value = serde_json::from_slice(json).expect("align JSON");
+    v["events"].as_array().expect("events").len()
+}
+
+#[cfg(unix)]
+#[test]
+fn align_out_writes_through_symlinks_fifos_and_dash_and_fails_on_a_full_device() {
+    use std::os::unix::fs::FileTypeExt;
+    let home = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+
+    // `-o -` is standard output; `--plot` through a symlink writes its target, the link stays.
+    let svg = work.path().join("events.svg");
+    std::fs::write(&svg, b"old").unwrap();
+    let svg_link = work.path().join("plot-link.svg");
+    std::os::unix::fs::symlink(&svg, &svg_link).unwrap();
+    let out = run_align(
+        home.path(),
+        work.path(),
+        &["-o", "-", "--plot", svg_link.to_str().unwrap()],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events = event_count(&out.stdout);
+    assert!(events >= 1);
+    assert!(std::fs::symlink_metadata(&svg_link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert!(std::fs::read_to_string(&svg).unwrap().starts_with("<svg"));
+
+    // A FIFO is written into while a reader reads it, and stays a FIFO.
+    let fifo = work.path().join("events.fifo");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("run mkfifo")
+        .success());
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(fifo).unwrap())
+    };
+    let out = run_align(home.path(), work.path(), &["-o", fifo.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout.is_empty());
+    assert_eq!(event_count(&reader.join().unwrap()), events);
+    assert!(std::fs::symlink_metadata(&fifo)
+        .unwrap()
+        .file_type()
+        .is_fifo());
+
+    // A full device is an error, and stays a device.
+    if Path::new("/dev/full").exists() {
+        let out = run_align(home.path(), work.path(), &["-o", "/dev/full"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "writing to /dev/full succeeded");
+        assert!(err.contains("cannot write /dev/full"), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(std::fs::metadata("/dev/full")
+            .unwrap()
+            .file_type()
+            .is_char_device());
+    }
+
+    // A regular file is replaced (atomically: nothing else is left in its folder).
+    let out_json = work.path().join("events.json");
+    std::fs::write(&out_json, b"stale").unwrap();
+    let out = run_align(
+        home.path(),
+        work.path(),
+        &["-o", out_json.to_str().unwrap()],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(event_count(&std::fs::read(&out_json).unwrap()), events);
+    assert!(std::fs::read_dir(work.path()).unwrap().all(|e| !e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .ends_with(".tmp")));
+}
+
+/// Runs `tidings` with standard output a pipe nobody reads any more (its read end is closed
+/// before the command starts), like `tidings ... | head -1` once `head` has exited.
+fn tidings_into_closed_pipe(args: &[&str], stdin: &str, home: &Path) -> Output {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args(args)
+        .env("HF_HOME", home)
+        .env("HF_ENDPOINT", "http://127.0.0.1:9")
+        .env_remove("HF_HUB_OFFLINE")
+        .env_remove("TIDINGS_MANIFEST")
+        .env_remove("RUST_BACKTRACE")
+        .stdin(Stdio::piped())
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run tidings");
+    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_closed_output_pipe_ends_quietly_with_status_zero() {
+    let home = tempfile::tempdir().unwrap();
+    let model = fixture("marian-tiny-swish");
+    let page = Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds/000_074045f7313b7a51.txt");
+    let many_lines: String = (0..40).map(|i| format!("Guten Morgen {i}.\n")).collect();
+    let runs: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["models", "list"], ""),
+        (vec!["models", "list", "--json"], ""),
+        (vec!["inspect", page.to_str().unwrap()], ""),
+        (vec!["inspect", page.to_str().unwrap(), "--json"], ""),
+        (
+            vec![
+                "translate",
+                "--model",
+                model.to_str().unwrap(),
+                "--max-new-tokens",
+                "3",
+                "--quiet",
+                "-",
+            ],
+            &many_lines,
+        ),
+        (
+            vec![
+                "translate",
+                "--model",
+                model.to_str().unwrap(),
+                "--max-new-tokens",
+                "3",
+                "--json",
+                "--quiet",
+                "-",
+            ],
+            &many_lines,
+        ),
+    ];
+    for (args, stdin) in runs {
+        let out = tidings_into_closed_pipe(&args, stdin, home.path());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(
+            !err.contains("panicked") && !err.contains("error"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+/// Runs `tidings` against `endpoint` with `env` set; kills it and fails the test if it has not
+/// ended by itself within a minute.
+fn tidings_against(args: &[&str], endpoint: &str, env: &[(&str, &str)], home: &Path) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tidings"));
+    command
+        .args(args)
+        .env("HF_HOME", home)
+        .env("HF_ENDPOINT", endpoint)
+        .env_remove("HF_HUB_OFFLINE")
+        .env_remove("HF_HUB_ETAG_TIMEOUT")
+        .env_remove("HF_HUB_DOWNLOAD_TIMEOUT")
+        .env_remove("TIDINGS_MANIFEST")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().expect("run tidings");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "{args:?} hung and was killed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_hub_that_accepts_and_never_answers_times_out_and_says_so() {
+    // Connections are accepted (by the kernel, for the backlog); no answer ever comes.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let home = tempfile::tempdir().unwrap();
+    let runs: [(&[&str], &str); 2] = [
+        (&["models", "download", "Helsinki-NLP/opus-mt-de-en"], "1"),
+        (&["translate", "--model", "some-org/some-model", "-"], "0.5"),
+    ];
+    for (args, seconds) in runs {
+        let out = tidings_against(
+            args,
+            &endpoint,
+            &[("HF_HUB_ETAG_TIMEOUT", seconds)],
+            home.path(),
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded: {err}");
+        for needle in ["timed out", "HF_HUB_ETAG_TIMEOUT", "config.json", &endpoint] {
+            assert!(err.contains(needle), "{args:?}: {needle:?} not in {err}");
+        }
+        assert!(!err.contains("panicked"), "{err}");
+    }
+
+    // A value that is not a number of seconds is refused, naming the variable.
+    let out = tidings_against(
+        &["models", "download", "Helsinki-NLP/opus-mt-de-en"],
+        &endpoint,
+        &[("HF_HUB_DOWNLOAD_TIMEOUT", "soon")],
+        home.path(),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("HF_HUB_DOWNLOAD_TIMEOUT") && err.contains("soon"),
+        "{err}"
+    );
+    drop(listener);
+}

@@ -10,10 +10,12 @@ mod support;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::mpsc;
+use std::time::Duration;
 
-use support::standin_hub::{commit_sha, sha256_hex, Fault, StandinHub};
+use support::standin_hub::{commit_sha, sha256_hex, silent_endpoint, Fault, StandinHub};
 use tempfile::TempDir;
-use tidings::model::hub::{HubConfig, HubError, HubOptions, ModelRepo, ModelSource};
+use tidings::model::hub::{HubConfig, HubError, HubOptions, ModelRepo, ModelSource, TimeoutStage};
 
 const REPO: &str = "Helsinki-NLP/opus-mt-de-en";
 const CACHE_FOLDER: &str = "models--Helsinki-NLP--opus-mt-de-en";
@@ -627,6 +629,89 @@ fn unreachable_endpoint_mentions_hf_endpoint_and_offline() {
         ModelRepo::open_with(source, &ONLINE, &bad),
         Err(HubError::InvalidEndpoint { .. })
     ));
+}
+
+/// Runs `get` on another thread; a hang fails the test after a minute instead of hanging it.
+fn get_or_hang(repo: ModelRepo, file: &'static str) -> Result<PathBuf, HubError> {
+    let (done, wait) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(repo.get(file));
+    });
+    wait.recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("getting {file} hung: no time-out fired"))
+}
+
+#[test]
+fn a_hub_that_never_answers_times_out_naming_the_file_and_hf_hub_etag_timeout() {
+    let (_listener, endpoint) = silent_endpoint();
+    let home = TempDir::new().unwrap();
+    let mut config = HubConfig::new(endpoint.clone(), cache_dir(&home));
+    config.etag_timeout = Duration::from_millis(300);
+    let source = ModelSource::parse(REPO, None).unwrap();
+    let repo = ModelRepo::open_with(source, &ONLINE, &config).unwrap();
+
+    let err = get_or_hang(repo, "config.json").unwrap_err();
+    assert!(
+        matches!(
+            err,
+            HubError::TimedOut {
+                stage: TimeoutStage::Metadata,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let message = err.to_string();
+    for needle in [
+        "timed out",
+        "config.json",
+        REPO,
+        "HF_HUB_ETAG_TIMEOUT",
+        &format!("{endpoint}/{REPO}/resolve/main/config.json"),
+    ] {
+        assert!(message.contains(needle), "{needle:?} not in {message:?}");
+    }
+    assert!(list_files(&cache_dir(&home))
+        .iter()
+        .all(|f| !f.contains("snapshots")));
+}
+
+#[test]
+fn a_stalled_download_times_out_naming_hf_hub_download_timeout_and_leaves_nothing_partial() {
+    let (hub, main) = standin();
+    let home = TempDir::new().unwrap();
+    hub.set_fault(REPO, "model.safetensors", Fault::Stall { sent: 1_000 });
+    let mut config = config(&hub, &home);
+    config.download_timeout = Duration::from_millis(300);
+    let source = ModelSource::parse(REPO, None).unwrap();
+    let repo = ModelRepo::open_with(source.clone(), &ONLINE, &config).unwrap();
+
+    let err = get_or_hang(repo, "model.safetensors").unwrap_err();
+    assert!(
+        matches!(
+            err,
+            HubError::TimedOut {
+                stage: TimeoutStage::Download,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let message = err.to_string();
+    for needle in ["timed out", "model.safetensors", "HF_HUB_DOWNLOAD_TIMEOUT"] {
+        assert!(message.contains(needle), "{needle:?} not in {message:?}");
+    }
+    let left = list_files(&cache_dir(&home));
+    assert!(
+        left.iter().all(|f| f.ends_with(".lock")),
+        "left in the cache: {left:?}"
+    );
+
+    hub.clear_fault(REPO, "model.safetensors");
+    let repo = ModelRepo::open_with(source, &ONLINE, &config).unwrap();
+    let model = repo.get("model.safetensors").unwrap();
+    assert_eq!(fs::read(&model).unwrap(), weights());
+    assert_eq!(model, snapshot(&home, &main).join("model.safetensors"));
 }
 
 const CHILD_MODE: &str = "TIDINGS_HUB_TEST_CHILD";

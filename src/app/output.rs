@@ -1,14 +1,54 @@
-//! Writing output files (`--out`, `--plot`): replaced atomically, so a reader sees the old
-//! content or the new, never a mix, and an interrupted run leaves no half-written file.
+//! Writing a command's output (`--out`, `--plot`): `-` is standard output; a regular file (or
+//! a path where nothing is yet) is replaced atomically, so a reader sees the old content or
+//! the new, never a mix, and an interrupted run leaves no half-written file; anything else (a
+//! symlink, a device such as `/dev/stdout` or `/dev/null`, a FIFO, `>(cmd)`) is opened and
+//! written through, never replaced. A write that does not complete (a full disk) is an error.
 
 use std::fs;
 use std::io::{self, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// Writes `bytes` to `target`: standard output for `-`, see the module for the rest.
+pub fn write_output(target: &Path, bytes: &[u8]) -> io::Result<()> {
+    if target.as_os_str() == "-" {
+        let mut out = io::stdout().lock();
+        out.write_all(bytes)?;
+        return out.flush();
+    }
+    // `symlink_metadata` does not follow a final symlink: only a path that itself is a
+    // regular file may be renamed over.
+    match fs::symlink_metadata(target) {
+        Ok(meta) if meta.file_type().is_file() => write_atomic(target, bytes),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => write_atomic(target, bytes),
+        Ok(meta) if meta.is_dir() => Err(io::Error::new(
+            io::ErrorKind::IsADirectory,
+            format!("{} is a folder", target.display()),
+        )),
+        _ => write_through(target, bytes),
+    }
+}
+
+/// Opens what `path` names (following symlinks) and writes into it, as `cat > path` would.
+fn write_through(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)?;
+    file.write_all(bytes)?;
+    file.flush()?;
+    // A regular file behind a symlink: make a late write error (full disk, quota) show here.
+    // Devices and pipes cannot be synced, and need not be.
+    if file.metadata()?.file_type().is_file() {
+        file.sync_all()?;
+    }
+    Ok(())
+}
+
 /// Replaces the file at `path` with `bytes` so that readers see the old or the new content,
 /// never a mix: writes a temporary file in the same folder, syncs it, and renames it over.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let name = path.file_name().ok_or_else(|| {
         io::Error::new(
@@ -61,7 +101,8 @@ fn sync_dir(dir: &Path) {
 
 #[cfg(test)]
 mod tests {
-    use super::write_atomic;
+    use super::{write_atomic, write_output};
+    use std::path::Path;
 
     #[test]
     fn write_atomic_replaces_the_file_and_leaves_no_temporary_files() {
@@ -98,5 +139,112 @@ mod tests {
         assert_eq!(names, vec!["a-folder", "events.json"]);
         // A missing folder is an error, not a panic.
         assert!(write_atomic(&dir.path().join("missing/x.json"), b"x").is_err());
+    }
+
+    #[test]
+    fn a_regular_file_is_replaced_by_rename_not_rewritten_in_place() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("events.json");
+        std::fs::write(&path, b"old").unwrap();
+        // A second name for the old file: an in-place rewrite would change it too.
+        let old = dir.path().join("old-link");
+        std::fs::hard_link(&path, &old).unwrap();
+        write_output(&path, b"new").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"new");
+        assert_eq!(std::fs::read(&old).unwrap(), b"old");
+        // A path where nothing is yet is created the same way.
+        let fresh = dir.path().join("fresh.json");
+        write_output(&fresh, b"fresh").unwrap();
+        assert_eq!(std::fs::read(&fresh).unwrap(), b"fresh");
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, vec!["events.json", "fresh.json", "old-link"]);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_symlink_is_written_through_and_stays_a_symlink() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let target = dir.path().join("target.json");
+        std::fs::write(&target, b"old content, longer than the new").unwrap();
+        let link = dir.path().join("link.json");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        write_output(&link, b"new").unwrap();
+        assert!(std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(std::fs::read_link(&link).unwrap(), target);
+        assert_eq!(std::fs::read(&target).unwrap(), b"new");
+        // A dangling link creates its target, as `cat > link` does.
+        let dangling = dir.path().join("dangling.json");
+        let missing = dir.path().join("missing.json");
+        std::os::unix::fs::symlink(&missing, &dangling).unwrap();
+        write_output(&dangling, b"made").unwrap();
+        assert!(std::fs::symlink_metadata(&dangling)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(std::fs::read(&missing).unwrap(), b"made");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_is_written_directly_while_a_reader_reads_it() {
+        use std::io::Read;
+        use std::os::unix::fs::FileTypeExt;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let fifo = dir.path().join("events.fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("run mkfifo");
+        assert!(made.success());
+        // More than a pipe holds, so the writer must wait for the reader.
+        let bytes: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let reader = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                std::fs::File::open(&fifo)
+                    .unwrap()
+                    .read_to_end(&mut got)
+                    .unwrap();
+                got
+            })
+        };
+        write_output(&fifo, &bytes).unwrap();
+        assert_eq!(reader.join().unwrap(), bytes);
+        assert!(std::fs::symlink_metadata(&fifo)
+            .unwrap()
+            .file_type()
+            .is_fifo());
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1, "no temporary file next to the FIFO");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn devices_are_written_not_replaced_and_a_full_device_is_an_error() {
+        use std::os::unix::fs::FileTypeExt;
+        let full = Path::new("/dev/full");
+        let err = write_output(full, b"anything").unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::StorageFull, "{err}");
+        assert!(std::fs::metadata(full)
+            .unwrap()
+            .file_type()
+            .is_char_device());
+        write_output(Path::new("/dev/null"), b"gone").unwrap();
+        assert!(std::fs::metadata("/dev/null")
+            .unwrap()
+            .file_type()
+            .is_char_device());
+        // A folder is refused, not replaced.
+        let dir = tempfile::tempdir().expect("temp dir");
+        assert!(write_output(dir.path(), b"x").is_err());
+        assert!(dir.path().is_dir());
     }
 }

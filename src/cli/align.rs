@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use tidings::app::align::{self, AlignOptions, AlignOutput, Progress};
-use tidings::app::output::write_atomic;
+use tidings::app::output::write_output;
 use tidings::engine::manifest::Manifest;
 use tidings::group::ClusterOptions;
 use tidings::model::device::{self, DeviceChoice};
@@ -92,9 +92,10 @@ Examples:
 pub struct AlignArgs {
     #[arg(value_name = "INPUT")]
     input: String,
-    /// Write the result here (atomically) instead of standard output.
-    #[arg(long, short = 'o', value_name = "FILE")]
-    out: Option<PathBuf>,
+    /// Write the result here instead of standard output (- is standard output). A regular file
+    /// is replaced atomically; a symlink, device or pipe is written through.
+    #[arg(long, short = 'o', value_name = "FILE|-", default_value = "-")]
+    out: PathBuf,
     #[arg(long, value_enum, default_value = "json")]
     format: Format,
     /// Minimum average cosine similarity for articles to share an event.
@@ -116,8 +117,9 @@ pub struct AlignArgs {
     /// SQLite store for caches and results (default: the user's data folder).
     #[arg(long, value_name = "PATH", env = "TIDINGS_STORE")]
     store: Option<PathBuf>,
-    /// Also draw the articles in 2-D by event and the similarity heatmap (SVG).
-    #[arg(long, value_name = "FILE.svg")]
+    /// Also draw the articles in 2-D by event and the similarity heatmap (SVG), written like
+    /// --out.
+    #[arg(long, value_name = "FILE.svg|-")]
     plot: Option<PathBuf>,
     #[arg(long, value_name = "N")]
     beam: Option<usize>,
@@ -215,17 +217,20 @@ pub fn align(args: AlignArgs, quiet: bool) -> anyhow::Result<()> {
         eprintln!("warning: article {}: {} (skipped)", s.id, s.reason);
     }
     let rendered = render(&output, args.format)?;
-    match &args.out {
-        Some(path) => write_atomic(path, rendered.as_bytes())
-            .with_context(|| format!("cannot write {}", path.display()))?,
-        None => std::io::stdout().write_all(rendered.as_bytes())?,
-    }
+    write_output(&args.out, rendered.as_bytes()).with_context(|| cannot_write(&args.out))?;
     if let Some(path) = &args.plot {
         let svg = tidings::app::plot::events_svg(&output);
-        write_atomic(path, svg.as_bytes())
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        write_output(path, svg.as_bytes()).with_context(|| cannot_write(path))?;
     }
     Ok(())
+}
+
+fn cannot_write(path: &std::path::Path) -> String {
+    if path.as_os_str() == "-" {
+        "cannot write to standard output".to_string()
+    } else {
+        format!("cannot write {}", path.display())
+    }
 }
 
 fn render(out: &AlignOutput, format: Format) -> anyhow::Result<String> {
@@ -308,22 +313,28 @@ pub fn eval_groups(args: EvalArgs) -> anyhow::Result<()> {
     let gold = tidings::group::eval::read_gold_tsv(&gold)?;
     let aligned = tidings::group::eval::align(&gold, &pred)?;
     let s = tidings::group::eval::score(&aligned)?;
+    let mut out = std::io::stdout().lock();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
+        serde_json::to_writer_pretty(&mut out, &s)?;
+        writeln!(out)?;
     } else {
-        println!(
+        writeln!(
+            out,
             "articles {}  gold events {}  predicted events {}",
             s.items, s.gold_events, s.predicted_events
-        );
-        println!(
+        )?;
+        writeln!(
+            out,
             "B-cubed   P {:.4}  R {:.4}  F1 {:.4}",
             s.bcubed.precision, s.bcubed.recall, s.bcubed.f1
-        );
-        println!(
+        )?;
+        writeln!(
+            out,
             "pairwise  P {:.4}  R {:.4}  F1 {:.4}",
             s.pairwise.precision, s.pairwise.recall, s.pairwise.f1
-        );
-        println!("ARI {:.4}  NMI {:.4}", s.ari, s.nmi);
+        )?;
+        writeln!(out, "ARI {:.4}  NMI {:.4}", s.ari, s.nmi)?;
     }
+    out.flush()?;
     Ok(())
 }

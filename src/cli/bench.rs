@@ -1,5 +1,6 @@
 //! `tidings bench`: translation and embedding speed on this machine.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -166,11 +167,14 @@ pub fn run(args: BenchArgs, quiet: bool) -> anyhow::Result<()> {
         translation,
         embedding,
     };
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        serde_json::to_writer_pretty(&mut out, &report)?;
+        writeln!(out)?;
     } else {
-        print_table(&report);
+        print_table(&mut out, &report)?;
     }
+    out.flush()?;
     Ok(())
 }
 
@@ -363,13 +367,14 @@ fn bench_embedding(
     })
 }
 
-fn print_table(report: &Report) {
+fn print_table(out: &mut impl Write, report: &Report) -> std::io::Result<()> {
     let hw = &report.hardware;
     let rss = match report.peak_rss_bytes {
         Some(b) => format!("{:.0} MiB", b as f64 / (1024.0 * 1024.0)),
         None => "n/a".to_string(),
     };
-    println!(
+    writeln!(
+        out,
         "tidings {}  device: {}{}  threads: {}  dtype: {}  peak RSS: {rss}",
         report.version,
         report.device,
@@ -379,8 +384,9 @@ fn print_table(report: &Report) {
             .unwrap_or_default(),
         report.threads,
         report.dtype,
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "cpu: {}  cores: {}  simd: {}  {}/{}",
         hw.cpu,
         hw.cores,
@@ -391,12 +397,17 @@ fn print_table(report: &Report) {
         },
         hw.os,
         hw.arch
-    );
+    )?;
     if let Some(t) = &report.translation {
-        println!();
-        println!("translation: {}  load: {:.2}s", t.model, t.load_seconds);
-        println!("input: {}", t.input);
-        println!(
+        writeln!(out)?;
+        writeln!(
+            out,
+            "translation: {}  load: {:.2}s",
+            t.model, t.load_seconds
+        )?;
+        writeln!(out, "input: {}", t.input)?;
+        writeln!(
+            out,
             "{:>5} {:>5} {:>7} {:>7} {:>11} {:>9} {:>13} {:>9} {:>9}",
             "batch",
             "beam",
@@ -407,9 +418,10 @@ fn print_table(report: &Report) {
             "enc src tok/s",
             "p50 ms",
             "p95 ms"
-        );
+        )?;
         for r in &t.runs {
-            println!(
+            writeln!(
+                out,
                 "{:>5} {:>5} {:>7} {:>7} {:>11.1} {:>9.2} {:>13.0} {:>9.1} {:>9.1}",
                 r.batch_size,
                 r.num_beams,
@@ -420,22 +432,25 @@ fn print_table(report: &Report) {
                 r.encoder_source_tokens_per_s,
                 r.batch_p50_ms,
                 r.batch_p95_ms
-            );
+            )?;
         }
     }
     if let Some(e) = &report.embedding {
-        println!();
-        println!("embedding: {}  load: {:.2}s", e.model, e.load_seconds);
-        println!("input: {}", e.input);
-        println!(
+        writeln!(out)?;
+        writeln!(out, "embedding: {}  load: {:.2}s", e.model, e.load_seconds)?;
+        writeln!(out, "input: {}", e.input)?;
+        writeln!(
+            out,
             "{:>5} {:>7} {:>8} {:>10} {:>11}",
             "batch", "texts", "tokens", "texts/s", "tokens/s"
-        );
+        )?;
         for r in &e.runs {
-            println!(
+            writeln!(
+                out,
                 "{:>5} {:>7} {:>8} {:>10.1} {:>11.0}",
                 r.batch_size, r.texts, r.tokens, r.texts_per_s, r.tokens_per_s
-            );
+            )?;
         }
     }
+    Ok(())
 }

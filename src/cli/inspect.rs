@@ -40,11 +40,13 @@ pub fn inspect(args: InspectArgs) -> anyhow::Result<()> {
         url: None,
     };
     let p = tidings::text::prepare::prepare(&article);
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&p)?);
+        serde_json::to_writer_pretty(&mut out, &p)?;
+        writeln!(out)?;
+        out.flush()?;
         return Ok(());
     }
-    let mut out = std::io::stdout().lock();
     writeln!(out, "title: {}", p.title)?;
     writeln!(
         out,
@@ -70,5 +72,6 @@ pub fn inspect(args: InspectArgs) -> anyhow::Result<()> {
             r.text
         )?;
     }
+    out.flush()?;
     Ok(())
 }

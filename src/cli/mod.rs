@@ -18,7 +18,9 @@ Hub, run in Rust with candle on the CPU (or CUDA/Metal when built with those fea
 
 Models are downloaded once into the Hugging Face cache ($HF_HOME/hub, default ~/.cache/huggingface)
 and reused; set HF_HUB_OFFLINE=1 or pass --offline to never touch the network, and HF_ENDPOINT to
-use a mirror. A model can also be a local folder laid out like a Hub repo.
+use a mirror. A Hub request fails, saying so, when connecting or a read takes longer than
+HF_HUB_ETAG_TIMEOUT (metadata) or HF_HUB_DOWNLOAD_TIMEOUT (downloads): seconds, default 10.
+A model can also be a local folder laid out like a Hub repo.
 
 Examples:
   echo 'Der Bundestag hat am 22. Mai abgestimmt.' | tidings translate --from de
@@ -122,6 +124,20 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::EvalGroups(args) => align::eval_groups(args),
         Command::Serve(args) => serve::run(args, cli.quiet),
     }
+}
+
+/// Whether `e` comes from writing into a pipe whose reader has gone away. Output goes through
+/// `write!`, never `print!` (which panics on it), so such a failure ends up here.
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    let root = e.root_cause();
+    let kind = match root.downcast_ref::<std::io::Error>() {
+        Some(io) => Some(io.kind()),
+        // serde_json's writers wrap the I/O error without naming it as their source.
+        None => root
+            .downcast_ref::<serde_json::Error>()
+            .and_then(serde_json::Error::io_error_kind),
+    };
+    kind == Some(std::io::ErrorKind::BrokenPipe)
 }
 
 /// "outer: inner: innermost", skipping causes already quoted by their parent.

@@ -1,5 +1,7 @@
 //! `tidings models`: what the manifest offers, and fetching models for offline use.
 
+use std::io::Write;
+
 use serde::Serialize;
 use tidings::engine::manifest::Manifest;
 use tidings::model::hub::{ModelRepo, ModelSource};
@@ -66,20 +68,25 @@ pub fn run(args: ModelsArgs, quiet: bool) -> anyhow::Result<()> {
                     fallback: e.fallback,
                 })
                 .collect();
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             if json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
+                serde_json::to_writer_pretty(&mut out, &rows)?;
+                writeln!(out)?;
             } else {
-                println!(
+                writeln!(
+                    out,
                     "{:<5} {:<32} {:<34} {:<10} LICENSE",
                     "LANG", "NAME", "REPO", "REVISION"
-                );
+                )?;
                 for r in rows {
-                    println!(
+                    writeln!(
+                        out,
                         "{:<5} {:<32} {:<34} {:<10} {}",
                         r.lang, r.name, r.repo, r.revision, r.license
-                    );
+                    )?;
                 }
             }
+            out.flush()?;
             Ok(())
         }
         ModelsAction::Download {
@@ -101,13 +108,14 @@ pub fn run(args: ModelsArgs, quiet: bool) -> anyhow::Result<()> {
             let repo = ModelRepo::open(spec, &source.hub_options(quiet))?;
             let files = tidings::model::marian::translator::fetch_files(&repo)?;
             eprintln!("{}", files.folder.display());
-            println!(
+            writeln!(
+                std::io::stdout(),
                 "{} is cached{}",
                 repo.describe(),
                 repo.commit()
                     .map(|c| format!(" at commit {c}"))
                     .unwrap_or_default()
-            );
+            )?;
             Ok(())
         }
     }

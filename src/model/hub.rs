@@ -1,5 +1,5 @@
-//! Model source resolution: a Hub repo at a revision (through hf-hub's sync client and its
-//! cache) or a local folder.
+//! Model source resolution: a Hub repo at a revision (in hf-hub's cache layout, downloaded
+//! with time-outs, see `remote.rs`) or a local folder.
 //!
 //! Online, files are served from the cache when the revision's commit is known and its
 //! snapshot holds the file; otherwise they are downloaded, size-checked (and sha256-checked
@@ -15,8 +15,9 @@ mod source;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Mutex;
+use std::time::Duration;
 
-pub use error::HubError;
+pub use error::{HubError, TimeoutStage};
 pub use source::{is_commit_sha, ModelSource, DEFAULT_REVISION};
 
 use cache::RepoCache;
@@ -25,6 +26,9 @@ use source::validate_file_name;
 
 /// The public Hugging Face Hub.
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
+
+/// huggingface_hub's default for both `HF_HUB_ETAG_TIMEOUT` and `HF_HUB_DOWNLOAD_TIMEOUT`.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How to reach the Hub.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -53,12 +57,12 @@ impl HubOptions {
     }
 }
 
-/// Where the Hub is and where its files are cached; [`HubConfig::from_env`] reads the same
-/// variables as hf-hub's `ApiBuilder::from_env` plus the token variables it ignores.
+/// Where the Hub is, where its files are cached and how long a request may wait;
+/// [`HubConfig::from_env`] reads the same variables as hf-hub's `ApiBuilder::from_env` plus
+/// the token and time-out variables huggingface_hub reads and hf-hub 0.5 ignores.
 ///
-/// The client is built from this (`ApiBuilder::from_cache` + `with_endpoint` + `with_token`)
-/// rather than by `ApiBuilder::from_env` itself, so the cache and endpoint this module checks
-/// and cleans are exactly the ones hf-hub uses, `HF_TOKEN` is honoured (hf-hub 0.5 only
+/// Everything online is built from this, so the cache and endpoint this module checks and
+/// cleans are exactly the ones it downloads into, `HF_TOKEN` is honoured (hf-hub 0.5 only
 /// reads the token file), and a missing home directory is an error instead of hf-hub's panic.
 #[derive(Clone, PartialEq, Eq)]
 pub struct HubConfig {
@@ -68,6 +72,11 @@ pub struct HubConfig {
     pub cache_dir: PathBuf,
     /// Bearer token for private and gated repos.
     pub token: Option<String>,
+    /// How long connecting, and each read, of a metadata request may take
+    /// (`HF_HUB_ETAG_TIMEOUT`).
+    pub etag_timeout: Duration,
+    /// How long connecting, and each read, of a download may take (`HF_HUB_DOWNLOAD_TIMEOUT`).
+    pub download_timeout: Duration,
 }
 
 impl fmt::Debug for HubConfig {
@@ -76,23 +85,29 @@ impl fmt::Debug for HubConfig {
             .field("endpoint", &self.endpoint)
             .field("cache_dir", &self.cache_dir)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("etag_timeout", &self.etag_timeout)
+            .field("download_timeout", &self.download_timeout)
             .finish()
     }
 }
 
 impl HubConfig {
-    /// An explicit endpoint and cache folder, without a token.
+    /// An explicit endpoint and cache folder, without a token, with the default time-outs.
     pub fn new(endpoint: impl Into<String>, cache_dir: impl Into<PathBuf>) -> Self {
         Self {
             endpoint: endpoint.into(),
             cache_dir: cache_dir.into(),
             token: None,
+            etag_timeout: DEFAULT_TIMEOUT,
+            download_timeout: DEFAULT_TIMEOUT,
         }
     }
 
     /// `HF_ENDPOINT` (default `https://huggingface.co`); cache `HF_HUB_CACHE`, else
     /// `$HF_HOME/hub`, else `~/.cache/huggingface/hub`; token `HF_TOKEN`, else
-    /// `HUGGING_FACE_HUB_TOKEN`, else the file `$HF_HOME/token` written by `huggingface-cli login`.
+    /// `HUGGING_FACE_HUB_TOKEN`, else the file `$HF_HOME/token` written by `huggingface-cli login`;
+    /// time-outs `HF_HUB_ETAG_TIMEOUT` and `HF_HUB_DOWNLOAD_TIMEOUT` (seconds, default 10), as
+    /// huggingface_hub reads them.
     pub fn from_env() -> Result<Self, HubError> {
         let var = |name: &str| {
             std::env::var(name)
@@ -115,10 +130,19 @@ impl HubConfig {
                 let text = std::fs::read_to_string(hf_home.as_ref()?.join("token")).ok()?;
                 Some(text.trim().to_string()).filter(|t| !t.is_empty())
             });
+        let timeout = |name: &'static str| match var(name) {
+            None => Ok(DEFAULT_TIMEOUT),
+            Some(value) => parse_timeout(&value).ok_or(HubError::InvalidTimeout {
+                variable: name,
+                value,
+            }),
+        };
         Ok(Self {
             endpoint,
             cache_dir,
             token,
+            etag_timeout: timeout("HF_HUB_ETAG_TIMEOUT")?,
+            download_timeout: timeout("HF_HUB_DOWNLOAD_TIMEOUT")?,
         })
     }
 
@@ -134,6 +158,16 @@ impl HubConfig {
             endpoint,
             ..self.clone()
         })
+    }
+}
+
+/// A positive number of seconds, fractions allowed.
+fn parse_timeout(value: &str) -> Option<Duration> {
+    let seconds: f64 = value.trim().parse().ok()?;
+    if seconds > 0.0 {
+        Duration::try_from_secs_f64(seconds).ok()
+    } else {
+        None
     }
 }
 
@@ -412,5 +446,21 @@ impl HubRepo {
             });
         };
         self.download(remote, file, commit.as_deref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_timeout;
+    use std::time::Duration;
+
+    #[test]
+    fn timeouts_are_positive_seconds_with_fractions() {
+        assert_eq!(parse_timeout("10"), Some(Duration::from_secs(10)));
+        assert_eq!(parse_timeout(" 1.5 "), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_timeout("0.25"), Some(Duration::from_millis(250)));
+        for bad in ["", "0", "-1", "soon", "NaN", "inf", "1e400"] {
+            assert_eq!(parse_timeout(bad), None, "{bad:?}");
+        }
     }
 }

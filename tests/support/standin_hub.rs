@@ -28,6 +28,16 @@ use sha2::{Digest, Sha256};
 
 const SOCKET_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_HEAD: usize = 64 * 1024;
+const STALL_LIMIT: Duration = Duration::from_secs(120);
+
+/// A TCP listener on 127.0.0.1 that never answers: connections are accepted (the kernel
+/// completes them for the backlog) and requests are sent, but nothing ever comes back. Keep it
+/// alive for as long as the endpoint is used.
+pub fn silent_endpoint() -> (TcpListener, String) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a silent listener");
+    let endpoint = format!("http://{}", listener.local_addr().expect("its address"));
+    (listener, endpoint)
+}
 
 /// A misbehaviour for one file of one repo, until cleared.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,6 +54,9 @@ pub enum Fault {
     Corrupt,
     /// `resolve` answers `302` with the Hub's headers but no `Location` (a malformed answer).
     RedirectWithoutLocation,
+    /// Body transfers announce their full `Content-Length`, send `sent` bytes and then nothing
+    /// more, holding the connection open (until the stand-in stops, at most two minutes).
+    Stall { sent: usize },
 }
 
 /// One request as the stand-in received it.
@@ -245,6 +258,8 @@ struct Response {
     body: Vec<u8>,
     /// Send only this many body bytes, then close (the announced length stays full).
     cut_after: Option<usize>,
+    /// After the (cut) body, keep the connection open without sending anything.
+    stall: bool,
 }
 
 impl Response {
@@ -254,6 +269,7 @@ impl Response {
             headers: Vec::new(),
             body: Vec::new(),
             cut_after: None,
+            stall: false,
         }
     }
 
@@ -291,6 +307,12 @@ fn serve_connection(mut stream: TcpStream, shared: &Shared) -> std::io::Result<(
     let response = route(shared, &request);
     write_response(&mut stream, &request, &response)?;
     stream.flush()?;
+    if response.stall {
+        let until = std::time::Instant::now() + STALL_LIMIT;
+        while !shared.stop.load(Ordering::SeqCst) && std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
     let _ = stream.shutdown(Shutdown::Both);
     Ok(())
 }
@@ -589,6 +611,10 @@ fn content(request: &Request, bytes: &[u8], fault: Option<&Fault>) -> Response {
     match fault {
         Some(Fault::ExtraBytes(extra)) => body.extend(std::iter::repeat_n(b'!', *extra)),
         Some(Fault::Truncate { sent }) => response.cut_after = Some(*sent),
+        Some(Fault::Stall { sent }) => {
+            response.cut_after = Some(*sent);
+            response.stall = true;
+        }
         _ => {}
     }
     response.body = body;

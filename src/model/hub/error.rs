@@ -167,6 +167,22 @@ pub enum HubError {
         reason: String,
     },
 
+    /// A Hub request got no answer (or no more of one) within its time-out.
+    #[error("{stage} for `{file}` of {model} timed out: {url} sent nothing for {limit:?}; raise {variable} (seconds) on a slow network, check HF_ENDPOINT, or pass --offline to use only the local cache", variable = .stage.variable())]
+    TimedOut {
+        /// Which request: its time-out comes from `HF_HUB_ETAG_TIMEOUT` or
+        /// `HF_HUB_DOWNLOAD_TIMEOUT`.
+        stage: TimeoutStage,
+        /// `repo@revision`.
+        model: String,
+        /// The requested file.
+        file: String,
+        /// The URL that did not answer.
+        url: String,
+        /// The limit that was reached.
+        limit: std::time::Duration,
+    },
+
     /// The body ended before its announced length.
     #[error("the download of `{file}` of {repo}@{revision} ended after {received} of {expected} bytes; the partial file was removed, so try again")]
     Truncated {
@@ -260,10 +276,47 @@ pub enum HubError {
         endpoint: String,
     },
 
+    /// HF_HUB_ETAG_TIMEOUT or HF_HUB_DOWNLOAD_TIMEOUT is not a positive number of seconds.
+    #[error("{variable} `{value}` is not a positive number of seconds")]
+    InvalidTimeout {
+        /// The variable.
+        variable: &'static str,
+        /// The value given.
+        value: String,
+    },
+
     /// The HTTP client could not be built.
     #[error("cannot set up the HTTP client for the Hub: {detail}")]
     Client {
         /// What failed.
         detail: String,
     },
+}
+
+/// The two kinds of Hub request, each with its own time-out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeoutStage {
+    /// The metadata request (commit, etag, size): `HF_HUB_ETAG_TIMEOUT`.
+    Metadata,
+    /// The transfer of a file's body: `HF_HUB_DOWNLOAD_TIMEOUT`.
+    Download,
+}
+
+impl TimeoutStage {
+    /// The environment variable that sets this stage's time-out.
+    pub fn variable(self) -> &'static str {
+        match self {
+            TimeoutStage::Metadata => "HF_HUB_ETAG_TIMEOUT",
+            TimeoutStage::Download => "HF_HUB_DOWNLOAD_TIMEOUT",
+        }
+    }
+}
+
+impl std::fmt::Display for TimeoutStage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TimeoutStage::Metadata => "the metadata request",
+            TimeoutStage::Download => "the download",
+        })
+    }
 }
