@@ -52,6 +52,7 @@ fn options(threshold: Option<f32>) -> AlignOptions {
             offline: true,
             progress: false,
         },
+        refresh: false,
     }
 }
 
@@ -239,4 +240,59 @@ fn embed_source_skips_translation() {
     }
     let ids: Vec<String> = loaded.articles.iter().map(|a| a.id.clone()).collect();
     every_article_in_exactly_one_event(&out, &ids);
+}
+
+#[test]
+fn a_stored_article_is_reused_only_when_made_the_same_way() {
+    let loaded = load_input(&root().join("seeds")).unwrap();
+    let german: Vec<Article> = loaded
+        .articles
+        .iter()
+        .filter(|a| a.id.starts_with("000"))
+        .cloned()
+        .collect();
+    assert!(!german.is_empty());
+    let n = german.len();
+    let store = tidings::store::open_in_memory().unwrap();
+    let opts = options(None);
+    let (first, stages) = run(&german, &opts, &store);
+    assert_eq!(stages.0[0], ("preparing".to_string(), n));
+    // Same recipe: nothing redone.
+    let (_, stages) = run(&german, &opts, &store);
+    assert_eq!(stages.0[0], ("preparing".to_string(), 0));
+
+    // Another model for German: redone, with that model's translation.
+    let mut other_model = options(None);
+    other_model
+        .models
+        .insert("de".into(), fixture("marian-tiny-relu"));
+    let (second, stages) = run(&german, &other_model, &store);
+    assert_eq!(
+        stages.0[0],
+        ("preparing".to_string(), n),
+        "stale result reused"
+    );
+    assert_ne!(first.articles[0].models, second.articles[0].models);
+
+    // Another beam or embedding source: each redoes the articles.
+    let mut beam = options(None);
+    beam.translate.num_beams = Some(2);
+    let mut embed_source = options(None);
+    embed_source.embed_source = true;
+    for (what, o) in [("beam", &beam), ("--embed-source", &embed_source)] {
+        let (_, stages) = run(&german, o, &store);
+        assert_eq!(stages.0[0], ("preparing".to_string(), n), "{what}");
+    }
+    // The store keeps the latest result per article: the first recipe is redone, from the
+    // sentence cache, to the same translation; then it is reused, and --refresh redoes it.
+    let (back, stages) = run(&german, &opts, &store);
+    assert_eq!(stages.0[0], ("preparing".to_string(), n));
+    assert_eq!(back.articles[0].translation, first.articles[0].translation);
+    let (_, stages) = run(&german, &opts, &store);
+    assert_eq!(stages.0[0], ("preparing".to_string(), 0));
+    let mut refresh = options(None);
+    refresh.refresh = true;
+    let (again, stages) = run(&german, &refresh, &store);
+    assert_eq!(stages.0[0], ("preparing".to_string(), n));
+    assert_eq!(again.articles[0].translation, first.articles[0].translation);
 }

@@ -63,6 +63,8 @@ pub struct AlignOptions {
     pub compute_type: ComputeType,
     pub cluster: ClusterOptions,
     pub hub: HubOptions,
+    /// Redo every article, even those the store has finished the same way.
+    pub refresh: bool,
 }
 
 // The records the store keeps; defined there so the store depends on nothing above it.
@@ -82,7 +84,16 @@ pub struct Skipped {
     pub reason: String,
 }
 
-fn content_hash(article: &Article) -> String {
+/// Version of what turns a page into sentences (cleaning, detection, splitting). Raise it when
+/// their output changes, so stored articles made by the old rules are redone.
+pub const TEXT_VERSION: u32 = 1;
+
+/// The key a finished article is stored under: its content and everything that produced its
+/// result — the text rules' version, every language's model (source and revision), the compute
+/// type, the generation settings, the embedding model and whether the source text was embedded.
+/// A run that differs in any of these redoes the article (the sentence caches, keyed by model
+/// and commit, still answer what they can).
+fn article_key(article: &Article, recipe: &str) -> String {
     let mut h = Sha256::new();
     for part in [
         article.title.as_deref().unwrap_or(""),
@@ -92,10 +103,27 @@ fn content_hash(article: &Article) -> String {
         article.lang.as_deref().unwrap_or(""),
         "\u{1}",
         article.published_at.as_deref().unwrap_or(""),
+        "\u{1}",
+        recipe,
     ] {
         h.update(part.as_bytes());
     }
     format!("{:x}", h.finalize())
+}
+
+/// Everything besides the content that decides an article's result, as one string.
+fn recipe(engine: &Engine, opts: &AlignOptions) -> String {
+    let cfg = engine.config();
+    let generation = opts.generation();
+    format!(
+        "text={TEXT_VERSION}\u{1}models={}\u{1}compute={}\u{1}beams={:?} max_new={:?}\u{1}embed={}\u{1}embed_source={}",
+        engine.router().fingerprint(),
+        cfg.compute_type,
+        generation.num_beams,
+        generation.max_new_tokens,
+        cfg.embed_model,
+        opts.embed_source,
+    )
 }
 
 impl AlignOptions {
@@ -147,11 +175,16 @@ pub fn align(
     store: &dyn Store,
     progress: &mut dyn Progress,
 ) -> Result<AlignOutput> {
-    let hashes: Vec<String> = articles.iter().map(content_hash).collect();
+    let recipe = recipe(engine, opts);
+    let hashes: Vec<String> = articles.iter().map(|a| article_key(a, &recipe)).collect();
     let mut skipped = Vec::new();
 
-    // 1. Reuse what an earlier run finished.
-    let mut results = reuse_done(articles, &hashes, store)?;
+    // 1. Reuse what an earlier run finished the same way (unless asked to redo everything).
+    let mut results = if opts.refresh {
+        vec![None; articles.len()]
+    } else {
+        reuse_done(articles, &hashes, store)?
+    };
     let todo: Vec<usize> = (0..articles.len())
         .filter(|&i| results[i].is_none())
         .collect();

@@ -114,6 +114,11 @@ pub struct AlignArgs {
     /// sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2 or sentence-transformers/LaBSE).
     #[arg(long)]
     embed_source: bool,
+    /// Redo every article. Without it, an article the store finished is reused only if it was
+    /// made the same way (same content, models and revisions, compute type, beam, embedding
+    /// model, --embed-source); otherwise it is redone, reusing cached sentence translations.
+    #[arg(long)]
+    refresh: bool,
     /// SQLite store for caches and results (default: the user's data folder).
     #[arg(long, value_name = "PATH", env = "TIDINGS_STORE")]
     store: Option<PathBuf>,
@@ -191,6 +196,7 @@ pub fn align(args: AlignArgs, quiet: bool) -> anyhow::Result<()> {
         compute_type: args.compute.compute_type,
         cluster,
         hub: args.source.hub_options(quiet),
+        refresh: args.refresh,
     };
     let loaded = read_articles(&args.input)?;
     for p in &loaded.problems {

@@ -112,6 +112,31 @@ impl Router {
         })
     }
 
+    /// Every routing decision as one stable string (overrides, manifest entries, served list):
+    /// two routers with the same fingerprint send every language to the same model.
+    pub fn fingerprint(&self) -> String {
+        let mut parts: Vec<String> = self
+            .overrides
+            .iter()
+            .map(|(lang, src)| format!("{lang}={src}"))
+            .collect();
+        let mut entries: Vec<String> = self
+            .manifest
+            .entries()
+            .iter()
+            .map(|e| {
+                let fallback = if e.fallback { " fallback" } else { "" };
+                format!("{}:{}@{}{fallback}", e.lang, e.repo, e.revision)
+            })
+            .collect();
+        entries.sort();
+        parts.push(format!("manifest[{}]", entries.join(",")));
+        if let Some(list) = &self.served {
+            parts.push(format!("served[{}]", list.join(",")));
+        }
+        parts.join(";")
+    }
+
     /// Source languages with a model of their own, sorted.
     pub fn languages(&self) -> Vec<String> {
         let mut langs = match &self.served {

@@ -44,6 +44,7 @@ impl AlignWorker {
             compute_type: cfg.compute_type,
             cluster: cfg.cluster,
             hub: cfg.hub,
+            refresh: false,
         };
         std::thread::Builder::new()
             .name("tidings-align".into())
