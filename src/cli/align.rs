@@ -156,6 +156,11 @@ impl Progress for Bars {
     fn advance(&mut self, n: usize) {
         self.bar.inc(n as u64);
     }
+    fn notice(&mut self, message: &str) {
+        if !self.hidden {
+            self.bar.suspend(|| eprintln!("note: {message}"));
+        }
+    }
 }
 
 fn read_articles(input: &str) -> anyhow::Result<Loaded> {
