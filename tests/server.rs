@@ -854,3 +854,35 @@ fn fallback_model_use_shows_in_the_model_field() {
         .unwrap()
         .ends_with("marian-tiny-relu"));
 }
+
+#[test]
+fn an_unreliable_detection_never_picks_a_model() {
+    let server = TestServer::start(fixture_config());
+    let prague = "Leaders met in Prague on Monday.";
+    // /v1/detect gives whatlang's guess (French) and says it is one.
+    let a = server.post("/v1/detect", &json!({"texts": [prague, RUSSIAN[0]]}));
+    assert_eq!(a.status, 200, "{}", a.json);
+    assert_eq!(a.json["results"][0]["reliable"], false, "{}", a.json);
+    assert!(a.json["results"][0]["confidence"].as_f64().unwrap() < 0.5);
+    assert_eq!(a.json["results"][1]["reliable"], true, "{}", a.json);
+    // Alone and undeclared it is not translated from French: a 422 that asks for `source`.
+    let a = server.post("/v1/translate", &json!({"text": prague}));
+    assert_error(&a, 422, "invalid_request");
+    let e = a.json["error"].as_str().unwrap();
+    assert!(e.contains("reliably") && e.contains("\"source\""), "{e}");
+    // With `source` it is taken as given, and the detection is reported as unreliable.
+    let a = server.post("/v1/translate", &json!({"text": prague, "source": "en"}));
+    assert_eq!(a.status, 200, "{}", a.json);
+    assert_eq!(a.json["text"], prague);
+    assert_eq!(a.json["detected_language"]["reliable"], false);
+    // A short text among reliably German ones takes their language.
+    let a = server.post(
+        "/v1/translate",
+        &json!({"texts": [GERMAN[0], GERMAN[1]], "beam": 1}),
+    );
+    assert_eq!(a.status, 200, "{}", a.json);
+    let r = a.json["results"].as_array().unwrap();
+    assert_eq!(r[1]["source_language"], "de");
+    assert_eq!(r[1]["detected_language"]["reliable"], false, "{}", a.json);
+    assert_eq!(r[0]["detected_language"]["reliable"], true);
+}
