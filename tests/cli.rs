@@ -666,3 +666,94 @@ fn align_says_which_languages_go_to_the_fallback_model() {
     );
     assert!(!err.contains("\"de\""), "German has its own model: {err}");
 }
+
+/// Fails at once (well under a second: nothing is read, loaded or downloaded) with `needle`.
+fn refused_before_any_work(args: &[&str], needle: &str) {
+    let home = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    // The input and models do not exist: anything past option checking would fail otherwise.
+    let out = tidings(args, "", home.path());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{args:?} should fail");
+    assert!(
+        err.contains(needle),
+        "{args:?}: stderr lacks {needle:?}:\n{err}"
+    );
+    assert!(
+        !err.contains("/no/such") && !err.contains("config.json") && !err.contains("cannot"),
+        "{args:?}: refused for something else than the option:\n{err}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+}
+
+#[test]
+fn numeric_options_share_one_range_checked_before_any_work() {
+    let model = ["--model", "org/does-not-exist", "/no/such/input.txt"];
+    let align = [
+        "align",
+        "/no/such/folder",
+        "--embed-model",
+        "/no/such/minilm",
+    ];
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["--beam", "0"],
+            "--beam must be between 1 and 16, not 0",
+        ),
+        (
+            vec!["--beam", "1000"],
+            "--beam must be between 1 and 16, not 1000",
+        ),
+        (
+            vec!["--batch-size", "0"],
+            "--batch-size must be between 1 and 1024, not 0",
+        ),
+    ];
+    for (opt, needle) in &cases {
+        let mut t = vec!["translate"];
+        t.extend_from_slice(&model);
+        t.extend_from_slice(opt);
+        refused_before_any_work(&t, needle);
+        let mut a = align.to_vec();
+        a.extend_from_slice(opt);
+        refused_before_any_work(&a, needle);
+    }
+    let mut a = align.to_vec();
+    a.extend_from_slice(&["--max-days-apart", "-1"]);
+    refused_before_any_work(&a, "--max-days-apart must be between 0 and 36500, not -1");
+    let mut a = align.to_vec();
+    a.extend_from_slice(&["--threshold", "2"]);
+    refused_before_any_work(&a, "--threshold must be between -1 and 1, not 2");
+    refused_before_any_work(
+        &[
+            "translate",
+            "--max-new-tokens",
+            "0",
+            "--from",
+            "de",
+            "/no/such/input.txt",
+        ],
+        "--max-new-tokens must be between 1 and 4096, not 0",
+    );
+    refused_before_any_work(
+        &[
+            "embed",
+            "--batch-size",
+            "0",
+            "--model",
+            "/no/such/minilm",
+            "/no/such/input.txt",
+        ],
+        "--batch-size must be between 1 and 1024, not 0",
+    );
+    refused_before_any_work(
+        &[
+            "bench",
+            "--random-weights",
+            "opus-mt-base",
+            "--beams",
+            "1,1000",
+        ],
+        "--beams must be between 1 and 16, not 1000",
+    );
+}

@@ -886,3 +886,30 @@ fn an_unreliable_detection_never_picks_a_model() {
     assert_eq!(r[1]["detected_language"]["reliable"], false, "{}", a.json);
     assert_eq!(r[0]["detected_language"]["reliable"], true);
 }
+
+#[test]
+fn beam_limits_read_as_on_the_command_line() {
+    let server = TestServer::start(fixture_config());
+    for (beam, msg) in [
+        (0, "beam must be between 1 and 8, not 0"),
+        (9, "beam must be between 1 and 8, not 9"),
+        (1000, "beam must be between 1 and 8, not 1000"),
+    ] {
+        let a = server.post(
+            "/v1/translate",
+            &json!({"text": GERMAN[0], "source": "de", "beam": beam}),
+        );
+        assert_error(&a, 422, "invalid_request");
+        assert_eq!(a.json["error"], msg);
+    }
+    // The service's ceiling may lower the shared maximum (16), never raise it.
+    let mut cfg = fixture_config();
+    cfg.max_beam = 64;
+    let server = TestServer::start(cfg);
+    let a = server.post(
+        "/v1/translate",
+        &json!({"text": GERMAN[0], "source": "de", "beam": 17}),
+    );
+    assert_error(&a, 422, "invalid_request");
+    assert_eq!(a.json["error"], "beam must be between 1 and 16, not 17");
+}

@@ -4,6 +4,7 @@ use std::io::{BufWriter, Read, Write};
 
 use anyhow::{bail, Context};
 use serde::Serialize;
+use tidings::app::limits;
 use tidings::engine::manifest::Manifest;
 use tidings::model::device::{self, DeviceChoice};
 use tidings::model::hub::{ModelRepo, ModelSource};
@@ -41,15 +42,15 @@ pub struct TranslateArgs {
     /// Branch, tag or commit of --model on the Hub (default: the manifest's, else main).
     #[arg(long, value_name = "REV")]
     revision: Option<String>,
-    /// Beam width (1 = greedy). Default: the model's generation config.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
-    beam: Option<u32>,
-    /// Most tokens generated per segment. Default: the model's max_length.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4096))]
-    max_new_tokens: Option<u32>,
-    /// Segments per batch.
-    #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
-    batch_size: u32,
+    /// Beam width (1 = greedy, at most 16). Default: the model's generation config.
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = limits::cli::beam)]
+    beam: Option<usize>,
+    /// Most tokens generated per segment (at most 4096). Default: the model's max_length.
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = limits::cli::max_new_tokens)]
+    max_new_tokens: Option<usize>,
+    /// Segments per batch (1 to 1024).
+    #[arg(long, value_name = "N", default_value_t = 32, allow_negative_numbers = true, value_parser = limits::cli::batch_size)]
+    batch_size: usize,
     /// Where to run: cpu, cuda, metal or auto (auto falls back to the CPU).
     #[arg(long, value_name = "D", default_value = "auto", env = "TIDINGS_DEVICE")]
     device: DeviceChoice,
@@ -224,9 +225,9 @@ pub fn run(args: TranslateArgs, quiet: bool) -> anyhow::Result<()> {
     let translator = Translator::load_with(&repo, &device, args.compute.compute_type)
         .with_context(|| format!("cannot load the model {}", repo.describe()))?;
     let opts = TranslateOptions {
-        num_beams: args.beam.map(|b| b as usize),
-        max_new_tokens: args.max_new_tokens.map(|n| n as usize),
-        batch_size: args.batch_size as usize,
+        num_beams: args.beam,
+        max_new_tokens: args.max_new_tokens,
+        batch_size: args.batch_size,
     };
 
     let progress = if quiet {

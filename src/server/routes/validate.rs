@@ -1,6 +1,7 @@
 //! Checks of request values against the service's limits and languages, shared by the
 //! handlers: every refusal here is a 422 with the reason.
 
+use crate::app::limits;
 use crate::engine::manifest::normalise_lang;
 use crate::server::errors::ApiError;
 use crate::server::AppState;
@@ -43,13 +44,18 @@ pub(crate) fn check_target(target: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The shared beam range ([`crate::app::limits`]), with the service's `max_beam` as a lower
+/// ceiling where it is one; the CLI's wording.
 pub(crate) fn check_beam(state: &AppState, beam: Option<usize>) -> Result<(), ApiError> {
     match beam {
-        Some(b) if b == 0 || b > state.cfg.max_beam => Err(ApiError::invalid(format!(
-            "beam must be between 1 and {}",
-            state.cfg.max_beam
-        ))),
-        _ => Ok(()),
+        Some(b) => limits::beam(
+            "beam",
+            i64::try_from(b).unwrap_or(i64::MAX),
+            state.cfg.max_beam,
+        )
+        .map(|_| ())
+        .map_err(|e| ApiError::invalid(e.to_string())),
+        None => Ok(()),
     }
 }
 
