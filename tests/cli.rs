@@ -738,3 +738,288 @@ fn a_hub_that_accepts_and_never_answers_times_out_and_says_so() {
     );
     drop(listener);
 }
+
+/// A manifest whose German model is one tiny fixture and whose fallback is another: nothing is
+/// downloaded, and which of the two translated is visible in the output.
+fn fixture_manifest(dir: &Path) -> PathBuf {
+    let path = dir.join("fixture-manifest.toml");
+    let de = fixture("marian-tiny-swish");
+    let mul = fixture("marian-tiny-relu");
+    std::fs::write(
+        &path,
+        format!(
+            "[[model]]\nlang = \"de\"\nrepo = {:?}\n\n[[model]]\nlang = \"mul\"\nrepo = {:?}\nfallback = true\n",
+            de.to_str().unwrap(),
+            mul.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// `translate` with the fixture manifest: (success, stdout, stderr).
+fn translate_with_fixtures(extra: &[&str], stdin: &str) -> (bool, String, String) {
+    let home = tempfile::tempdir().unwrap();
+    let manifest = fixture_manifest(home.path());
+    let mut args = vec![
+        "translate",
+        "--manifest",
+        manifest.to_str().unwrap(),
+        "--offline",
+        "--device",
+        "cpu",
+    ];
+    args.extend_from_slice(extra);
+    args.push("-");
+    let out = tidings(&args, stdin, home.path());
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn malformed_from_values_are_errors_that_list_the_languages() {
+    // Each of these used to go, silently, to the mul-en fallback model.
+    for bad in ["german", "", "de,ru", "d3"] {
+        fails_with(
+            &["translate", "--from", bad, "--offline", "-"],
+            "Hallo\n",
+            &[
+                "--from",
+                "is not a language code",
+                "ISO 639-1 or 639-3",
+                "or auto",
+                "cs, de",
+            ],
+        );
+    }
+    fails_with(
+        &["align", "--model", "german=org/x", "/no/such/input"],
+        "",
+        &["--model german=org/x", "is not a language code"],
+    );
+}
+
+#[test]
+fn from_takes_either_iso_standard_in_any_case() {
+    let text = "Der Bundestag hat am 22. Mai über das Gesetz abgestimmt.\n";
+    let (ok, want, err) = translate_with_fixtures(&["--from", "de"], text);
+    assert!(ok, "{err}");
+    assert!(!err.contains("fallback"), "{err}");
+    for from in ["DE", "deu", "ger", "de-AT", "De_de"] {
+        let (ok, got, err) = translate_with_fixtures(&["--from", from], text);
+        assert!(ok, "{from}: {err}");
+        assert_eq!(got, want, "--from {from} must pick the German model");
+        assert!(!err.contains("fallback"), "{from}: {err}");
+    }
+}
+
+#[test]
+fn from_en_passes_english_through_without_a_model() {
+    let home = tempfile::tempdir().unwrap();
+    let text = "Leaders met in Prague on Monday.\n\nMarkets fell.\n";
+    for from in ["en", "EN", "eng"] {
+        // No manifest, offline, empty cache: any model load would fail.
+        let out = tidings(
+            &["translate", "--from", from, "--offline", "-"],
+            text,
+            home.path(),
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{from}: {err}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), text);
+    }
+}
+
+#[test]
+fn the_fallback_model_is_used_with_a_notice() {
+    let text = "안녕하세요\n";
+    let (ok, out, err) = translate_with_fixtures(&["--from", "ko"], text);
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().count(), 1);
+    assert!(
+        err.contains("no model of its own for \"ko\"")
+            && err.contains("fallback")
+            && err.contains("marian-tiny-relu"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one line of notice: {err}");
+    // The same model as asking for it by name.
+    let home = tempfile::tempdir().unwrap();
+    let relu = fixture("marian-tiny-relu");
+    let direct = tidings(
+        &[
+            "translate",
+            "--model",
+            relu.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "-",
+        ],
+        text,
+        home.path(),
+    );
+    assert_eq!(String::from_utf8_lossy(&direct.stdout), out);
+    // 639-3 codes without a 639-1 code are well-formed and go to the fallback too.
+    let (ok, _, err) = translate_with_fixtures(&["--from", "gsw"], "Grüezi\n");
+    assert!(
+        ok && err.contains("\"gsw\"") && err.contains("fallback"),
+        "{err}"
+    );
+}
+
+#[test]
+fn from_auto_detects_reliable_input_and_refuses_a_guess() {
+    let text = "Der Bundestag hat am 22. Mai über das Gesetz abgestimmt.\nDie Opposition kritisierte den Entwurf scharf.\n";
+    let (ok, want, err) = translate_with_fixtures(&["--from", "de"], text);
+    assert!(ok, "{err}");
+    for from in ["auto", "AUTO"] {
+        let (ok, got, err) = translate_with_fixtures(&["--from", from], text);
+        assert!(ok, "{err}");
+        assert_eq!(got, want);
+        assert!(err.contains("the input is de"), "{err}");
+    }
+    // Detected as French (confidence 0.145) by the trigram profiles: a guess, not an answer.
+    let (ok, out, err) =
+        translate_with_fixtures(&["--from", "auto"], "Leaders met in Prague on Monday.\n");
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains("cannot tell the language of the input reliably")
+            && err.contains("--from LANG"),
+        "{err}"
+    );
+}
+
+#[test]
+fn align_says_which_languages_go_to_the_fallback_model() {
+    let home = tempfile::tempdir().unwrap();
+    let manifest = fixture_manifest(home.path());
+    let input = home.path().join("in.jsonl");
+    std::fs::write(
+        &input,
+        concat!(
+            "{\"id\": \"a\", \"lang\": \"DEU\", \"text\": \"Der Bundestag hat am 22. Mai über das Gesetz abgestimmt.\"}\n",
+            "{\"id\": \"b\", \"lang\": \"ko\", \"text\": \"서울에서 정상회담이 열렸다.\"}\n"
+        ),
+    )
+    .unwrap();
+    let store = home.path().join("store.sqlite");
+    let out = tidings(
+        &[
+            "align",
+            input.to_str().unwrap(),
+            "--manifest",
+            manifest.to_str().unwrap(),
+            "--embed-model",
+            minilm_dir().to_str().unwrap(),
+            "--store",
+            store.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--offline",
+        ],
+        "",
+        home.path(),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("no model of its own for \"ko\" (1 article); using the fallback model")
+            && err.contains("marian-tiny-relu"),
+        "{err}"
+    );
+    assert!(!err.contains("\"de\""), "German has its own model: {err}");
+}
+
+/// Fails at once (well under a second: nothing is read, loaded or downloaded) with `needle`.
+fn refused_before_any_work(args: &[&str], needle: &str) {
+    let home = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    // The input and models do not exist: anything past option checking would fail otherwise.
+    let out = tidings(args, "", home.path());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{args:?} should fail");
+    assert!(
+        err.contains(needle),
+        "{args:?}: stderr lacks {needle:?}:\n{err}"
+    );
+    assert!(
+        !err.contains("/no/such") && !err.contains("config.json") && !err.contains("cannot"),
+        "{args:?}: refused for something else than the option:\n{err}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+}
+
+#[test]
+fn numeric_options_share_one_range_checked_before_any_work() {
+    let model = ["--model", "org/does-not-exist", "/no/such/input.txt"];
+    let align = [
+        "align",
+        "/no/such/folder",
+        "--embed-model",
+        "/no/such/minilm",
+    ];
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["--beam", "0"],
+            "--beam must be between 1 and 16, not 0",
+        ),
+        (
+            vec!["--beam", "1000"],
+            "--beam must be between 1 and 16, not 1000",
+        ),
+        (
+            vec!["--batch-size", "0"],
+            "--batch-size must be between 1 and 1024, not 0",
+        ),
+    ];
+    for (opt, needle) in &cases {
+        let mut t = vec!["translate"];
+        t.extend_from_slice(&model);
+        t.extend_from_slice(opt);
+        refused_before_any_work(&t, needle);
+        let mut a = align.to_vec();
+        a.extend_from_slice(opt);
+        refused_before_any_work(&a, needle);
+    }
+    let mut a = align.to_vec();
+    a.extend_from_slice(&["--max-days-apart", "-1"]);
+    refused_before_any_work(&a, "--max-days-apart must be between 0 and 36500, not -1");
+    let mut a = align.to_vec();
+    a.extend_from_slice(&["--threshold", "2"]);
+    refused_before_any_work(&a, "--threshold must be between -1 and 1, not 2");
+    refused_before_any_work(
+        &[
+            "translate",
+            "--max-new-tokens",
+            "0",
+            "--from",
+            "de",
+            "/no/such/input.txt",
+        ],
+        "--max-new-tokens must be between 1 and 4096, not 0",
+    );
+    refused_before_any_work(
+        &[
+            "embed",
+            "--batch-size",
+            "0",
+            "--model",
+            "/no/such/minilm",
+            "/no/such/input.txt",
+        ],
+        "--batch-size must be between 1 and 1024, not 0",
+    );
+    refused_before_any_work(
+        &[
+            "bench",
+            "--random-weights",
+            "opus-mt-base",
+            "--beams",
+            "1,1000",
+        ],
+        "--beams must be between 1 and 16, not 1000",
+    );
+}

@@ -754,3 +754,162 @@ fn embed_align_and_online_events() {
     assert_eq!(a.json["event"]["id"].as_i64().unwrap(), e1);
     assert_eq!(a.json["event"]["size"], 3);
 }
+
+#[test]
+fn source_codes_are_parsed_as_the_cli_parses_them() {
+    let server = TestServer::start(fixture_config());
+    let base = server.post(
+        "/v1/translate",
+        &json!({"text": GERMAN[0], "source": "de", "beam": 1}),
+    );
+    assert_eq!(base.status, 200, "{}", base.json);
+    for source in ["DE", "deu", "ger", "de-AT", "AUTO"] {
+        let a = server.post(
+            "/v1/translate",
+            &json!({"text": GERMAN[0], "source": source, "beam": 1}),
+        );
+        assert_eq!(a.status, 200, "{source}: {}", a.json);
+        assert_eq!(a.json["text"], base.json["text"], "{source}");
+        assert_eq!(a.json["model"], base.json["model"], "{source}");
+        assert_eq!(a.json["source_language"], "de", "{source}");
+    }
+    // Malformed: a 422 that says so and lists the languages, never a model's 503.
+    for source in ["", "german", "de,ru", "d3"] {
+        let a = server.post(
+            "/v1/translate",
+            &json!({"text": GERMAN[0], "source": source}),
+        );
+        assert_error(&a, 422, "unsupported_language");
+        let e = a.json["error"].as_str().unwrap();
+        assert!(
+            e.contains("is not a language code") && e.contains("cs, de, ru"),
+            "{source:?}: {e}"
+        );
+        let a = server.post(
+            "/translate",
+            &json!({"q": GERMAN[0], "source": source, "target": "en"}),
+        );
+        assert_error(&a, 422, "unsupported_language");
+    }
+    // Well-formed but not served (fr, as "FR" and as "fra"): 422, not 503.
+    for source in ["FR", "fra"] {
+        let a = server.post(
+            "/v1/translate",
+            &json!({"text": "Bonjour tout le monde.", "source": source}),
+        );
+        assert_error(&a, 422, "unsupported_language");
+        assert!(
+            a.json["error"].as_str().unwrap().contains("\"fr\""),
+            "{}",
+            a.json
+        );
+    }
+    // English passes through, in any spelling.
+    for source in ["en", "EN", "eng"] {
+        let a = server.post(
+            "/v1/translate",
+            &json!({"text": "Leaders met in Prague on Monday.", "source": source}),
+        );
+        assert_eq!(a.status, 200, "{}", a.json);
+        assert_eq!(a.json["text"], "Leaders met in Prague on Monday.");
+        assert_eq!(a.json["model"], Value::Null);
+        assert_eq!(a.json["source_language"], "en");
+    }
+}
+
+#[test]
+fn fallback_model_use_shows_in_the_model_field() {
+    let mut cfg = fixture_config();
+    cfg.languages = None;
+    let relu = root().join("tests/fixtures/marian-tiny-relu");
+    cfg.manifest
+        .merge_str(
+            &format!(
+                "[[model]]\nlang = \"mul\"\nrepo = {:?}\nfallback = true\n",
+                relu.to_str().unwrap()
+            ),
+            "test",
+        )
+        .unwrap();
+    let server = TestServer::start(cfg);
+    for source in ["ko", "KOR"] {
+        let a = server.post(
+            "/v1/translate",
+            &json!({"text": "안녕하세요", "source": source, "beam": 1}),
+        );
+        assert_eq!(a.status, 200, "{}", a.json);
+        assert_eq!(a.json["source_language"], "ko");
+        assert!(
+            a.json["model"]
+                .as_str()
+                .unwrap()
+                .ends_with("marian-tiny-relu"),
+            "the fallback's name: {}",
+            a.json
+        );
+    }
+    let (_, models) = server.get_json("/v1/models");
+    assert!(models["fallback"]["id"]
+        .as_str()
+        .unwrap()
+        .ends_with("marian-tiny-relu"));
+}
+
+#[test]
+fn an_unreliable_detection_never_picks_a_model() {
+    let server = TestServer::start(fixture_config());
+    let prague = "Leaders met in Prague on Monday.";
+    // /v1/detect gives whatlang's guess (French) and says it is one.
+    let a = server.post("/v1/detect", &json!({"texts": [prague, RUSSIAN[0]]}));
+    assert_eq!(a.status, 200, "{}", a.json);
+    assert_eq!(a.json["results"][0]["reliable"], false, "{}", a.json);
+    assert!(a.json["results"][0]["confidence"].as_f64().unwrap() < 0.5);
+    assert_eq!(a.json["results"][1]["reliable"], true, "{}", a.json);
+    // Alone and undeclared it is not translated from French: a 422 that asks for `source`.
+    let a = server.post("/v1/translate", &json!({"text": prague}));
+    assert_error(&a, 422, "invalid_request");
+    let e = a.json["error"].as_str().unwrap();
+    assert!(e.contains("reliably") && e.contains("\"source\""), "{e}");
+    // With `source` it is taken as given, and the detection is reported as unreliable.
+    let a = server.post("/v1/translate", &json!({"text": prague, "source": "en"}));
+    assert_eq!(a.status, 200, "{}", a.json);
+    assert_eq!(a.json["text"], prague);
+    assert_eq!(a.json["detected_language"]["reliable"], false);
+    // A short text among reliably German ones takes their language.
+    let a = server.post(
+        "/v1/translate",
+        &json!({"texts": [GERMAN[0], GERMAN[1]], "beam": 1}),
+    );
+    assert_eq!(a.status, 200, "{}", a.json);
+    let r = a.json["results"].as_array().unwrap();
+    assert_eq!(r[1]["source_language"], "de");
+    assert_eq!(r[1]["detected_language"]["reliable"], false, "{}", a.json);
+    assert_eq!(r[0]["detected_language"]["reliable"], true);
+}
+
+#[test]
+fn beam_limits_read_as_on_the_command_line() {
+    let server = TestServer::start(fixture_config());
+    for (beam, msg) in [
+        (0, "beam must be between 1 and 8, not 0"),
+        (9, "beam must be between 1 and 8, not 9"),
+        (1000, "beam must be between 1 and 8, not 1000"),
+    ] {
+        let a = server.post(
+            "/v1/translate",
+            &json!({"text": GERMAN[0], "source": "de", "beam": beam}),
+        );
+        assert_error(&a, 422, "invalid_request");
+        assert_eq!(a.json["error"], msg);
+    }
+    // The service's ceiling may lower the shared maximum (16), never raise it.
+    let mut cfg = fixture_config();
+    cfg.max_beam = 64;
+    let server = TestServer::start(cfg);
+    let a = server.post(
+        "/v1/translate",
+        &json!({"text": GERMAN[0], "source": "de", "beam": 17}),
+    );
+    assert_error(&a, 422, "invalid_request");
+    assert_eq!(a.json["error"], "beam must be between 1 and 16, not 17");
+}

@@ -217,6 +217,17 @@ pub fn align(
         );
         skip(&mut skipped, &articles[i], reason);
     }
+    for (lang, work) in &per_lang {
+        if engine.router().uses_fallback(lang) {
+            if let Ok(source) = engine.router().source_for(lang) {
+                progress.notice(&format!(
+                    "no model of its own for \"{lang}\" ({} article{}); using the fallback model {source}",
+                    work.articles.len(),
+                    if work.articles.len() == 1 { "" } else { "s" }
+                ));
+            }
+        }
+    }
     let flow = Workflow {
         engine,
         store,

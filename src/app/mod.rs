@@ -3,6 +3,7 @@
 
 pub mod align;
 pub mod bench;
+pub mod limits;
 pub mod online;
 pub mod output;
 pub mod plot;

@@ -19,6 +19,8 @@ use super::align::{ArticleResult, SentenceMap};
 pub trait Progress {
     fn stage(&mut self, _name: &str, _total: usize) {}
     fn advance(&mut self, _n: usize) {}
+    /// A one-line notice for the user (a language going to the fallback model).
+    fn notice(&mut self, _message: &str) {}
 }
 
 /// No progress reporting.

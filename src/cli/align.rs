@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use tidings::app::align::{self, AlignOptions, AlignOutput, Progress};
+use tidings::app::limits;
 use tidings::app::output::write_output;
 use tidings::engine::manifest::Manifest;
 use tidings::group::ClusterOptions;
@@ -31,7 +32,8 @@ pub struct EmbedArgs {
     /// One JSON array of floats per line (default: space-separated floats).
     #[arg(long)]
     json: bool,
-    #[arg(long, default_value_t = 32)]
+    /// Texts per batch (1 to 1024).
+    #[arg(long, default_value_t = 32, allow_negative_numbers = true, value_parser = limits::cli::batch_size)]
     batch_size: usize,
     #[arg(long, default_value = "auto")]
     device: DeviceChoice,
@@ -98,11 +100,11 @@ pub struct AlignArgs {
     out: PathBuf,
     #[arg(long, value_enum, default_value = "json")]
     format: Format,
-    /// Minimum average cosine similarity for articles to share an event.
-    #[arg(long, value_name = "X")]
+    /// Minimum average cosine similarity for articles to share an event (-1 to 1).
+    #[arg(long, value_name = "X", allow_negative_numbers = true, value_parser = limits::cli::threshold)]
     threshold: Option<f32>,
-    /// Articles published further apart than this many days never share an event.
-    #[arg(long, value_name = "DAYS")]
+    /// Articles published further apart than this many days never share an event (0 or more).
+    #[arg(long, value_name = "DAYS", allow_negative_numbers = true, value_parser = limits::cli::max_days_apart)]
     max_days_apart: Option<i64>,
     /// Translation model for one source language, over the manifest (repeatable).
     #[arg(long = "model", value_name = "LANG=HUB_ID|DIR")]
@@ -126,9 +128,11 @@ pub struct AlignArgs {
     /// --out.
     #[arg(long, value_name = "FILE.svg|-")]
     plot: Option<PathBuf>,
-    #[arg(long, value_name = "N")]
+    /// Beam width (1 = greedy, at most 16). Default: the model's generation config.
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = limits::cli::beam)]
     beam: Option<usize>,
-    #[arg(long, default_value_t = 32)]
+    /// Sentences per batch (1 to 1024).
+    #[arg(long, default_value_t = 32, allow_negative_numbers = true, value_parser = limits::cli::batch_size)]
     batch_size: usize,
     #[arg(long, default_value = "auto")]
     device: DeviceChoice,
@@ -163,6 +167,11 @@ impl Progress for Bars {
     fn advance(&mut self, n: usize) {
         self.bar.inc(n as u64);
     }
+    fn notice(&mut self, message: &str) {
+        if !self.hidden {
+            self.bar.suspend(|| eprintln!("note: {message}"));
+        }
+    }
 }
 
 fn read_articles(input: &str) -> anyhow::Result<Loaded> {
@@ -178,9 +187,6 @@ pub fn align(args: AlignArgs, quiet: bool) -> anyhow::Result<()> {
     let models = tidings::engine::router::parse_overrides(&args.models)?;
     let mut cluster = ClusterOptions::default();
     if let Some(t) = args.threshold {
-        if !(-1.0..=1.0).contains(&t) {
-            bail!("--threshold is a cosine similarity between -1 and 1, not {t}");
-        }
         cluster.threshold = t;
     }
     cluster.max_days_apart = args.max_days_apart.or(cluster.max_days_apart);

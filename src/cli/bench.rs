@@ -63,13 +63,13 @@ pub struct BenchArgs {
     #[arg(long, value_name = "FILE")]
     input: Option<PathBuf>,
     /// Batch sizes to measure, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "1,32")]
+    #[arg(long, value_delimiter = ',', default_value = "1,32", allow_negative_numbers = true, value_parser = tidings::app::limits::cli::batch_sizes)]
     batch_sizes: Vec<usize>,
     /// Beam widths to measure, comma-separated (translation only).
-    #[arg(long, value_delimiter = ',', default_value = "1,4")]
+    #[arg(long, value_delimiter = ',', default_value = "1,4", allow_negative_numbers = true, value_parser = tidings::app::limits::cli::beams)]
     beams: Vec<usize>,
     /// Tokens generated per sentence.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, allow_negative_numbers = true, value_parser = tidings::app::limits::cli::max_new_tokens)]
     max_new_tokens: usize,
     /// Sentences per setting, input repeated as needed (default: the whole --input file, or 64
     /// built-in sentences).

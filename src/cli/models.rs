@@ -96,12 +96,23 @@ pub fn run(args: ModelsArgs, quiet: bool) -> anyhow::Result<()> {
             source,
         } => {
             let manifest = Manifest::load(source.manifest.as_deref())?;
-            let spec = super::translate::model_source(
+            let lang = match (&repo, &lang) {
+                (None, Some(l)) => Some(super::translate::parse_code_arg("--lang", l, &manifest)?),
+                _ => None,
+            };
+            let spec = match super::translate::plan(
                 repo.as_deref(),
-                lang.as_deref(),
+                lang.as_ref(),
                 revision.as_deref(),
                 &manifest,
-            )?;
+                &[],
+                quiet,
+            )? {
+                super::translate::Plan::Model(spec) => spec,
+                super::translate::Plan::PassThrough => {
+                    anyhow::bail!("English needs no model: nothing to download")
+                }
+            };
             if let ModelSource::Local(path) = &spec {
                 anyhow::bail!("{} is a local folder: nothing to download", path.display());
             }

@@ -4,10 +4,13 @@ use std::io::{BufWriter, Read, Write};
 
 use anyhow::{bail, Context};
 use serde::Serialize;
+use tidings::app::limits;
 use tidings::engine::manifest::Manifest;
 use tidings::model::device::{self, DeviceChoice};
 use tidings::model::hub::{ModelRepo, ModelSource};
 use tidings::model::marian::translator::{TranslateOptions, Translator};
+use tidings::text::detect::{detect, RELIABLE_CONFIDENCE};
+use tidings::text::lang::{parse_code, parse_lang, Lang};
 
 use super::ComputeArgs;
 use super::SourceArgs;
@@ -28,7 +31,9 @@ Examples:
 #[derive(Debug, clap::Args)]
 #[command(after_help = AFTER_HELP)]
 pub struct TranslateArgs {
-    /// Source language (de, ru, cs, ...): picks the model from the manifest.
+    /// Source language: an ISO 639-1 or 639-3 code in any case (de, DE, deu), `auto` to detect
+    /// the input's language, or `en` to copy English input. Picks the model from the manifest;
+    /// a language without a model of its own uses the fallback model, with a notice.
     #[arg(long, short = 'f', value_name = "LANG")]
     from: Option<String>,
     /// A Hub model id (org/name) or a local folder; wins over --from.
@@ -37,15 +42,15 @@ pub struct TranslateArgs {
     /// Branch, tag or commit of --model on the Hub (default: the manifest's, else main).
     #[arg(long, value_name = "REV")]
     revision: Option<String>,
-    /// Beam width (1 = greedy). Default: the model's generation config.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
-    beam: Option<u32>,
-    /// Most tokens generated per segment. Default: the model's max_length.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4096))]
-    max_new_tokens: Option<u32>,
-    /// Segments per batch.
-    #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
-    batch_size: u32,
+    /// Beam width (1 = greedy, at most 16). Default: the model's generation config.
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = limits::cli::beam)]
+    beam: Option<usize>,
+    /// Most tokens generated per segment (at most 4096). Default: the model's max_length.
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = limits::cli::max_new_tokens)]
+    max_new_tokens: Option<usize>,
+    /// Segments per batch (1 to 1024).
+    #[arg(long, value_name = "N", default_value_t = 32, allow_negative_numbers = true, value_parser = limits::cli::batch_size)]
+    batch_size: usize,
     /// Where to run: cpu, cuda, metal or auto (auto falls back to the CPU).
     #[arg(long, value_name = "D", default_value = "auto", env = "TIDINGS_DEVICE")]
     device: DeviceChoice,
@@ -68,33 +73,106 @@ struct JsonLine<'a> {
     token_ids: &'a [u32],
 }
 
-/// Resolve `--model` / `--from` into a model source.
-pub fn model_source(
+/// What `--model` / `--from` ask for.
+pub enum Plan {
+    /// `--from en`: the input is English already; it is copied, no model is loaded.
+    PassThrough,
+    /// Translate with this model.
+    Model(ModelSource),
+}
+
+/// Resolve `--model` / `--from` into a plan. `--from` goes through the one language parser
+/// (`tidings::text::lang`); `auto` detects the language of the whole input (`lines`), and must be
+/// reliable. A language without a model of its own uses the manifest's fallback, with a notice
+/// on standard error (unless `quiet`).
+pub fn plan(
     model: Option<&str>,
-    from: Option<&str>,
+    from: Option<&Lang>,
     revision: Option<&str>,
     manifest: &Manifest,
-) -> anyhow::Result<ModelSource> {
+    lines: &[String],
+    quiet: bool,
+) -> anyhow::Result<Plan> {
     if let Some(spec) = model {
-        return Ok(ModelSource::parse(spec, revision)?);
+        return Ok(Plan::Model(ModelSource::parse(spec, revision)?));
     }
-    let Some(lang) = from else {
+    let Some(from) = from else {
         bail!(
             "say which model to use: --from LANG (one of {}) or --model HUB_ID|DIR",
             manifest.languages().join(", ")
         );
     };
-    let entry = manifest.resolve(lang)?;
-    if entry.lang != tidings::engine::manifest::normalise_lang(lang) {
-        tracing::warn!(
-            "no dedicated model for \"{lang}\"; using the fallback {}",
+    let lang = match from {
+        Lang::Code(code) => code.clone(),
+        Lang::Auto => {
+            let text = lines.join("\n");
+            match detect(&text) {
+                Some(d) if d.reliable => {
+                    if !quiet {
+                        eprintln!(
+                            "note: --from auto: the input is {} (confidence {:.2})",
+                            d.lang, d.confidence
+                        );
+                    }
+                    d.lang
+                }
+                Some(d) => bail!(
+                    "--from auto: cannot tell the language of the input reliably (best guess \
+                     {}, confidence {:.2}, below {}); give --from LANG",
+                    d.lang,
+                    d.confidence,
+                    RELIABLE_CONFIDENCE
+                ),
+                None => {
+                    bail!("--from auto: the input gives no language to detect; give --from LANG")
+                }
+            }
+        }
+    };
+    if lang == "en" {
+        return Ok(Plan::PassThrough);
+    }
+    let entry = manifest.resolve(&lang)?;
+    if entry.lang != lang && !quiet {
+        eprintln!(
+            "note: no model of its own for \"{lang}\"; using the fallback model {}",
             entry.repo
         );
     }
-    Ok(ModelSource::parse(
-        &entry.repo,
-        Some(revision.unwrap_or(&entry.revision)),
-    )?)
+    Ok(Plan::Model(entry.source(revision)?))
+}
+
+/// `--from`: `auto` or a language code, by the one parser; a malformed value's error lists the
+/// manifest's languages.
+fn parse_from(value: &str, manifest: &Manifest) -> anyhow::Result<Lang> {
+    parse_lang(value).map_err(|e| anyhow::anyhow!("--from: {}", e.listing(manifest.languages())))
+}
+
+/// A flag that takes a language code but not `auto` (`models download --lang`).
+pub fn parse_code_arg(flag: &str, value: &str, manifest: &Manifest) -> anyhow::Result<Lang> {
+    parse_code(value)
+        .map(Lang::Code)
+        .map_err(|e| anyhow::anyhow!("{flag}: {}", e.listing(manifest.languages())))
+}
+
+/// `--from en`: every line as it is (as JSON lines with no token ids under `--json`).
+fn pass_through(lines: &[String], json: bool) -> anyhow::Result<()> {
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    for line in lines {
+        if json {
+            let l = JsonLine {
+                text: line,
+                source_token_ids: &[],
+                token_ids: &[],
+            };
+            serde_json::to_writer(&mut out, &l)?;
+            out.write_all(b"\n")?;
+        } else {
+            writeln!(out, "{line}")?;
+        }
+    }
+    out.flush()?;
+    Ok(())
 }
 
 pub fn read_input(input: &str) -> anyhow::Result<Vec<String>> {
@@ -126,21 +204,30 @@ pub fn read_input(input: &str) -> anyhow::Result<Vec<String>> {
 
 pub fn run(args: TranslateArgs, quiet: bool) -> anyhow::Result<()> {
     let manifest = Manifest::load(args.source.manifest.as_deref())?;
-    let source = model_source(
+    let from = match (&args.model, &args.from) {
+        (None, Some(f)) => Some(parse_from(f, &manifest)?),
+        _ => None,
+    };
+    let lines = read_input(&args.input)?;
+    let source = match plan(
         args.model.as_deref(),
-        args.from.as_deref(),
+        from.as_ref(),
         args.revision.as_deref(),
         &manifest,
-    )?;
-    let lines = read_input(&args.input)?;
+        &lines,
+        quiet,
+    )? {
+        Plan::Model(source) => source,
+        Plan::PassThrough => return pass_through(&lines, args.json),
+    };
     let device = device::open(args.device)?;
     let repo = ModelRepo::open(source, &args.source.hub_options(quiet))?;
     let translator = Translator::load_with(&repo, &device, args.compute.compute_type)
         .with_context(|| format!("cannot load the model {}", repo.describe()))?;
     let opts = TranslateOptions {
-        num_beams: args.beam.map(|b| b as usize),
-        max_new_tokens: args.max_new_tokens.map(|n| n as usize),
-        batch_size: args.batch_size as usize,
+        num_beams: args.beam,
+        max_new_tokens: args.max_new_tokens,
+        batch_size: args.batch_size,
     };
 
     let progress = if quiet {

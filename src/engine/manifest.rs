@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::hub::{HubError, ModelSource};
+
 /// The manifest shipped with tidings.
 pub const BUILTIN: &str = include_str!("../../models/opus-mt.toml");
 
@@ -26,6 +28,19 @@ pub struct ModelEntry {
     /// Used for languages that have no entry of their own.
     #[serde(default)]
     pub fallback: bool,
+}
+
+impl ModelEntry {
+    /// The entry's model: a Hub repository at `revision` (default: the entry's), or a local
+    /// folder, which has no revision (the default `main` is not one a user gave).
+    pub fn source(&self, revision: Option<&str>) -> Result<ModelSource, HubError> {
+        if revision.is_none() && self.revision == default_revision() {
+            if let Ok(local @ ModelSource::Local(_)) = ModelSource::parse(&self.repo, None) {
+                return Ok(local);
+            }
+        }
+        ModelSource::parse(&self.repo, Some(revision.unwrap_or(&self.revision)))
+    }
 }
 
 fn default_revision() -> String {
@@ -145,13 +160,18 @@ impl Manifest {
     }
 }
 
-/// Lower-case and strip a region suffix: "DE", "de-AT" and "de_AT" all mean "de".
+/// A language code in its canonical form, by [`crate::text::lang::parse_code`]: "DE",
+/// "de-AT", "de_AT" and "deu" all mean "de". A value that is not a language code comes back
+/// lower-cased and without its suffix, so that it matches nothing; user input is checked with
+/// the parser before it gets here.
 pub fn normalise_lang(lang: &str) -> String {
-    lang.trim()
-        .split(['-', '_'])
-        .next()
-        .unwrap_or("")
-        .to_ascii_lowercase()
+    crate::text::lang::parse_code(lang).unwrap_or_else(|_| {
+        lang.trim()
+            .split(['-', '_'])
+            .next()
+            .unwrap_or("")
+            .to_ascii_lowercase()
+    })
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use super::manifest::{normalise_lang, Manifest};
 use crate::model::hub::{HubError, ModelSource};
+use crate::text::lang::{parse_code, parse_lang, Lang, LangError};
 
 /// Why a language has no model.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -30,10 +31,13 @@ pub fn parse_override(spec: &str) -> Result<(String, ModelSource), OverrideError
     let Some((lang, model)) = spec.split_once('=') else {
         return Err(OverrideError::Shape(spec.to_string()));
     };
-    let lang = normalise_lang(lang);
-    if lang.is_empty() {
+    if lang.trim().is_empty() {
         return Err(OverrideError::Shape(spec.to_string()));
     }
+    let lang = parse_code(lang).map_err(|source| OverrideError::Lang {
+        spec: spec.to_string(),
+        source,
+    })?;
     let source = ModelSource::parse(model.trim(), None)?;
     Ok((lang, source))
 }
@@ -49,6 +53,12 @@ pub fn parse_overrides<S: AsRef<str>>(
 pub enum OverrideError {
     #[error("--model takes LANG=HUB_ID|DIR, not \"{0}\"")]
     Shape(String),
+    #[error("--model {spec}: {source}")]
+    Lang {
+        spec: String,
+        #[source]
+        source: LangError,
+    },
     #[error(transparent)]
     Source(#[from] HubError),
 }
@@ -84,6 +94,23 @@ impl Router {
         self.served.is_none()
     }
 
+    /// `auto` or a language code, by the one parser; a malformed value's error lists the
+    /// languages with a model of their own.
+    pub fn parse(&self, value: &str) -> Result<Lang, LangError> {
+        parse_lang(value).map_err(|e| e.listing(self.languages()))
+    }
+
+    /// Whether `lang` is translated by the fallback model: no `--model` override, no manifest
+    /// entry of its own, every language served. English is never translated.
+    pub fn uses_fallback(&self, lang: &str) -> bool {
+        let lang = normalise_lang(lang);
+        lang != "en"
+            && self.served.is_none()
+            && !self.overrides.contains_key(&lang)
+            && self.manifest.exact(&lang).is_none()
+            && self.manifest.fallback().is_some()
+    }
+
     /// The model for `lang`.
     pub fn source_for(&self, lang: &str) -> Result<ModelSource, RouteError> {
         let lang = normalise_lang(lang);
@@ -105,7 +132,7 @@ impl Router {
                 lang: lang.clone(),
                 supported: self.languages().join(", "),
             })?;
-        ModelSource::parse(&entry.repo, Some(&entry.revision)).map_err(|e| RouteError::Unusable {
+        entry.source(None).map_err(|e| RouteError::Unusable {
             lang,
             repo: entry.repo.clone(),
             reason: e.to_string(),
@@ -196,5 +223,34 @@ mod tests {
         assert!(m.contains_key("ru"));
         let e = parse_override("de-org/de-en").unwrap_err().to_string();
         assert_eq!(e, "--model takes LANG=HUB_ID|DIR, not \"de-org/de-en\"");
+    }
+
+    #[test]
+    fn override_languages_go_through_the_one_parser() {
+        let m = parse_overrides(&["DEU=org/de-en", "fra=org/fr-en"]).unwrap();
+        assert!(m.contains_key("de") && m.contains_key("fr"), "{m:?}");
+        for bad in ["german=org/x", "de,ru=org/x", "auto=org/x"] {
+            let e = parse_override(bad).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("--model {bad}: ")), "{e}");
+            assert!(e.contains("ISO 639-1 or 639-3"), "{e}");
+        }
+    }
+
+    #[test]
+    fn fallback_use_is_known_before_translating() {
+        let r = router(None);
+        assert!(r.uses_fallback("ko"));
+        assert!(r.uses_fallback("kor"));
+        assert!(!r.uses_fallback("de") && !r.uses_fallback("deu"));
+        assert!(!r.uses_fallback("xx"), "an override is not the fallback");
+        assert!(!r.uses_fallback("en"));
+        assert!(!router(Some(vec!["de".into()])).uses_fallback("ko"));
+        let e = r.parse("german").unwrap_err().to_string();
+        assert!(
+            e.contains("\"german\" is not a language code") && e.contains("de, "),
+            "{e}"
+        );
+        assert_eq!(r.parse("AUTO").unwrap(), Lang::Auto);
+        assert_eq!(r.parse("DEU").unwrap(), Lang::Code("de".into()));
     }
 }

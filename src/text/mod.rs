@@ -5,5 +5,6 @@
 pub mod article;
 pub mod clean;
 pub mod detect;
+pub mod lang;
 pub mod prepare;
 pub mod segment;

@@ -8,6 +8,12 @@
 //! [`PARAGRAPH_CONFIDENCE`]) that it differs from the article's; short paragraphs (captions,
 //! one-line quotes) inherit the article's language, because trigram detection is unreliable on
 //! them.
+//!
+//! A detection below [`crate::text::detect::RELIABLE_CONFIDENCE`] is a guess and is never used: an undeclared article
+//! whose text is not reliably detected has no language (`lang: None`; the translation workflow
+//! then uses its default, the manifest's fallback model), and its paragraphs take a language of
+//! their own only from a reliable detection. What detection guessed is still reported in
+//! `detected`, with `reliable: false`.
 
 use serde::{Deserialize, Serialize};
 use tracing::debug;
@@ -48,7 +54,8 @@ pub struct Prepared {
     pub id: String,
     /// Cleaned title; empty when the article has none.
     pub title: String,
-    /// ISO 639-1: the declared language, else the detected one; `None` when neither is known.
+    /// ISO 639-1: the declared language, else the reliably detected one; `None` when neither is
+    /// known.
     pub lang: Option<String>,
     /// 1.0 for a declared language, else the detection's confidence (0.0 when undetected).
     pub confidence: f32,
@@ -76,8 +83,8 @@ pub fn prepare(article: &Article) -> Prepared {
     let declared = article.lang.as_deref().and_then(normalize_lang);
     let (lang, confidence, lang_declared) = match (&declared, &detected) {
         (Some(l), _) => (Some(l.clone()), 1.0, true),
-        (None, Some(d)) => (Some(d.lang.clone()), d.confidence, false),
-        (None, None) => (None, 0.0, false),
+        (None, Some(d)) if d.reliable => (Some(d.lang.clone()), d.confidence, false),
+        (None, _) => (None, 0.0, false),
     };
     if let (Some(l), Some(d)) = (&declared, &detected) {
         if *l != d.lang {
@@ -123,8 +130,8 @@ pub fn prepare(article: &Article) -> Prepared {
     }
 }
 
-/// A paragraph's language: its own when long enough, confident and different from the
-/// article's (or when the article has none), else the article's.
+/// A paragraph's language: its own when long enough, reliably detected, and either confident
+/// and different from the article's or the article has none; else the article's.
 fn paragraph_lang(
     text: &str,
     article_lang: Option<&str>,
@@ -132,7 +139,7 @@ fn paragraph_lang(
 ) -> (Option<String>, f32) {
     let letters = text.chars().filter(|c| c.is_alphabetic()).count();
     if letters >= MIN_PARAGRAPH_LETTERS {
-        if let Some(d) = detect(text) {
+        if let Some(d) = detect(text).filter(|d| d.reliable) {
             match article_lang {
                 Some(a) if a == d.lang => return (Some(d.lang), d.confidence),
                 Some(_) if d.confidence >= PARAGRAPH_CONFIDENCE => {
@@ -173,6 +180,27 @@ mod tests {
         assert!(p.paragraphs.is_empty());
         assert_eq!(p.lang, None);
         assert_eq!(p.confidence, 0.0);
+    }
+
+    #[test]
+    fn an_unreliable_detection_gives_no_language() {
+        // whatlang says French (confidence 0.145): a guess, not the article's language.
+        let p = prepare(&Article {
+            title: None,
+            ..article("Leaders met in Prague on Monday.", None)
+        });
+        let d = p.detected.as_ref().unwrap();
+        assert!(!d.reliable, "{d:?}");
+        assert_eq!(p.lang, None);
+        assert_eq!(p.confidence, 0.0);
+        assert_eq!(p.paragraphs[0].lang, None);
+        // A declared language is taken, whatever detection guessed.
+        let p = prepare(&Article {
+            title: None,
+            ..article("Leaders met in Prague on Monday.", Some("en"))
+        });
+        assert_eq!(p.lang.as_deref(), Some("en"));
+        assert_eq!(p.paragraphs[0].lang.as_deref(), Some("en"));
     }
 
     #[test]

@@ -102,6 +102,7 @@ mod tests {
             detected_language: Some(DetectedLanguage {
                 code: "de".into(),
                 confidence: f64::from(0.7f32),
+                reliable: true,
             }),
             model: None,
             sentences: sentences.then(|| {
@@ -128,6 +129,7 @@ mod tests {
             results: vec![Detection {
                 code: None,
                 confidence: 0.0,
+                reliable: false,
             }],
         });
         assert_sorted_wire(&EmbedResponse {

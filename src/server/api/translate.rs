@@ -42,6 +42,8 @@ pub struct DetectedLanguage {
     pub code: String,
     /// 0 to 1.
     pub confidence: f64,
+    /// Whether `confidence` reaches the floor (0.5) below which a detection is only a guess.
+    pub reliable: bool,
 }
 
 /// One sentence of an input text and its translation.
@@ -102,6 +104,8 @@ pub struct Detection {
     pub code: Option<String>,
     /// 0 to 1; 0 when `code` is `null`.
     pub confidence: f64,
+    /// Whether `confidence` reaches the floor (0.5) below which `code` is only a guess.
+    pub reliable: bool,
 }
 
 /// `POST /v1/detect`: one detection for `text`, `results` for `texts`.

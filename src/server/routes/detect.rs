@@ -15,7 +15,8 @@ use crate::text::detect::detect as detect_lang;
 
 /// Detect the language of texts.
 ///
-/// Trigram profiles of 70 languages; `code` is `null` when a text gives nothing to go on.
+/// Trigram profiles of 70 languages; `code` is `null` when a text gives nothing to go on, and
+/// only a guess when `reliable` is false (confidence below 0.5: short or name-heavy text).
 #[utoipa::path(
     post,
     path = "/v1/detect",
@@ -39,10 +40,12 @@ pub(crate) async fn detect(
             Some(d) => Detection {
                 code: Some(d.lang),
                 confidence: f64::from(d.confidence),
+                reliable: d.reliable,
             },
             None => Detection {
                 code: None,
                 confidence: 0.0,
+                reliable: false,
             },
         })
         .collect();

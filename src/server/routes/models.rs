@@ -56,7 +56,8 @@ pub(crate) async fn models(
     }
     let fallback = if state.cfg.languages.is_none() {
         state.cfg.manifest.fallback().map(|e| {
-            let loaded = ModelSource::parse(&e.repo, Some(&e.revision))
+            let loaded = e
+                .source(None)
                 .map(|s| state.engine.is_loaded(&s))
                 .unwrap_or(false);
             ModelInfo {

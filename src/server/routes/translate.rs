@@ -2,7 +2,7 @@
 //! and the online ingest: per-text language detection, sentence splitting, routing each
 //! language to its model through the engine, and putting the translations back together.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +21,7 @@ use crate::server::api::BodyErrors;
 use crate::server::errors::ApiError;
 use crate::server::extract::Payload;
 use crate::server::AppState;
-use crate::text::detect::{detect as detect_lang, Detection};
+use crate::text::detect::{detect as detect_lang, Detection, RELIABLE_CONFIDENCE};
 use crate::text::segment::split_sentences;
 
 /// Time spent waiting for and inside model batches, summed over a request's model calls.
@@ -98,6 +98,7 @@ impl From<&Detection> for DetectedLanguage {
         Self {
             code: d.lang.clone(),
             confidence: f64::from(d.confidence),
+            reliable: d.reliable,
         }
     }
 }
@@ -105,6 +106,11 @@ impl From<&Detection> for DetectedLanguage {
 /// Translate whole texts: detect each one's language (used when `source` is `None`), split it
 /// into lines and sentences, translate the sentences, join them back (a space between
 /// sentences, the original line breaks between lines). Every result has its sentence map.
+///
+/// Without `source`, a text is translated from its own language only when its detection is
+/// reliable ([`RELIABLE_CONFIDENCE`]); otherwise it takes the request's language, where the
+/// request has one (see [`request_lang`]); otherwise the request is refused with a 422 asking for
+/// `source`. A guess never picks a model.
 pub(crate) async fn translate_texts(
     state: &Arc<AppState>,
     texts: &[String],
@@ -112,14 +118,26 @@ pub(crate) async fn translate_texts(
     beam: Option<usize>,
 ) -> Result<(Vec<TranslatedText>, Timing), ApiError> {
     let source = source.map(normalise_lang);
+    let detections: Vec<Option<Detection>> = texts.iter().map(|t| detect_lang(t)).collect();
+    let request = match source {
+        Some(_) => None,
+        None => request_lang(texts, &detections),
+    };
     let mut pairs: Vec<(String, String)> = Vec::new();
     let mut plans = Vec::new();
-    for (i, text) in texts.iter().enumerate() {
-        let detected = detect_lang(text);
-        let lang = match (&source, &detected) {
-            (Some(s), _) => s.clone(),
-            (None, Some(d)) => d.lang.clone(),
-            (None, None) => {
+    for (i, (text, detected)) in texts.iter().zip(detections).enumerate() {
+        let lang = match (&source, &detected, &request) {
+            (Some(s), _, _) => s.clone(),
+            (None, Some(d), _) if d.reliable => d.lang.clone(),
+            (None, _, Some(r)) => r.clone(),
+            (None, Some(d), None) => {
+                return Err(ApiError::invalid(format!(
+                    "cannot tell the language of text {i} reliably (best guess \"{}\", \
+                     confidence {:.3}, below {RELIABLE_CONFIDENCE}); give \"source\"",
+                    d.lang, d.confidence
+                )))
+            }
+            (None, None, None) => {
                 return Err(ApiError::invalid(format!(
                     "cannot detect the language of text {i}; give \"source\""
                 )))
@@ -173,6 +191,26 @@ pub(crate) async fn translate_texts(
         })
         .collect();
     Ok((items, timing))
+}
+
+/// The language of a request's texts taken together, for its texts too short to judge alone:
+/// the one language of all its reliably detected texts when they agree; when none is reliable
+/// alone, the reliable detection of all of them joined; else none (a mixed or undecidable
+/// request gives its short texts no language).
+fn request_lang(texts: &[String], detections: &[Option<Detection>]) -> Option<String> {
+    let reliable: BTreeSet<&str> = detections
+        .iter()
+        .flatten()
+        .filter(|d| d.reliable)
+        .map(|d| d.lang.as_str())
+        .collect();
+    match reliable.len() {
+        1 => reliable.first().map(|l| l.to_string()),
+        0 if texts.len() > 1 => detect_lang(&texts.join("\n"))
+            .filter(|d| d.reliable)
+            .map(|d| d.lang),
+        _ => None,
+    }
 }
 
 /// Translate one text or many into English.

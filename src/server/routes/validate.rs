@@ -1,10 +1,12 @@
 //! Checks of request values against the service's limits and languages, shared by the
 //! handlers: every refusal here is a 422 with the reason.
 
+use crate::app::limits;
 use crate::engine::manifest::normalise_lang;
 use crate::server::errors::ApiError;
 use crate::server::AppState;
 use crate::text::article::Article;
+use crate::text::lang::Lang;
 
 /// Checks a request's texts against the limits.
 pub(crate) fn check_texts(state: &AppState, texts: &[String]) -> Result<(), ApiError> {
@@ -42,27 +44,36 @@ pub(crate) fn check_target(target: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The shared beam range ([`crate::app::limits`]), with the service's `max_beam` as a lower
+/// ceiling where it is one; the CLI's wording.
 pub(crate) fn check_beam(state: &AppState, beam: Option<usize>) -> Result<(), ApiError> {
     match beam {
-        Some(b) if b == 0 || b > state.cfg.max_beam => Err(ApiError::invalid(format!(
-            "beam must be between 1 and {}",
-            state.cfg.max_beam
-        ))),
-        _ => Ok(()),
+        Some(b) => limits::beam(
+            "beam",
+            i64::try_from(b).unwrap_or(i64::MAX),
+            state.cfg.max_beam,
+        )
+        .map(|_| ())
+        .map_err(|e| ApiError::invalid(e.to_string())),
+        None => Ok(()),
     }
 }
 
-/// `"auto"` (or absent) means detect; anything else must be a served language.
+/// `"auto"` (any case; also the default when absent) means detect; anything else must be a
+/// language code (ISO 639-1 or 639-3, any case, parsed as the CLI parses `--from`) that is
+/// served. `en` passes through. A malformed value (`""`, `"german"`, `"de,ru"`) is a 422 that
+/// lists the languages with a model of their own.
 pub(crate) fn parse_source(state: &AppState, source: &str) -> Result<Option<String>, ApiError> {
-    let s = source.trim();
-    if s.is_empty() || s.eq_ignore_ascii_case("auto") {
-        return Ok(None);
+    match state.engine.router().parse(source) {
+        Ok(Lang::Auto) => Ok(None),
+        Ok(Lang::Code(lang)) => {
+            if lang != "en" {
+                state.source_for(&lang)?;
+            }
+            Ok(Some(lang))
+        }
+        Err(e) => Err(ApiError::unsupported_language(format!("source: {e}"))),
     }
-    let lang = normalise_lang(s);
-    if lang != "en" {
-        state.source_for(&lang)?;
-    }
-    Ok(Some(lang))
 }
 
 /// `{"text": ...}` or `{"texts": [...]}`: the texts, and whether a single one was given.
