@@ -754,3 +754,125 @@ fn embed_align_and_online_events() {
     assert_eq!(a.json["event"]["id"].as_i64().unwrap(), e1);
     assert_eq!(a.json["event"]["size"], 3);
 }
+
+#[test]
+fn errors_are_in_the_apis_words_on_every_status() {
+    let mut cfg = fixture_config();
+    cfg.models.insert(
+        "fr".into(),
+        ModelSource::parse("tidings-test/not-cached-opus-mt-fr-en", None).unwrap(),
+    );
+    cfg.languages.as_mut().unwrap().push("fr".into());
+    let server = TestServer::start(cfg);
+    let ct = "application/json";
+    let no_internals = |a: &harness::Answer| {
+        let m = a.json["error"].as_str().unwrap_or_default().to_string();
+        for bad in [
+            "usize",
+            "untagged",
+            "enum",
+            "OneOrMany",
+            "struct",
+            "`",
+            "tidings models",
+            "--",
+            "/root",
+            "/tmp",
+            "/home",
+            ".cache",
+        ] {
+            assert!(!m.contains(bad), "{bad:?} in {m:?}");
+        }
+        m
+    };
+    let cases = [
+        (
+            "/v1/translate",
+            r#"{"texts": ["a", 3]}"#,
+            "\"texts\" must be an array of strings",
+        ),
+        (
+            "/v1/translate",
+            r#"{"texts": "a"}"#,
+            "\"texts\" must be an array of strings",
+        ),
+        (
+            "/v1/translate",
+            r#"{"text": "a", "beam": "x"}"#,
+            "\"beam\" must be a whole number",
+        ),
+        (
+            "/v1/translate",
+            r#"{"text": "a", "beam": -1}"#,
+            "\"beam\" must be a whole number",
+        ),
+        ("/v1/translate", r#"{"txt": "a"}"#, "unknown field \"txt\""),
+        ("/v1/translate", r#"[1]"#, "must be a JSON object"),
+        (
+            "/translate",
+            r#"{"q": 5, "target": "en"}"#,
+            "\"q\" must be a string or an array of strings",
+        ),
+        ("/translate", r#"{"q": "x"}"#, "\"target\" is required"),
+        (
+            "/v1/align",
+            r#"{"articles": [{"id": 1, "text": "x"}]}"#,
+            "\"articles[0].id\" must be a string",
+        ),
+    ];
+    for (path, body, want) in cases {
+        let a = server.post_raw(path, ct, body, &[]);
+        assert_error(&a, 422, "invalid_request");
+        let m = no_internals(&a);
+        assert!(m.contains(want), "{path} {body}: {m:?} lacks {want:?}");
+    }
+    let a = server.post_raw("/v1/translate", ct, r#"{"text": "#, &[]);
+    assert_error(&a, 400, "malformed_request");
+    no_internals(&a);
+
+    // No content type, or one the endpoint does not read: 415 with the JSON body.
+    let body = r#"{"text": "Hallo", "source": "de"}"#;
+    for headers in [&[][..], &[("content-type", "text/plain")][..]] {
+        let a = server.request("POST", "/v1/translate", headers, Some(body));
+        assert_error(&a, 415, "unsupported_media_type");
+        assert!(no_internals(&a).contains("application/json"));
+    }
+    assert_eq!(
+        server
+            .post_raw(
+                "/v1/translate",
+                "application/json; charset=utf-8",
+                body,
+                &[]
+            )
+            .status,
+        200
+    );
+
+    // A wrong method: 405 with the JSON body and the Allow header.
+    let a = server.request("GET", "/v1/translate", &[], None);
+    assert_error(&a, 405, "method_not_allowed");
+    assert_eq!(a.header("allow"), Some("POST"));
+    assert!(a.json["error"]
+        .as_str()
+        .unwrap()
+        .contains("GET is not allowed"));
+    let a = server.request("DELETE", "/v1/events", &[], None);
+    assert_error(&a, 405, "method_not_allowed");
+    assert!(a.header("allow").unwrap().contains("GET"));
+
+    // 413 names the limit, not the CLI flag.
+    let huge = json!({"text": "x".repeat(2 << 20)}).to_string();
+    let a = server.post_raw("/v1/translate", ct, &huge, &[]);
+    assert_error(&a, 413, "payload_too_large");
+    assert!(no_internals(&a).contains("1048576 bytes"));
+
+    // A model that is not cached: its name, no cache path and no CLI command.
+    let a = server.post(
+        "/v1/translate",
+        &json!({"text": "Bonjour tout le monde.", "source": "fr"}),
+    );
+    assert_error(&a, 503, "model_unavailable");
+    let m = no_internals(&a);
+    assert!(m.contains("tidings-test/not-cached-opus-mt-fr-en"), "{m}");
+}

@@ -17,6 +17,7 @@
 pub mod api;
 pub mod errors;
 mod extract;
+mod forms;
 pub mod libre;
 pub mod metrics;
 mod middleware;

@@ -140,6 +140,40 @@ impl TestServer {
         }
     }
 
+    /// Any method, headers as given (no content type unless given), an optional body.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> Answer {
+        let mut req = ureq::http::Request::builder()
+            .method(method)
+            .uri(self.url(path));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let r = match body {
+            Some(b) => agent().run(req.body(b.to_string()).unwrap()),
+            None => agent().run(req.body(()).unwrap()),
+        };
+        let mut r = r.unwrap();
+        let status = r.status().as_u16();
+        let hdrs = r
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect();
+        let text = r.body_mut().read_to_string().unwrap();
+        let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Answer {
+            status,
+            headers: hdrs,
+            json,
+        }
+    }
+
     pub fn post(&self, path: &str, body: &Value) -> Answer {
         self.post_raw(path, "application/json", &body.to_string(), &[])
     }
