@@ -876,3 +876,71 @@ fn errors_are_in_the_apis_words_on_every_status() {
     let m = no_internals(&a);
     assert!(m.contains("tidings-test/not-cached-opus-mt-fr-en"), "{m}");
 }
+
+#[test]
+fn cors_preflight_needs_no_key_and_no_slot() {
+    let mut cfg = fixture_config();
+    cfg.api_key = Some("s3cret".into());
+    cfg.max_concurrent_requests = 1;
+    cfg.cors_origins = vec!["https://app.example".into()];
+    let server = TestServer::start(cfg);
+    let body = json!({"text": GERMAN[0], "source": "de", "beam": 1}).to_string();
+    // The one slot is taken by a request whose body is still coming.
+    let lt = json!({"q": GERMAN[0], "source": "de", "target": "en", "api_key": "s3cret"});
+    let held = HeldRequest::open(server.addr, "/translate", &lt.to_string());
+    server.wait_in_flight(1.0);
+    let preflight = [
+        ("origin", "https://app.example"),
+        ("access-control-request-method", "POST"),
+        (
+            "access-control-request-headers",
+            "content-type, authorization",
+        ),
+    ];
+    for path in ["/v1/translate", "/translate", "/v1/events"] {
+        let a = server.request("OPTIONS", path, &preflight, None);
+        assert_eq!(a.status, 200, "{path}: {}", a.json);
+        assert_eq!(
+            a.header("access-control-allow-origin"),
+            Some("https://app.example")
+        );
+        let methods = a.header("access-control-allow-methods").unwrap();
+        assert!(methods.contains("POST"), "{methods}");
+        let headers = a.header("access-control-allow-headers").unwrap();
+        assert!(headers.contains("authorization") && headers.contains("content-type"));
+    }
+    assert_eq!(held.finish().0, 200);
+    // Answers carry the header for an allowed origin, not for another.
+    let a = server.post_raw(
+        "/v1/translate",
+        "application/json",
+        &body,
+        &[("origin", "https://app.example"), ("x-api-key", "s3cret")],
+    );
+    assert_eq!(a.status, 200);
+    assert_eq!(
+        a.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    assert!(a.header("access-control-expose-headers").is_some());
+    let a = server.request(
+        "GET",
+        "/health",
+        &[("origin", "https://evil.example")],
+        None,
+    );
+    assert_eq!(a.status, 200);
+    assert!(a.header("access-control-allow-origin").is_none());
+    drop(server);
+
+    // Not configured: no CORS headers at all.
+    let server = TestServer::start(fixture_config());
+    let a = server.request("GET", "/health", &[("origin", "https://app.example")], None);
+    assert!(a.header("access-control-allow-origin").is_none());
+    let mut cfg = fixture_config();
+    cfg.cors_origins = vec!["*".into()];
+    let any = TestServer::start(cfg);
+    let a = any.request("OPTIONS", "/v1/embed", &preflight, None);
+    assert_eq!(a.status, 200);
+    assert_eq!(a.header("access-control-allow-origin"), Some("*"));
+}
