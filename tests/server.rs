@@ -497,7 +497,11 @@ fn api_key_is_required_where_configured() {
     assert_eq!(server.get("/metrics").0, 200);
     // LibreTranslate clients send the key in the body, as JSON or as a form.
     let lt = json!({"q": GERMAN[0], "source": "de", "target": "en"});
-    assert_error(&server.post("/translate", &lt), 401, "unauthorized");
+    // LibreTranslate's own answer to a missing or wrong key: 403 {"error": ...}.
+    let a = server.post("/translate", &lt);
+    assert_eq!(a.status, 403, "{}", a.json);
+    assert_eq!(a.json.as_object().unwrap().len(), 1, "{}", a.json);
+    assert!(a.json["error"].as_str().is_some());
     let mut keyed = lt.clone();
     keyed["api_key"] = json!("s3cret");
     assert_eq!(server.post("/translate", &keyed).status, 200);
@@ -513,7 +517,15 @@ fn api_key_is_required_where_configured() {
         server
             .post_raw("/translate", "application/x-www-form-urlencoded", form, &[])
             .status,
-        401
+        403
+    );
+    let a = server.post("/detect", &json!({"q": GERMAN[0], "api_key": "nope"}));
+    assert_eq!(a.status, 403, "{}", a.json);
+    assert_eq!(
+        server
+            .post("/detect", &json!({"q": GERMAN[0], "api_key": "s3cret"}))
+            .status,
+        200
     );
 }
 
@@ -648,6 +660,41 @@ fn libretranslate_shapes() {
     );
     assert_eq!(a.status, 200, "{}", a.json);
     assert_eq!(a.json["translatedText"], want[1].text.as_str());
+
+    // Multipart forms, as LibreTranslate's web clients send them.
+    let multipart = format!(
+        "--b0undary\r\nContent-Disposition: form-data; name=\"q\"\r\n\r\n{}\r\n\
+         --b0undary\r\nContent-Disposition: form-data; name=\"source\"\r\n\r\nde\r\n\
+         --b0undary\r\nContent-Disposition: form-data; name=\"target\"\r\n\r\nen\r\n--b0undary--\r\n",
+        GERMAN[1]
+    );
+    let a = server.post_raw(
+        "/translate",
+        "multipart/form-data; boundary=b0undary",
+        &multipart,
+        &[],
+    );
+    assert_eq!(a.status, 200, "{}", a.json);
+    assert_eq!(a.json["translatedText"], want[1].text.as_str());
+    let multipart = format!(
+        "--XX\r\nContent-Disposition: form-data; name=\"q\"\r\n\r\n{}\r\n--XX--\r\n",
+        RUSSIAN[0]
+    );
+    let a = server.post_raw(
+        "/detect",
+        "multipart/form-data; boundary=XX",
+        &multipart,
+        &[],
+    );
+    assert_eq!(a.status, 200, "{}", a.json);
+    assert_eq!(a.json[0]["language"], "ru");
+    let a = server.post_raw(
+        "/detect",
+        "application/x-www-form-urlencoded",
+        "q=Guten+Tag+liebe+Freunde",
+        &[],
+    );
+    assert_eq!(a.status, 200, "{}", a.json);
 
     let a = server.post("/detect", &json!({"q": RUSSIAN[0]}));
     assert_eq!(a.status, 200);

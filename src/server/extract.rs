@@ -1,4 +1,4 @@
-//! Request bodies: JSON (or, for LibreTranslate clients, a form) read under the size limit,
+//! Request bodies: JSON (or, for LibreTranslate clients, a urlencoded or multipart form) read under the size limit,
 //! with the error statuses the API promises: 415 no or another content type, 413 too large,
 //! 400 not parseable, 422 parseable but not the expected shape. Every message is in the API's
 //! own words: the field and what it must be, never a Rust type name.
@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::errors::ApiError;
-use super::forms::parse_form;
+use super::forms::{parse_form, parse_multipart};
 use super::AppState;
 
 /// A deserialized request body.
@@ -22,6 +22,8 @@ pub struct Payload<T>(pub T);
 enum BodyKind {
     Json,
     Form,
+    /// With its boundary.
+    Multipart(String),
 }
 
 fn body_kind(headers: &HeaderMap) -> Result<BodyKind, ApiError> {
@@ -42,6 +44,17 @@ fn body_kind(headers: &HeaderMap) -> Result<BodyKind, ApiError> {
         "application/json" => Ok(BodyKind::Json),
         m if m.starts_with("application/") && m.ends_with("+json") => Ok(BodyKind::Json),
         "application/x-www-form-urlencoded" => Ok(BodyKind::Form),
+        "multipart/form-data" => ct
+            .split(';')
+            .skip(1)
+            .find_map(|p| {
+                let (k, v) = p.trim().split_once('=')?;
+                k.eq_ignore_ascii_case("boundary")
+                    .then(|| v.trim_matches('"').to_string())
+            })
+            .filter(|b| !b.is_empty())
+            .map(BodyKind::Multipart)
+            .ok_or_else(|| ApiError::malformed("the multipart form has no boundary")),
         _ => Err(ApiError::unsupported_media_type(format!(
             "Content-Type \"{mime}\" is not supported; send the body as JSON with \
              \"Content-Type: application/json\""
@@ -73,6 +86,7 @@ where
         })?;
         let value: Value = match kind {
             BodyKind::Form => parse_form(&bytes)?,
+            BodyKind::Multipart(boundary) => parse_multipart(&bytes, &boundary)?,
             BodyKind::Json => parse_json(&bytes)?,
         };
         from_value(value).map(Payload)

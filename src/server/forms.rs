@@ -1,5 +1,6 @@
 //! Form bodies, as LibreTranslate clients send them: `application/x-www-form-urlencoded`
-//! ([`parse_form`]), read into the JSON value the typed bodies are deserialized from.
+//! ([`parse_form`]) and `multipart/form-data` ([`parse_multipart`], text fields only), read
+//! into the JSON value the typed bodies are deserialized from.
 
 use serde_json::Value;
 
@@ -12,25 +13,74 @@ pub(crate) fn parse_form(bytes: &[u8]) -> Result<Value, ApiError> {
     let mut map = serde_json::Map::new();
     for pair in text.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let k = percent_decode(k)?;
-        let v = Value::String(percent_decode(v)?);
-        let (k, list) = match k.strip_suffix("[]") {
-            Some(base) => (base.to_string(), true),
-            None => (k, false),
-        };
-        match map.get_mut(&k) {
-            Some(Value::Array(items)) => items.push(v),
-            Some(old) => {
-                let first = old.take();
-                *old = Value::Array(vec![first, v]);
-            }
-            None if list => {
-                map.insert(k, Value::Array(vec![v]));
-            }
-            None => {
-                map.insert(k, v);
-            }
+        insert(&mut map, percent_decode(k)?, percent_decode(v)?);
+    }
+    Ok(Value::Object(map))
+}
+
+/// Adds a field: a repeated name (or `name[]`) makes a list.
+fn insert(map: &mut serde_json::Map<String, Value>, key: String, value: String) {
+    let v = Value::String(value);
+    let (k, list) = match key.strip_suffix("[]") {
+        Some(base) => (base.to_string(), true),
+        None => (key, false),
+    };
+    match map.get_mut(&k) {
+        Some(Value::Array(items)) => items.push(v),
+        Some(old) => {
+            let first = old.take();
+            *old = Value::Array(vec![first, v]);
         }
+        None if list => {
+            map.insert(k, Value::Array(vec![v]));
+        }
+        None => {
+            map.insert(k, v);
+        }
+    }
+}
+
+/// A `multipart/form-data` body's text fields, as [`parse_form`] reads a urlencoded one.
+pub(crate) fn parse_multipart(bytes: &[u8], boundary: &str) -> Result<Value, ApiError> {
+    let bad = |why: &str| ApiError::malformed(format!("the multipart form body is invalid: {why}"));
+    let text = std::str::from_utf8(bytes).map_err(|_| bad("it is not UTF-8 text"))?;
+    let delimiter = format!("--{boundary}");
+    let mut parts = text.split(delimiter.as_str());
+    parts.next(); // the preamble
+    let mut map = serde_json::Map::new();
+    let mut closed = false;
+    for part in parts {
+        if part.starts_with("--") {
+            closed = true;
+            break;
+        }
+        let part = part
+            .strip_prefix("\r\n")
+            .ok_or_else(|| bad("a boundary line is not ended"))?;
+        let (head, body) = part
+            .split_once("\r\n\r\n")
+            .ok_or_else(|| bad("a part has no blank line after its headers"))?;
+        let body = body.strip_suffix("\r\n").unwrap_or(body);
+        let disposition = head
+            .split("\r\n")
+            .find(|l| l.to_ascii_lowercase().starts_with("content-disposition:"))
+            .ok_or_else(|| bad("a part has no Content-Disposition"))?;
+        let param = |name: &str| {
+            disposition.split(';').find_map(|p| {
+                let (k, v) = p.trim().split_once('=')?;
+                (k.eq_ignore_ascii_case(name)).then(|| v.trim_matches('"').to_string())
+            })
+        };
+        if param("filename").is_some() {
+            return Err(ApiError::invalid(
+                "file uploads are not supported; send the text in a field",
+            ));
+        }
+        let name = param("name").ok_or_else(|| bad("a part has no name"))?;
+        insert(&mut map, name, body.to_string());
+    }
+    if !closed {
+        return Err(bad("the closing boundary is missing"));
     }
     Ok(Value::Object(map))
 }
@@ -59,6 +109,22 @@ fn percent_decode(s: &str) -> Result<String, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn multipart_bodies_become_json() {
+        let body = "--XyZ\r\nContent-Disposition: form-data; name=\"q\"\r\n\r\nGuten Tag\r\n\
+            --XyZ\r\nContent-Disposition: form-data; name=\"source\"\r\n\r\nde\r\n--XyZ--\r\n";
+        assert_eq!(
+            parse_multipart(body.as_bytes(), "XyZ").unwrap(),
+            serde_json::json!({"q": "Guten Tag", "source": "de"})
+        );
+        assert!(parse_multipart(b"--XyZ\r\nno headers", "XyZ").is_err());
+        let file = "--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\n\r\nx\r\n--b--";
+        assert_eq!(
+            parse_multipart(file.as_bytes(), "b").unwrap_err().status,
+            422
+        );
+    }
 
     #[test]
     fn form_bodies_become_json() {
