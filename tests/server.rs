@@ -777,6 +777,27 @@ fn embed_align_and_online_events() {
         .map(|e| e["size"].as_i64().unwrap())
         .collect();
     assert_eq!(sizes, [2, 1]);
+    assert_eq!(events["total"], 2);
+    // Pages, and clear 422s for bad paging.
+    let (s, page) = server.get_json("/v1/events?limit=1&offset=1");
+    assert_eq!(s, 200, "{page}");
+    assert_eq!(page["total"], 2);
+    assert_eq!(page["events"].as_array().unwrap().len(), 1);
+    assert_eq!(page["events"][0]["size"], 1);
+    let (_, page) = server.get_json("/v1/events?offset=5");
+    assert_eq!(page["events"], json!([]));
+    for (q, want) in [
+        ("limit=0", "\"limit\" must be between 1 and 1000"),
+        ("limit=1001", "\"limit\" must be between 1 and 1000"),
+        ("limit=x", "\"limit\" must be a whole number"),
+        ("offset=-1", "\"offset\" must be a whole number"),
+        ("page=2", "unknown query parameter \"page\""),
+    ] {
+        let (s, e) = server.get_json(&format!("/v1/events?{q}"));
+        assert_eq!(s, 422, "{q}: {e}");
+        assert_eq!(e["type"], "invalid_request");
+        assert!(e["error"].as_str().unwrap().contains(want), "{q}: {e}");
+    }
     let (s, ev) = server.get_json(&format!("/v1/events/{e1}"));
     assert_eq!(s, 200);
     let members: Vec<&str> = ev["members"]

@@ -186,6 +186,7 @@ mod tests {
                 size: 3,
                 title: None,
             }],
+            total: 1,
         });
         assert_sorted_wire(&LibreTranslateResponse::One {
             detected_language: Some(LibreDetection {
