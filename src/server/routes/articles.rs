@@ -166,9 +166,11 @@ fn page(query: Option<&str>) -> Result<(usize, usize), ApiError> {
         let slot = match k {
             "limit" => &mut limit,
             "offset" => &mut offset,
-            other => return Err(ApiError::invalid(format!(
+            other => {
+                return Err(ApiError::invalid(format!(
                 "unknown query parameter \"{other}\"; the parameters are \"limit\" and \"offset\""
-            ))),
+            )))
+            }
         };
         *slot = v.parse().map_err(|_| {
             ApiError::invalid(format!(
