@@ -7,33 +7,13 @@ mod harness;
 use std::collections::{BTreeMap, BTreeSet};
 
 use candle_core::Device;
-use harness::{agent, fixture, fixture_config, minilm_dir, root, HeldRequest, TestServer};
+use harness::{
+    agent, assert_error, fixture, fixture_config, minilm_dir, root, HeldRequest, TestServer, CZECH,
+    GERMAN, RUSSIAN,
+};
 use serde_json::{json, Value};
 use tidings::model::hub::{HubOptions, ModelRepo, ModelSource};
 use tidings::model::marian::{TranslateOptions, Translator};
-
-const GERMAN: &[&str] = &[
-    "Der Bundestag hat am 22. Mai über das Gesetz abgestimmt.",
-    "Die Opposition kritisierte den Entwurf scharf.",
-    "In Berlin demonstrierten tausende Menschen gegen die Reform.",
-    "Der Minister kündigte weitere Gespräche mit den Ländern an.",
-    "Die Inflation ist im April auf drei Prozent gestiegen.",
-    "Nach Angaben der Polizei blieb die Lage ruhig.",
-];
-const RUSSIAN: &[&str] = &[
-    "Москва — столица России и крупнейший город страны.",
-    "Правительство утвердило новый бюджет на следующий год.",
-    "В Санкт-Петербурге открылась международная выставка.",
-    "Президент провёл встречу с губернаторами регионов.",
-    "Цены на нефть выросли на фоне новостей из Азии.",
-];
-const CZECH: &[&str] = &[
-    "Vláda schválila nový zákon o energetice.",
-    "V Praze se konal summit evropských ministrů.",
-    "Česká národní banka ponechala úrokové sazby beze změny.",
-    "Policie vyšetřuje nehodu na dálnici D1.",
-    "Počet nezaměstnaných v říjnu mírně klesl.",
-];
 
 fn translator(name: &str) -> Translator {
     let repo = ModelRepo::open(
@@ -45,17 +25,6 @@ fn translator(name: &str) -> Translator {
     )
     .unwrap();
     Translator::load(&repo, &Device::Cpu).unwrap()
-}
-
-fn assert_error(a: &harness::Answer, status: u16, kind: &str) {
-    assert_eq!(a.status, status, "body: {}", a.json);
-    assert_eq!(a.json["type"], kind, "body: {}", a.json);
-    assert!(
-        a.json["error"].as_str().is_some_and(|s| !s.is_empty()),
-        "error body without a message: {}",
-        a.json
-    );
-    assert_eq!(a.json.as_object().map(|o| o.len()), Some(2), "{}", a.json);
 }
 
 #[test]
@@ -497,7 +466,11 @@ fn api_key_is_required_where_configured() {
     assert_eq!(server.get("/metrics").0, 200);
     // LibreTranslate clients send the key in the body, as JSON or as a form.
     let lt = json!({"q": GERMAN[0], "source": "de", "target": "en"});
-    assert_error(&server.post("/translate", &lt), 401, "unauthorized");
+    // LibreTranslate's own answer to a missing or wrong key: 403 {"error": ...}.
+    let a = server.post("/translate", &lt);
+    assert_eq!(a.status, 403, "{}", a.json);
+    assert_eq!(a.json.as_object().unwrap().len(), 1, "{}", a.json);
+    assert!(a.json["error"].as_str().is_some());
     let mut keyed = lt.clone();
     keyed["api_key"] = json!("s3cret");
     assert_eq!(server.post("/translate", &keyed).status, 200);
@@ -513,7 +486,15 @@ fn api_key_is_required_where_configured() {
         server
             .post_raw("/translate", "application/x-www-form-urlencoded", form, &[])
             .status,
-        401
+        403
+    );
+    let a = server.post("/detect", &json!({"q": GERMAN[0], "api_key": "nope"}));
+    assert_eq!(a.status, 403, "{}", a.json);
+    assert_eq!(
+        server
+            .post("/detect", &json!({"q": GERMAN[0], "api_key": "s3cret"}))
+            .status,
+        200
     );
 }
 
@@ -649,6 +630,41 @@ fn libretranslate_shapes() {
     assert_eq!(a.status, 200, "{}", a.json);
     assert_eq!(a.json["translatedText"], want[1].text.as_str());
 
+    // Multipart forms, as LibreTranslate's web clients send them.
+    let multipart = format!(
+        "--b0undary\r\nContent-Disposition: form-data; name=\"q\"\r\n\r\n{}\r\n\
+         --b0undary\r\nContent-Disposition: form-data; name=\"source\"\r\n\r\nde\r\n\
+         --b0undary\r\nContent-Disposition: form-data; name=\"target\"\r\n\r\nen\r\n--b0undary--\r\n",
+        GERMAN[1]
+    );
+    let a = server.post_raw(
+        "/translate",
+        "multipart/form-data; boundary=b0undary",
+        &multipart,
+        &[],
+    );
+    assert_eq!(a.status, 200, "{}", a.json);
+    assert_eq!(a.json["translatedText"], want[1].text.as_str());
+    let multipart = format!(
+        "--XX\r\nContent-Disposition: form-data; name=\"q\"\r\n\r\n{}\r\n--XX--\r\n",
+        RUSSIAN[0]
+    );
+    let a = server.post_raw(
+        "/detect",
+        "multipart/form-data; boundary=XX",
+        &multipart,
+        &[],
+    );
+    assert_eq!(a.status, 200, "{}", a.json);
+    assert_eq!(a.json[0]["language"], "ru");
+    let a = server.post_raw(
+        "/detect",
+        "application/x-www-form-urlencoded",
+        "q=Guten+Tag+liebe+Freunde",
+        &[],
+    );
+    assert_eq!(a.status, 200, "{}", a.json);
+
     let a = server.post("/detect", &json!({"q": RUSSIAN[0]}));
     assert_eq!(a.status, 200);
     let list = a.json.as_array().unwrap();
@@ -730,6 +746,27 @@ fn embed_align_and_online_events() {
         .map(|e| e["size"].as_i64().unwrap())
         .collect();
     assert_eq!(sizes, [2, 1]);
+    assert_eq!(events["total"], 2);
+    // Pages, and clear 422s for bad paging.
+    let (s, page) = server.get_json("/v1/events?limit=1&offset=1");
+    assert_eq!(s, 200, "{page}");
+    assert_eq!(page["total"], 2);
+    assert_eq!(page["events"].as_array().unwrap().len(), 1);
+    assert_eq!(page["events"][0]["size"], 1);
+    let (_, page) = server.get_json("/v1/events?offset=5");
+    assert_eq!(page["events"], json!([]));
+    for (q, want) in [
+        ("limit=0", "\"limit\" must be between 1 and 1000"),
+        ("limit=1001", "\"limit\" must be between 1 and 1000"),
+        ("limit=x", "\"limit\" must be a whole number"),
+        ("offset=-1", "\"offset\" must be a whole number"),
+        ("page=2", "unknown query parameter \"page\""),
+    ] {
+        let (s, e) = server.get_json(&format!("/v1/events?{q}"));
+        assert_eq!(s, 422, "{q}: {e}");
+        assert_eq!(e["type"], "invalid_request");
+        assert!(e["error"].as_str().unwrap().contains(want), "{q}: {e}");
+    }
     let (s, ev) = server.get_json(&format!("/v1/events/{e1}"));
     assert_eq!(s, 200);
     let members: Vec<&str> = ev["members"]
@@ -753,163 +790,4 @@ fn embed_align_and_online_events() {
     assert_eq!(a.status, 201, "{}", a.json);
     assert_eq!(a.json["event"]["id"].as_i64().unwrap(), e1);
     assert_eq!(a.json["event"]["size"], 3);
-}
-
-#[test]
-fn source_codes_are_parsed_as_the_cli_parses_them() {
-    let server = TestServer::start(fixture_config());
-    let base = server.post(
-        "/v1/translate",
-        &json!({"text": GERMAN[0], "source": "de", "beam": 1}),
-    );
-    assert_eq!(base.status, 200, "{}", base.json);
-    for source in ["DE", "deu", "ger", "de-AT", "AUTO"] {
-        let a = server.post(
-            "/v1/translate",
-            &json!({"text": GERMAN[0], "source": source, "beam": 1}),
-        );
-        assert_eq!(a.status, 200, "{source}: {}", a.json);
-        assert_eq!(a.json["text"], base.json["text"], "{source}");
-        assert_eq!(a.json["model"], base.json["model"], "{source}");
-        assert_eq!(a.json["source_language"], "de", "{source}");
-    }
-    // Malformed: a 422 that says so and lists the languages, never a model's 503.
-    for source in ["", "german", "de,ru", "d3"] {
-        let a = server.post(
-            "/v1/translate",
-            &json!({"text": GERMAN[0], "source": source}),
-        );
-        assert_error(&a, 422, "unsupported_language");
-        let e = a.json["error"].as_str().unwrap();
-        assert!(
-            e.contains("is not a language code") && e.contains("cs, de, ru"),
-            "{source:?}: {e}"
-        );
-        let a = server.post(
-            "/translate",
-            &json!({"q": GERMAN[0], "source": source, "target": "en"}),
-        );
-        assert_error(&a, 422, "unsupported_language");
-    }
-    // Well-formed but not served (fr, as "FR" and as "fra"): 422, not 503.
-    for source in ["FR", "fra"] {
-        let a = server.post(
-            "/v1/translate",
-            &json!({"text": "Bonjour tout le monde.", "source": source}),
-        );
-        assert_error(&a, 422, "unsupported_language");
-        assert!(
-            a.json["error"].as_str().unwrap().contains("\"fr\""),
-            "{}",
-            a.json
-        );
-    }
-    // English passes through, in any spelling.
-    for source in ["en", "EN", "eng"] {
-        let a = server.post(
-            "/v1/translate",
-            &json!({"text": "Leaders met in Prague on Monday.", "source": source}),
-        );
-        assert_eq!(a.status, 200, "{}", a.json);
-        assert_eq!(a.json["text"], "Leaders met in Prague on Monday.");
-        assert_eq!(a.json["model"], Value::Null);
-        assert_eq!(a.json["source_language"], "en");
-    }
-}
-
-#[test]
-fn fallback_model_use_shows_in_the_model_field() {
-    let mut cfg = fixture_config();
-    cfg.languages = None;
-    let relu = root().join("tests/fixtures/marian-tiny-relu");
-    cfg.manifest
-        .merge_str(
-            &format!(
-                "[[model]]\nlang = \"mul\"\nrepo = {:?}\nfallback = true\n",
-                relu.to_str().unwrap()
-            ),
-            "test",
-        )
-        .unwrap();
-    let server = TestServer::start(cfg);
-    for source in ["ko", "KOR"] {
-        let a = server.post(
-            "/v1/translate",
-            &json!({"text": "안녕하세요", "source": source, "beam": 1}),
-        );
-        assert_eq!(a.status, 200, "{}", a.json);
-        assert_eq!(a.json["source_language"], "ko");
-        assert!(
-            a.json["model"]
-                .as_str()
-                .unwrap()
-                .ends_with("marian-tiny-relu"),
-            "the fallback's name: {}",
-            a.json
-        );
-    }
-    let (_, models) = server.get_json("/v1/models");
-    assert!(models["fallback"]["id"]
-        .as_str()
-        .unwrap()
-        .ends_with("marian-tiny-relu"));
-}
-
-#[test]
-fn an_unreliable_detection_never_picks_a_model() {
-    let server = TestServer::start(fixture_config());
-    let prague = "Leaders met in Prague on Monday.";
-    // /v1/detect gives whatlang's guess (French) and says it is one.
-    let a = server.post("/v1/detect", &json!({"texts": [prague, RUSSIAN[0]]}));
-    assert_eq!(a.status, 200, "{}", a.json);
-    assert_eq!(a.json["results"][0]["reliable"], false, "{}", a.json);
-    assert!(a.json["results"][0]["confidence"].as_f64().unwrap() < 0.5);
-    assert_eq!(a.json["results"][1]["reliable"], true, "{}", a.json);
-    // Alone and undeclared it is not translated from French: a 422 that asks for `source`.
-    let a = server.post("/v1/translate", &json!({"text": prague}));
-    assert_error(&a, 422, "invalid_request");
-    let e = a.json["error"].as_str().unwrap();
-    assert!(e.contains("reliably") && e.contains("\"source\""), "{e}");
-    // With `source` it is taken as given, and the detection is reported as unreliable.
-    let a = server.post("/v1/translate", &json!({"text": prague, "source": "en"}));
-    assert_eq!(a.status, 200, "{}", a.json);
-    assert_eq!(a.json["text"], prague);
-    assert_eq!(a.json["detected_language"]["reliable"], false);
-    // A short text among reliably German ones takes their language.
-    let a = server.post(
-        "/v1/translate",
-        &json!({"texts": [GERMAN[0], GERMAN[1]], "beam": 1}),
-    );
-    assert_eq!(a.status, 200, "{}", a.json);
-    let r = a.json["results"].as_array().unwrap();
-    assert_eq!(r[1]["source_language"], "de");
-    assert_eq!(r[1]["detected_language"]["reliable"], false, "{}", a.json);
-    assert_eq!(r[0]["detected_language"]["reliable"], true);
-}
-
-#[test]
-fn beam_limits_read_as_on_the_command_line() {
-    let server = TestServer::start(fixture_config());
-    for (beam, msg) in [
-        (0, "beam must be between 1 and 8, not 0"),
-        (9, "beam must be between 1 and 8, not 9"),
-        (1000, "beam must be between 1 and 8, not 1000"),
-    ] {
-        let a = server.post(
-            "/v1/translate",
-            &json!({"text": GERMAN[0], "source": "de", "beam": beam}),
-        );
-        assert_error(&a, 422, "invalid_request");
-        assert_eq!(a.json["error"], msg);
-    }
-    // The service's ceiling may lower the shared maximum (16), never raise it.
-    let mut cfg = fixture_config();
-    cfg.max_beam = 64;
-    let server = TestServer::start(cfg);
-    let a = server.post(
-        "/v1/translate",
-        &json!({"text": GERMAN[0], "source": "de", "beam": 17}),
-    );
-    assert_error(&a, 422, "invalid_request");
-    assert_eq!(a.json["error"], "beam must be between 1 and 16, not 17");
 }

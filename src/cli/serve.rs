@@ -84,6 +84,15 @@ pub struct ServeArgs {
     /// Read the API key from this file (first line).
     #[arg(long, env = "TIDINGS_API_KEY_FILE", value_name = "FILE")]
     api_key_file: Option<PathBuf>,
+    /// Origins browsers may call the API from (CORS), comma-separated, or `*` for any; none by
+    /// default (no CORS headers).
+    #[arg(
+        long,
+        env = "TIDINGS_CORS_ORIGINS",
+        value_name = "ORIGINS",
+        value_delimiter = ','
+    )]
+    cors_origins: Vec<String>,
     /// SQLite store for the online grouping and the align caches (default: the data folder).
     #[arg(long, env = "TIDINGS_STORE", value_name = "PATH")]
     store: Option<PathBuf>,
@@ -143,6 +152,12 @@ fn config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
     if cfg.api_key.as_deref() == Some("") {
         bail!("the API key is empty");
     }
+    cfg.cors_origins = args
+        .cors_origins
+        .iter()
+        .map(|o| o.trim().to_string())
+        .filter(|o| !o.is_empty())
+        .collect();
     cfg.store = Some(args.store.clone().unwrap_or_else(default_store_path));
     cfg.device = args.device;
     cfg.compute_type = args.compute.compute_type;

@@ -6,12 +6,12 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use super::api::libre::{
-    LibreDetectRequest, LibreDetection, LibreLanguage, LibreTranslateRequest,
+    LibreDetectRequest, LibreDetection, LibreError, LibreLanguage, LibreTranslateRequest,
     LibreTranslateResponse, OneOrMany,
 };
 use super::api::{BodyErrors, ErrorBody};
@@ -24,14 +24,16 @@ use crate::text::detect::detect as detect_lang;
 
 /// LibreTranslate-compatible translation.
 ///
-/// JSON or form bodies; the API key may also come as `api_key` in the body.
+/// JSON or form bodies (urlencoded or multipart); the API key may also come as `api_key` in
+/// the body. A missing or wrong key is answered 403 `{"error": "..."}`, as LibreTranslate does.
 #[utoipa::path(
     post,
     path = "/translate",
     tag = "libretranslate",
     request_body(content(
         (LibreTranslateRequest = "application/json"),
-        (LibreTranslateRequest = "application/x-www-form-urlencoded")
+        (LibreTranslateRequest = "application/x-www-form-urlencoded"),
+        (LibreTranslateRequest = "multipart/form-data")
     )),
     responses(
         (status = 200, body = LibreTranslateResponse,
@@ -39,6 +41,7 @@ use crate::text::detect::detect as detect_lang;
                 ("x-queue-ms" = String, description = "milliseconds waiting for a model batch"),
                 ("x-inference-ms" = String, description = "milliseconds inside model batches")
             )),
+        (status = 403, description = "Missing or wrong API key", body = LibreError),
         BodyErrors
     )
 )]
@@ -48,7 +51,7 @@ pub(crate) async fn translate(
     Payload(req): Payload<LibreTranslateRequest>,
 ) -> Result<Response, ApiError> {
     if !state.authorized(&headers, req.api_key.as_deref()) {
-        return Err(ApiError::unauthorized());
+        return Ok(forbidden());
     }
     match req.format.as_deref() {
         None | Some("text") => {}
@@ -103,17 +106,22 @@ pub(crate) async fn translate(
     tag = "libretranslate",
     request_body(content(
         (LibreDetectRequest = "application/json"),
-        (LibreDetectRequest = "application/x-www-form-urlencoded")
+        (LibreDetectRequest = "application/x-www-form-urlencoded"),
+        (LibreDetectRequest = "multipart/form-data")
     )),
-    responses((status = 200, body = Vec<LibreDetection>), BodyErrors)
+    responses(
+        (status = 200, body = Vec<LibreDetection>),
+        (status = 403, description = "Missing or wrong API key", body = LibreError),
+        BodyErrors
+    )
 )]
 pub(crate) async fn detect(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Payload(req): Payload<LibreDetectRequest>,
-) -> Result<Json<Vec<LibreDetection>>, ApiError> {
+) -> Result<Response, ApiError> {
     if !state.authorized(&headers, req.api_key.as_deref()) {
-        return Err(ApiError::unauthorized());
+        return Ok(forbidden());
     }
     check_texts(&state, std::slice::from_ref(&req.q))?;
     let out = match detect_lang(&req.q) {
@@ -123,7 +131,15 @@ pub(crate) async fn detect(
         }],
         None => Vec::new(),
     };
-    Ok(Json(out))
+    Ok(Json(out).into_response())
+}
+
+/// A missing or wrong key, as LibreTranslate answers it: 403 with `{"error": "..."}`.
+fn forbidden() -> Response {
+    let body = LibreError {
+        error: "Invalid API key".into(),
+    };
+    (StatusCode::FORBIDDEN, Json(body)).into_response()
 }
 
 /// LibreTranslate-compatible language list: English, then every served source language.

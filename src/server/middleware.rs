@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::extract::{Request, State};
-use axum::http::HeaderValue;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
@@ -103,6 +103,7 @@ pub(crate) async fn track(
         .map(str::to_string)
         .unwrap_or_else(new_request_id);
     let route = route_label(req.uri().path());
+    let method = req.method().clone();
     let span = tracing::info_span!("request", id = %id, method = %req.method(), route);
     let fut = CatchUnwind {
         inner: Box::pin(next.run(req)),
@@ -115,6 +116,17 @@ pub(crate) async fn track(
             ApiError::internal("internal error while serving the request").into_response()
         }
     };
+    if resp.status() == StatusCode::METHOD_NOT_ALLOWED
+        && !resp.headers().contains_key(header::CONTENT_TYPE)
+    {
+        // The router's own 405 has no body: answer it in the API's shape, `Allow` kept.
+        let allow = resp.headers().get(header::ALLOW).cloned();
+        let allowed = allow.as_ref().and_then(|v| v.to_str().ok());
+        resp = ApiError::method_not_allowed(method.as_str(), allowed).into_response();
+        if let Some(a) = allow {
+            resp.headers_mut().insert(header::ALLOW, a);
+        }
+    }
     let elapsed = start.elapsed();
     state
         .metrics

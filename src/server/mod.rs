@@ -17,6 +17,7 @@
 pub mod api;
 pub mod errors;
 mod extract;
+mod forms;
 pub mod libre;
 pub mod metrics;
 mod middleware;
@@ -64,6 +65,8 @@ pub struct ServerConfig {
     /// Largest beam a request may ask for.
     pub max_beam: usize,
     pub api_key: Option<String>,
+    /// Origins browsers may call from (CORS); `*` allows any; empty: no CORS headers.
+    pub cors_origins: Vec<String>,
     /// SQLite store for the online grouping; `None` keeps it in memory.
     pub store: Option<PathBuf>,
     /// Where the models run; opened when the engine is built.
@@ -94,6 +97,7 @@ impl ServerConfig {
             max_items: 128,
             max_beam: 8,
             api_key: None,
+            cors_origins: Vec::new(),
             store: None,
             device: DeviceChoice::Cpu,
             compute_type: Default::default(),
@@ -229,6 +233,7 @@ pub async fn serve(
             "--max-concurrent-requests, --max-items and --max-chars must be at least 1".into(),
         ));
     }
+    let cors = routes::cors_layer(&config.cors_origins)?;
     let device = crate::model::device::open(config.device)?;
     let metrics = Arc::new(Metrics::default());
     let cfg2 = config.clone();
@@ -269,7 +274,11 @@ pub async fn serve(
     state.ready.store(true, Ordering::Relaxed);
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "serving");
-    let app = routes::router(state.clone());
+    let mut app = routes::router(state.clone());
+    if let Some(cors) = cors {
+        // Outermost: a preflight is answered before the key check and the load shedding.
+        app = app.layer(cors);
+    }
     let st = state.clone();
     let signal = async move {
         shutdown.wait().await;

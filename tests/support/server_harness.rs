@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde_json::Value;
 #[path = "minilm.rs"]
 mod minilm;
+#[allow(unused_imports)] // not every test file that includes the harness needs both
 pub use minilm::{minilm_dir, minilm_dir_unchecked};
 use tidings::engine::manifest::Manifest;
 use tidings::model::hub::{HubOptions, ModelSource};
@@ -140,6 +141,40 @@ impl TestServer {
         }
     }
 
+    /// Any method, headers as given (no content type unless given), an optional body.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> Answer {
+        let mut req = ureq::http::Request::builder()
+            .method(method)
+            .uri(self.url(path));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let r = match body {
+            Some(b) => agent().run(req.body(b.to_string()).unwrap()),
+            None => agent().run(req.body(()).unwrap()),
+        };
+        let mut r = r.unwrap();
+        let status = r.status().as_u16();
+        let hdrs = r
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect();
+        let text = r.body_mut().read_to_string().unwrap();
+        let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Answer {
+            status,
+            headers: hdrs,
+            json,
+        }
+    }
+
     pub fn post(&self, path: &str, body: &Value) -> Answer {
         self.post_raw(path, "application/json", &body.to_string(), &[])
     }
@@ -250,4 +285,44 @@ impl HeldRequest {
             .to_string();
         (status, body)
     }
+}
+
+// Sentences for the three fixture languages.
+#[allow(dead_code)]
+pub const GERMAN: &[&str] = &[
+    "Der Bundestag hat am 22. Mai über das Gesetz abgestimmt.",
+    "Die Opposition kritisierte den Entwurf scharf.",
+    "In Berlin demonstrierten tausende Menschen gegen die Reform.",
+    "Der Minister kündigte weitere Gespräche mit den Ländern an.",
+    "Die Inflation ist im April auf drei Prozent gestiegen.",
+    "Nach Angaben der Polizei blieb die Lage ruhig.",
+];
+#[allow(dead_code)]
+pub const RUSSIAN: &[&str] = &[
+    "Москва — столица России и крупнейший город страны.",
+    "Правительство утвердило новый бюджет на следующий год.",
+    "В Санкт-Петербурге открылась международная выставка.",
+    "Президент провёл встречу с губернаторами регионов.",
+    "Цены на нефть выросли на фоне новостей из Азии.",
+];
+#[allow(dead_code)]
+pub const CZECH: &[&str] = &[
+    "Vláda schválila nový zákon o energetice.",
+    "V Praze se konal summit evropských ministrů.",
+    "Česká národní banka ponechala úrokové sazby beze změny.",
+    "Policie vyšetřuje nehodu na dálnici D1.",
+    "Počet nezaměstnaných v říjnu mírně klesl.",
+];
+
+/// Asserts an error answer: its status, its `type`, a message, and nothing else.
+#[allow(dead_code)]
+pub fn assert_error(a: &Answer, status: u16, kind: &str) {
+    assert_eq!(a.status, status, "body: {}", a.json);
+    assert_eq!(a.json["type"], kind, "body: {}", a.json);
+    assert!(
+        a.json["error"].as_str().is_some_and(|s| !s.is_empty()),
+        "error body without a message: {}",
+        a.json
+    );
+    assert_eq!(a.json.as_object().map(|o| o.len()), Some(2), "{}", a.json);
 }

@@ -292,10 +292,13 @@ pub struct EventSummary {
     pub title: Option<String>,
 }
 
-/// `GET /v1/events`.
+/// `GET /v1/events`: one page of the events.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct EventList {
+    /// At most `limit` events, from `offset`.
     pub events: Vec<EventSummary>,
+    /// Events in all.
+    pub total: usize,
 }
 
 /// The stored event info (JSON), `None` when absent or unreadable.

@@ -77,3 +77,9 @@ pub struct LibreLanguage {
     /// Always `["en"]`.
     pub targets: Vec<String>,
 }
+
+/// LibreTranslate's error body, for a missing or wrong API key (403).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LibreError {
+    pub error: String,
+}

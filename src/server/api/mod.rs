@@ -25,8 +25,9 @@ pub struct ErrorBody {
     /// What went wrong, for people.
     pub error: String,
     /// Machine-readable kind: `malformed_request`, `invalid_request`, `unsupported_language`,
-    /// `unauthorized`, `payload_too_large`, `not_found`, `conflict`, `overloaded`,
-    /// `model_unavailable`, `shutting_down`, `not_ready` or `internal`.
+    /// `unauthorized`, `payload_too_large`, `unsupported_media_type`, `not_found`,
+    /// `method_not_allowed`, `conflict`, `overloaded`, `model_unavailable`, `shutting_down`,
+    /// `not_ready` or `internal`.
     #[serde(rename = "type")]
     pub kind: String,
 }
@@ -57,6 +58,9 @@ pub enum BodyErrors {
     /// The body is larger than `--max-body-bytes`.
     #[response(status = 413)]
     TooLarge(ErrorBody),
+    /// No `Content-Type`, or one the endpoint does not read (JSON; forms for LibreTranslate).
+    #[response(status = 415)]
+    UnsupportedMediaType(ErrorBody),
     /// Valid JSON with values that cannot be accepted (shape, limits, unsupported language).
     #[response(status = 422)]
     Invalid(ErrorBody),
@@ -184,6 +188,7 @@ mod tests {
                 size: 3,
                 title: None,
             }],
+            total: 1,
         });
         assert_sorted_wire(&LibreTranslateResponse::One {
             detected_language: Some(LibreDetection {

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -154,16 +154,58 @@ fn one_error(e: OneError, id: &str) -> ApiError {
     }
 }
 
-/// Events of the online grouping.
+/// Default and largest page of `GET /v1/events`.
+const EVENTS_LIMIT: usize = 100;
+const EVENTS_MAX_LIMIT: usize = 1000;
+
+/// `limit` and `offset` from a query string, or a 422 that says which is wrong.
+fn page(query: Option<&str>) -> Result<(usize, usize), ApiError> {
+    let (mut limit, mut offset) = (EVENTS_LIMIT, 0);
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let slot = match k {
+            "limit" => &mut limit,
+            "offset" => &mut offset,
+            other => {
+                return Err(ApiError::invalid(format!(
+                "unknown query parameter \"{other}\"; the parameters are \"limit\" and \"offset\""
+            )))
+            }
+        };
+        *slot = v.parse().map_err(|_| {
+            ApiError::invalid(format!(
+                "\"{k}\" must be a whole number, 0 or more, not \"{v}\""
+            ))
+        })?;
+    }
+    if limit == 0 || limit > EVENTS_MAX_LIMIT {
+        return Err(ApiError::invalid(format!(
+            "\"limit\" must be between 1 and {EVENTS_MAX_LIMIT}"
+        )));
+    }
+    Ok((limit, offset))
+}
+
+/// Events of the online grouping, a page at a time.
 #[utoipa::path(
     get,
     path = "/v1/events",
     tag = "articles",
-    responses((status = 200, body = EventList), QueryErrors)
+    params(
+        ("limit" = Option<usize>, Query, description = "Events per page: 1 to 1000, default 100"),
+        ("offset" = Option<usize>, Query, description = "Events to skip, default 0")
+    ),
+    responses(
+        (status = 200, body = EventList),
+        (status = 422, description = "A bad `limit` or `offset`", body = ErrorBody),
+        QueryErrors
+    )
 )]
 pub(crate) async fn events(
     State(state): State<Arc<AppState>>,
+    RawQuery(query): RawQuery,
 ) -> Result<Json<EventList>, ApiError> {
+    let (limit, offset) = page(query.as_deref())?;
     // Reads need no lock: the store is shared and every write is committed whole.
     let list = tokio::task::spawn_blocking(move || {
         state
@@ -173,8 +215,15 @@ pub(crate) async fn events(
     })
     .await
     .map_err(|e| ApiError::internal(e.to_string()))??;
+    let total = list.len();
     Ok(Json(EventList {
-        events: list.into_iter().map(Into::into).collect(),
+        events: list
+            .into_iter()
+            .skip(offset)
+            .take(limit)
+            .map(Into::into)
+            .collect(),
+        total,
     }))
 }
 

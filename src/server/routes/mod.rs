@@ -54,3 +54,45 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .layer(from_fn_with_state(state.clone(), middleware::track))
         .with_state(state)
 }
+
+/// The CORS layer for `origins` (`*`: any), or `None` when there are none.
+pub(crate) fn cors_layer(
+    origins: &[String],
+) -> Result<Option<tower_http::cors::CorsLayer>, super::ServerError> {
+    use axum::http::{header, HeaderName, HeaderValue, Method};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return Ok(None);
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        let list = origins
+            .iter()
+            .map(|o| {
+                HeaderValue::from_str(o.trim_end_matches('/')).map_err(|_| {
+                    super::ServerError::Config(format!("\"{o}\" is not a valid CORS origin"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        AllowOrigin::list(list)
+    };
+    Ok(Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+            .allow_headers([
+                header::CONTENT_TYPE,
+                header::AUTHORIZATION,
+                HeaderName::from_static("x-api-key"),
+                HeaderName::from_static("x-request-id"),
+            ])
+            .expose_headers([
+                HeaderName::from_static("x-request-id"),
+                HeaderName::from_static("x-queue-ms"),
+                HeaderName::from_static("x-inference-ms"),
+                header::RETRY_AFTER,
+            ])
+            .max_age(std::time::Duration::from_secs(3600)),
+    ))
+}
