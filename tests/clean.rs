@@ -1,32 +1,18 @@
 //! Furniture removal on the sample pages in `tests/fixtures/text/` (copies of `seeds/`) and on
 //! hand-written pages from other sites: what goes, with which reason, and what stays.
 
-use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+#[path = "support/text_seeds.rs"]
+mod text_seeds;
 
-use tidings::text::article::{load_input, Article};
+use std::collections::HashSet;
+
+use text_seeds::{load_seeds, seed};
+use tidings::text::article::Article;
 use tidings::text::clean::{clean, Cleaned, RemovalReason};
 use tidings::text::prepare::{prepare, Prepared};
 use tidings::text::segment::split_sentences;
 
 use RemovalReason::*;
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/text")
-}
-
-fn load_seeds() -> Vec<Article> {
-    let loaded = load_input(&fixtures()).expect("fixture folder loads");
-    assert!(loaded.problems.is_empty(), "{:?}", loaded.problems);
-    loaded.articles
-}
-
-fn seed(prefix: &str) -> Article {
-    load_seeds()
-        .into_iter()
-        .find(|a| a.id.starts_with(prefix))
-        .unwrap_or_else(|| panic!("no seed {prefix}"))
-}
 
 /// The reason `line` (whole, trimmed) was removed with, if it was.
 fn reason_of(c: &Cleaned, text: &str) -> Option<RemovalReason> {

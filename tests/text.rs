@@ -2,31 +2,18 @@
 //! loading folders and JSONL with their problems, and odd input; furniture removal is in
 //! `tests/clean.rs`.
 
-use std::io::Cursor;
-use std::path::{Path, PathBuf};
+#[path = "support/text_seeds.rs"]
+mod text_seeds;
 
+use std::io::Cursor;
+use std::path::Path;
+
+use text_seeds::{fixtures, seed};
 use tidings::text::article::{load_input, load_jsonl, parse_date, Article, ArticleError};
 use tidings::text::clean::clean;
 use tidings::text::detect::detect;
 use tidings::text::prepare::prepare;
 use tidings::text::segment::split_sentences;
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/text")
-}
-
-fn load_seeds() -> Vec<Article> {
-    let loaded = load_input(&fixtures()).expect("fixture folder loads");
-    assert!(loaded.problems.is_empty(), "{:?}", loaded.problems);
-    loaded.articles
-}
-
-fn seed(prefix: &str) -> Article {
-    load_seeds()
-        .into_iter()
-        .find(|a| a.id.starts_with(prefix))
-        .unwrap_or_else(|| panic!("no seed {prefix}"))
-}
 
 // ---------------------------------------------------------------------------------------------
 // Sentence segmentation
