@@ -1,5 +1,12 @@
-//! What a user runs: the article workflow from pages to events ([`align`]), its plot
-//! ([`plot`]), output files ([`output`]), and speed measurement ([`bench`]).
+//! What a user runs, built on the engine, the store and the grouping:
+//!
+//! - [`workflow`]: the article workflow as stages (prepare, route, translate through the
+//!   sentence cache, assemble, embed), shared by every caller;
+//! - [`align`]: a batch of articles to events, resumable from the store;
+//! - [`online`]: articles one at a time into a stored, growing grouping (the server's ingest);
+//! - [`limits`]: the one range of every numeric option, for the CLI and the server alike;
+//! - [`output`]: writing result files (atomically, or through links, devices and pipes);
+//! - [`plot`]: the SVG of a grouping; [`bench`]: speed measurement.
 
 pub mod align;
 pub mod bench;

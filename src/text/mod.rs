@@ -1,6 +1,6 @@
 //! News text before any model sees it: the article as read ([`article`]), page furniture
-//! removed ([`clean`]), languages detected ([`detect`]), sentences split ([`segment`]), and all
-//! of it in one call ([`prepare`]).
+//! removed ([`clean`]), language codes parsed ([`lang`]) and languages detected ([`detect`]),
+//! sentences split ([`segment`]), and all of it in one call ([`prepare`]).
 
 pub mod article;
 pub mod clean;
