@@ -64,7 +64,7 @@ DEFAULT_MINILM = Path("/work/main/.cache/models/all-MiniLM-L6-v2")
 STAMP_VERSION = 1
 
 SHAPES = {
-    # What src/translate/config.rs calls opus_mt_base / opus_mt_tc_big.
+    # What src/model/marian/config.rs calls opus_mt_base / opus_mt_tc_big.
     "opus-mt-base": dict(
         vocab=58101, d_model=512, layers=6, heads=8, ffn=2048, activation="swish",
         positions=512, eos=0, unk=1,
@@ -75,7 +75,7 @@ SHAPES = {
     ),
 }
 
-# The built-in sentences of `tidings bench` (src/bench.rs reads the same file): their lengths
+# The built-in sentences of `tidings bench` (src/app/bench.rs reads the same file): their lengths
 # shape the token id rows, and they are the embedding benchmark's texts.
 NEWS_SENTENCES = [
     line for line in (ROOT / "benches" / "news-sentences.txt").read_text(encoding="utf-8").splitlines()
@@ -809,7 +809,7 @@ median of {results['repeats']} runs, engines interleaved (every run is in
 `target/peer-bench/{results['shape']}/results.json`).
 
 **Versions:** {versions}. tidings: `cargo build --release`, default features, on the CPU through
-its own kernels (`src/kernels`): **tidings f32** is the default (`--compute-type f32`, the
+its own kernels (`src/model/kernels`): **tidings f32** is the default (`--compute-type f32`, the
 numerics tested equal to transformers), **tidings int8** is `--compute-type int8` (8-bit weights
 per output feature, activations quantised per row, like CTranslate2 int8). Python packages:
 `scripts/requirements-bench.txt`.
