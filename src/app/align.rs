@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use super::workflow::{self, StageError, Workflow};
 pub use super::workflow::{Progress, Silent};
 use crate::engine::manifest::Manifest;
-use crate::engine::{Engine, EngineConfig, EngineError, Generation, NoObserver, Observer, Router};
+use crate::engine::{Engine, EngineConfig, EngineError, Generation, NoObserver, Router};
 use crate::group::{self, ClusterOptions};
 use crate::model::hub::{HubOptions, ModelSource};
 use crate::model::marian::TranslateOptions;
@@ -33,8 +33,6 @@ pub enum PipelineError {
     Route(#[from] crate::engine::RouteError),
     #[error("cannot group the articles: {0}")]
     Cluster(#[from] crate::group::ClusterError),
-    #[error("cannot encode a result as JSON: {0}")]
-    Json(#[from] serde_json::Error),
 }
 
 type Result<T> = std::result::Result<T, PipelineError>;
@@ -130,15 +128,6 @@ impl AlignOptions {
     /// The engine these options describe: the manifest with the `--model` overrides, the
     /// embedding model, the compute type, on `device`. A process makes one and shares it.
     pub fn engine(&self, manifest: Manifest, device: Device) -> Engine {
-        self.engine_observed(manifest, device, Arc::new(NoObserver))
-    }
-
-    pub fn engine_observed(
-        &self,
-        manifest: Manifest,
-        device: Device,
-        observer: Arc<dyn Observer>,
-    ) -> Engine {
         let cfg = EngineConfig {
             // One batch run owns its models: every language it needs may stay loaded.
             max_loaded_models: usize::MAX,
@@ -151,7 +140,7 @@ impl AlignOptions {
         Engine::new(
             cfg,
             Router::new(manifest, self.models.clone(), None),
-            observer,
+            Arc::new(NoObserver),
         )
     }
 

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::group::{Assignment, ClusterError, ClusterOptions, OnlineGrouper};
-use crate::store::{EventInfo, EventRecord, EventSummary, Store, StoreError};
+use crate::store::{EventInfo, EventRecord, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OnlineError {
@@ -99,14 +99,6 @@ impl OnlineGroups {
             event: self.store.event(event_id)?,
         })
     }
-
-    pub fn events(&self) -> Result<Vec<EventSummary>, StoreError> {
-        self.store.events()
-    }
-
-    pub fn event(&self, id: i64) -> Result<Option<EventRecord>, StoreError> {
-        self.store.event(id)
-    }
 }
 
 #[cfg(test)]
@@ -135,10 +127,10 @@ mod tests {
             online.add("a", &unit(&[1.0, 0.0, 0.0]), None, "A"),
             Err(OnlineError::AlreadyGrouped { event: 1, .. })
         ));
-        let again = OnlineGroups::open(store, ClusterOptions::default()).unwrap();
+        let again = OnlineGroups::open(store.clone(), ClusterOptions::default()).unwrap();
         assert_eq!(again.event_of("b"), Some(1));
-        assert_eq!(again.events().unwrap().len(), 2);
-        let info = again.event(1).unwrap().unwrap().info.unwrap();
+        assert_eq!(store.events().unwrap().len(), 2);
+        let info = store.event(1).unwrap().unwrap().info.unwrap();
         assert_eq!(info.title.as_deref(), Some("A"));
     }
 }

@@ -4,7 +4,6 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc;
-use std::time::Instant;
 
 use super::{chain, panic_message, EngineError, Observer};
 use crate::model::embed::Embedder;
@@ -50,9 +49,7 @@ fn run_sentences(e: &Embedder, jobs: Vec<Job>, observer: &dyn Observer) {
         .iter()
         .flat_map(|j| j.texts.iter().map(String::as_str))
         .collect();
-    let start = Instant::now();
     let result = guarded(observer, || e.embed(&texts, BATCH));
-    observer.embedded(texts.len(), start.elapsed().as_secs_f64());
     match result {
         Ok(vectors) => {
             let mut vectors = vectors.into_iter();
@@ -70,11 +67,9 @@ fn run_sentences(e: &Embedder, jobs: Vec<Job>, observer: &dyn Observer) {
 }
 
 fn run_long(e: &Embedder, job: Job, observer: &dyn Observer) {
-    let start = Instant::now();
     let result = guarded(observer, || {
         job.texts.iter().map(|t| e.embed_long(t)).collect()
     });
-    observer.embedded(job.texts.len(), start.elapsed().as_secs_f64());
     let _ = job.reply.send(result);
 }
 

@@ -60,8 +60,6 @@ pub trait Observer: Send + Sync {
     fn cancelled(&self, _sentences: usize) {}
     /// A translation batch finished.
     fn batch(&self, _rows: usize, _generated_tokens: usize, _seconds: f64) {}
-    /// Texts embedded in one run.
-    fn embedded(&self, _texts: usize, _seconds: f64) {}
     /// A translation model finished loading.
     fn model_loaded(&self) {}
     /// A translation model's worker ended (after it was unloaded and drained).
@@ -215,11 +213,6 @@ impl Engine {
     /// Whether the translation model is loaded now.
     pub fn is_loaded(&self, source: &ModelSource) -> bool {
         self.inner.translators.is_loaded(&source.to_string())
-    }
-
-    /// The translation models loaded now (as `ModelSource` strings).
-    pub fn loaded_models(&self) -> Vec<String> {
-        self.inner.translators.loaded()
     }
 
     pub fn embedder_loaded(&self) -> bool {

@@ -85,15 +85,6 @@ impl Router {
         }
     }
 
-    pub fn manifest(&self) -> &Manifest {
-        &self.manifest
-    }
-
-    /// Whether languages without an entry of their own go to the fallback model.
-    pub fn serves_all(&self) -> bool {
-        self.served.is_none()
-    }
-
     /// `auto` or a language code, by the one parser; a malformed value's error lists the
     /// languages with a model of their own.
     pub fn parse(&self, value: &str) -> Result<Lang, LangError> {

@@ -21,6 +21,14 @@ struct Slot<W> {
     last_used: AtomicU64,
 }
 
+impl<W> Slot<W> {
+    fn is_ready(&self) -> bool {
+        self.state
+            .lock()
+            .is_ok_and(|s| matches!(&*s, State::Ready(_)))
+    }
+}
+
 /// Loaded handles of type `W` (a model worker's channel), by key.
 pub(crate) struct Slots<W> {
     table: Mutex<HashMap<String, Arc<Slot<W>>>>,
@@ -75,23 +83,7 @@ impl<W: Clone> Slots<W> {
         let Ok(table) = self.table.lock() else {
             return false;
         };
-        table.get(key).is_some_and(|slot| {
-            slot.state
-                .lock()
-                .is_ok_and(|s| matches!(&*s, State::Ready(_)))
-        })
-    }
-
-    /// Keys loaded now.
-    pub fn loaded(&self) -> Vec<String> {
-        let Ok(table) = self.table.lock() else {
-            return Vec::new();
-        };
-        table
-            .iter()
-            .filter(|(_, s)| s.state.lock().is_ok_and(|s| matches!(&*s, State::Ready(_))))
-            .map(|(k, _)| k.clone())
-            .collect()
+        table.get(key).is_some_and(|slot| slot.is_ready())
     }
 
     /// The handle for `key`, calling `load` (blocking) if no caller has loaded it. Returns the
@@ -132,7 +124,7 @@ impl<W: Clone> Slots<W> {
         loop {
             let loaded: Vec<(String, u64)> = table
                 .iter()
-                .filter(|(_, s)| s.state.lock().is_ok_and(|s| matches!(&*s, State::Ready(_))))
+                .filter(|(_, s)| s.is_ready())
                 .map(|(k, s)| (k.clone(), s.last_used.load(Ordering::Relaxed)))
                 .collect();
             if loaded.len() <= max.max(1) {
@@ -194,8 +186,7 @@ mod tests {
         slots.get_or_load("c", || Ok(3)).unwrap();
         assert_eq!(slots.ready("a"), Some(1)); // a is now the most recent
         assert_eq!(slots.evict_beyond(2, "c"), vec!["b".to_string()]);
-        let mut loaded = slots.loaded();
-        loaded.sort();
-        assert_eq!(loaded, vec!["a".to_string(), "c".to_string()]);
+        let loaded: Vec<bool> = ["a", "b", "c"].iter().map(|k| slots.is_loaded(k)).collect();
+        assert_eq!(loaded, [true, false, true]);
     }
 }

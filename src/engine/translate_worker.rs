@@ -8,6 +8,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use super::{chain, panic_message, EngineError, Generation, Observer};
+use crate::model::marian::config::GenerationConfig;
 use crate::model::marian::{TranslateError, TranslateOptions, Translator};
 
 /// What a finished job sends back.
@@ -100,11 +101,14 @@ fn drop_cancelled(pending: &mut Vec<Pending>, observer: &dyn Observer) {
 }
 
 /// The next batch: the oldest job's generation setting, longest sentences first, as many rows
-/// as the token budget and the row bound allow (at least one). Pairs of (job, sentence).
-fn next_batch(t: &Translator, pending: &[Pending], budget: usize) -> Vec<(usize, usize)> {
-    let Some(first) = pending.first() else {
-        return Vec::new();
-    };
+/// as the token budget and the row bound allow (at least one). Pairs of (job, sentence), and
+/// the generation settings they run with.
+fn next_batch(
+    t: &Translator,
+    pending: &[Pending],
+    budget: usize,
+) -> Option<(Vec<(usize, usize)>, GenerationConfig)> {
+    let first = pending.first()?;
     let generation = first.generation;
     let mut cands: Vec<(usize, usize)> = Vec::new();
     for (pi, p) in pending.iter().enumerate() {
@@ -124,13 +128,13 @@ fn next_batch(t: &Translator, pending: &[Pending], budget: usize) -> Vec<(usize,
     let longest = cands
         .first()
         .map_or(1, |&(pi, si)| pending[pi].rows[si].len());
-    let beams = t.generation_config(&options(generation)).num_beams.max(1);
-    let per_row = longest.max(1) * beams;
+    let gen = t.generation_config(&options(generation));
+    let per_row = longest.max(1) * gen.num_beams.max(1);
     let take = (budget / per_row)
         .min(generation.max_rows.unwrap_or(usize::MAX))
         .clamp(1, cands.len().max(1));
     cands.truncate(take);
-    cands
+    (!cands.is_empty()).then_some((cands, gen))
 }
 
 fn options(g: Generation) -> TranslateOptions {
@@ -145,12 +149,11 @@ fn options(g: Generation) -> TranslateOptions {
 fn run_batch(
     t: &Translator,
     rows: &[Vec<u32>],
-    generation: Generation,
+    gen: &GenerationConfig,
     observer: &dyn Observer,
 ) -> Result<Vec<(String, usize)>, EngineError> {
-    let gen = t.generation_config(&options(generation));
     let result = catch_unwind(AssertUnwindSafe(|| {
-        let ids = t.generate_batch(rows, &gen)?;
+        let ids = t.generate_batch(rows, gen)?;
         ids.iter()
             .map(|ids| Ok((t.tokenizer().decode(ids)?, ids.len())))
             .collect::<Result<Vec<_>, TranslateError>>()
@@ -217,10 +220,9 @@ pub(crate) fn run(
             pending.extend(admit(t, job, observer));
         }
         drop_cancelled(&mut pending, observer);
-        let batch = next_batch(t, &pending, budget);
-        if batch.is_empty() {
+        let Some((batch, gen)) = next_batch(t, &pending, budget) else {
             continue;
-        }
+        };
         let rows: Vec<Vec<u32>> = batch
             .iter()
             .map(|&(pi, si)| pending[pi].rows[si].clone())
@@ -232,7 +234,7 @@ pub(crate) fn run(
             p.queued -= 1;
         }
         observer.queued(-(batch.len() as i64));
-        let outcome = run_batch(t, &rows, pending[batch[0].0].generation, observer);
+        let outcome = run_batch(t, &rows, &gen, observer);
         let elapsed = start.elapsed();
         let mut touched: Vec<usize> = batch.iter().map(|&(pi, _)| pi).collect();
         touched.sort_unstable();

@@ -125,20 +125,7 @@ impl TestServer {
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let mut r = req.send(body).unwrap();
-        let status = r.status().as_u16();
-        let hdrs = r
-            .headers()
-            .iter()
-            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
-            .collect();
-        let text = r.body_mut().read_to_string().unwrap();
-        let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Answer {
-            status,
-            headers: hdrs,
-            json,
-        }
+        Answer::read(req.send(body).unwrap())
     }
 
     /// Any method, headers as given (no content type unless given), an optional body.
@@ -159,20 +146,7 @@ impl TestServer {
             Some(b) => agent().run(req.body(b.to_string()).unwrap()),
             None => agent().run(req.body(()).unwrap()),
         };
-        let mut r = r.unwrap();
-        let status = r.status().as_u16();
-        let hdrs = r
-            .headers()
-            .iter()
-            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
-            .collect();
-        let text = r.body_mut().read_to_string().unwrap();
-        let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Answer {
-            status,
-            headers: hdrs,
-            json,
-        }
+        Answer::read(r.unwrap())
     }
 
     pub fn post(&self, path: &str, body: &Value) -> Answer {
@@ -224,6 +198,23 @@ pub struct Answer {
 }
 
 impl Answer {
+    /// Status, headers and body (JSON, or the text as a JSON string) of a response.
+    fn read(mut r: ureq::http::Response<ureq::Body>) -> Answer {
+        let status = r.status().as_u16();
+        let headers = r
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect();
+        let text = r.body_mut().read_to_string().unwrap();
+        let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Answer {
+            status,
+            headers,
+            json,
+        }
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
