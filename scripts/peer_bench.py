@@ -426,6 +426,22 @@ def setting_name(s: dict) -> str:
     return f"embed, batch {s['batch_size']}"
 
 
+def run_gpu(args) -> int:
+    """The GPU comparison: parity on the fixtures, then the same random-weight models and rows
+    for tidings and its peers on one GPU (scripts/gpu/run.sh says what it runs)."""
+    binary = args.tidings
+    if binary is None:
+        log("building tidings with CUDA (scripts/cuda-build.sh) ...")
+        subprocess.run(["bash", str(ROOT / "scripts" / "cuda-build.sh")], cwd=ROOT, check=True)
+        binary = ROOT / "target" / "cuda" / "release" / "tidings"
+    out = args.workdir / "gpu"
+    cmd = ["bash", str(ROOT / "scripts" / "gpu" / "run.sh"), str(binary), str(out)]
+    if (args.minilm / "config.json").is_file():
+        cmd.append(str(args.minilm))
+    log("running", shlex.join(cmd))
+    return subprocess.run(cmd, cwd=ROOT).returncode
+
+
 def build_tidings() -> Path:
     log("building tidings (cargo build --release) ...")
     subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
@@ -477,7 +493,13 @@ def main(argv=None) -> int:
     p.add_argument("--write-docs", action="store_true", help="write BENCHMARKS.md and docs/bench.svg")
     p.add_argument("--from-results", type=Path, metavar="JSON",
                    help="measure nothing: render the tables (and with --write-docs the docs) from a results.json")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                   help="cuda: run scripts/gpu/run.sh instead (tidings f32/bf16/f16 beside transformers "
+                        "fp32/fp16 and sentence-transformers on one GPU; --tidings defaults to "
+                        "scripts/cuda-build.sh's binary, results under --workdir/gpu)")
     args = p.parse_args(argv)
+    if args.device == "cuda":
+        return run_gpu(args)
     if args.from_results:
         results = json.loads(args.from_results.read_text())
         print(render_tables(results))

@@ -4,33 +4,13 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+#[path = "support/cli_run.rs"]
+mod cli_run;
 #[path = "support/minilm.rs"]
 mod minilm;
+use cli_run::{fixture, tidings};
 use minilm::minilm_dir;
 use serde::Deserialize;
-
-fn tidings(args: &[&str], stdin: &str, home: &Path) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tidings"))
-        .args(args)
-        .env("HF_HOME", home)
-        .env("HF_ENDPOINT", "http://127.0.0.1:9") // nothing listens there: no real network
-        .env_remove("HF_HUB_OFFLINE")
-        .env_remove("TIDINGS_MANIFEST")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run tidings");
-    // A command that fails early may exit before reading its input: a broken pipe here is fine.
-    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
-    child.wait_with_output().unwrap()
-}
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
 
 #[derive(Deserialize)]
 struct Generated {
@@ -182,7 +162,21 @@ fn compute_type_int8_reaches_the_model_and_bad_types_are_refused() {
             "int4",
         ],
         "Hallo\n",
-        &["int4", "expected f32 or int8"],
+        &["int4", "expected f32, int8, f16, bf16 or auto"],
+    );
+    // Half precision is for GPUs: on the CPU it is refused, saying what to use instead.
+    fails_with(
+        &[
+            "translate",
+            "--device",
+            "cpu",
+            "--model",
+            dir.to_str().unwrap(),
+            "--compute-type",
+            "bf16",
+        ],
+        "Hallo\n",
+        &["bf16 runs on a GPU only", "f32"],
     );
 }
 
@@ -704,9 +698,20 @@ fn a_hub_that_accepts_and_never_answers_times_out_and_says_so() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
     let home = tempfile::tempdir().unwrap();
+    // Something to translate (empty input would need no model).
+    let input = home.path().join("input.txt");
+    std::fs::write(&input, "Hallo\n").unwrap();
     let runs: [(&[&str], &str); 2] = [
         (&["models", "download", "Helsinki-NLP/opus-mt-de-en"], "1"),
-        (&["translate", "--model", "some-org/some-model", "-"], "0.5"),
+        (
+            &[
+                "translate",
+                "--model",
+                "some-org/some-model",
+                input.to_str().unwrap(),
+            ],
+            "0.5",
+        ),
     ];
     for (args, seconds) in runs {
         let out = tidings_against(

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 use serde::Deserialize;
 use tidings::model::hub::{HubOptions, ModelRepo, ModelSource};
+use tidings::model::marian::device_search::transfers;
 use tidings::model::marian::{BackendKind, ComputeType, TranslateOptions, Translator};
 
 #[derive(Deserialize)]
@@ -196,6 +197,137 @@ fn tensor_backend_ids_equal_generate() {
         check_generation(&t, &r, &r.greedy, &format!("{} tensors greedy", name(&dir)));
         check_generation(&t, &r, &r.beam4, &format!("{} tensors beam 4", name(&dir)));
     }
+}
+
+/// f16 and bf16 on the tensor backend (run here on candle's CPU device; the product offers
+/// them on GPUs only): first-step logits within a stated bound of transformers' f32 ones, the
+/// top-1 token mostly the same, and every sentence's ids the same alone as in a batch.
+#[test]
+fn half_precision_stays_close_and_batch_invariant() {
+    for compute in [ComputeType::F16, ComputeType::BF16] {
+        // bf16 keeps 8 bits of mantissa, f16 11: relative to the largest logit of a row.
+        let bound = if compute == ComputeType::BF16 {
+            0.1
+        } else {
+            0.02
+        };
+        let (mut rows, mut top1_same) = (0usize, 0usize);
+        for dir in fixtures() {
+            let source = ModelSource::parse(dir.to_str().unwrap(), None).unwrap();
+            let repo = ModelRepo::open(source, &HubOptions::default()).unwrap();
+            let t =
+                Translator::load_with_backend(&repo, &Device::Cpu, compute, BackendKind::Tensors)
+                    .unwrap();
+            assert_eq!(t.model().compute_type(), compute);
+            let r: Reference =
+                serde_json::from_slice(&std::fs::read(dir.join("reference.json")).unwrap())
+                    .unwrap();
+            let mut worst = 0f32;
+            for (ids, want) in r.source_ids.iter().zip(&r.first_step_logits) {
+                let got = t
+                    .model()
+                    .first_step_logits(std::slice::from_ref(ids))
+                    .unwrap();
+                let scale = want.iter().fold(1f32, |m, x| m.max(x.abs()));
+                let diff = got[0]
+                    .iter()
+                    .zip(want)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max);
+                worst = worst.max(diff / scale);
+                let argmax =
+                    |v: &[f32]| (0..v.len()).fold(0, |b, i| if v[i] > v[b] { i } else { b });
+                rows += 1;
+                top1_same += usize::from(argmax(&got[0]) == argmax(want));
+            }
+            eprintln!(
+                "{} {compute}: largest first-step logit difference {worst:.4} of the row's largest",
+                name(&dir)
+            );
+            assert!(
+                worst <= bound,
+                "{} {compute}: {worst} > {bound}",
+                name(&dir)
+            );
+            // Batch invariance: the reference's batches, each sentence against itself alone.
+            let opts = TranslateOptions {
+                num_beams: Some(4),
+                max_new_tokens: Some(16),
+                batch_size: 1,
+            };
+            let gen = t.generation_config(&opts);
+            for batch in &r.beam4.batches {
+                let rows: Vec<Vec<u32>> = batch.iter().map(|&i| r.source_ids[i].clone()).collect();
+                let together = t.generate_batch(&rows, &gen).unwrap();
+                for (row, out) in rows.iter().zip(together) {
+                    let alone = t.generate_batch(std::slice::from_ref(row), &gen).unwrap();
+                    assert_eq!(out, alone[0], "{} {compute}: batched != alone", name(&dir));
+                }
+            }
+        }
+        assert!(
+            top1_same * 10 >= rows * 9,
+            "{compute}: top-1 equal on {top1_same} of {rows} rows"
+        );
+    }
+    // The product does not offer half precision on the CPU.
+    let dir = &fixtures()[0];
+    let source = ModelSource::parse(dir.to_str().unwrap(), None).unwrap();
+    let repo = ModelRepo::open(source, &HubOptions::default()).unwrap();
+    let err = Translator::load_with(&repo, &Device::Cpu, ComputeType::BF16)
+        .err()
+        .unwrap();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("bf16 runs on a GPU only"), "{msg}");
+}
+
+/// Decoding on the tensor backend keeps the logits where the tensors are: per step, only the
+/// chosen ids and scores (O(rows × beams) numbers) are copied to the host, never a row of the
+/// vocabulary. The counter sees every copy the decoding path makes, so a step that read the
+/// logits back would fail this.
+#[test]
+fn device_decoding_copies_only_ids_and_scores_to_the_host() {
+    let dir = &fixtures()[0];
+    let (t, r) = load_on(dir, BackendKind::Tensors);
+    let vocab = t.model().config().target_vocab_size() as u64;
+    let rows: Vec<Vec<u32>> = r.source_ids.iter().take(6).cloned().collect();
+    for beams in [1usize, 4] {
+        let opts = TranslateOptions {
+            num_beams: Some(beams),
+            max_new_tokens: Some(12),
+            batch_size: rows.len(),
+        };
+        let gen = t.generation_config(&opts);
+        let before = transfers();
+        let out = t.generate_batch(&rows, &gen).unwrap();
+        let after = transfers();
+        assert_eq!(out.len(), rows.len());
+        let copies = after.copies - before.copies;
+        let steps = out.iter().map(Vec::len).max().unwrap() as u64;
+        let max_steps = 12 + 1;
+        // Per step: greedy copies one id per row; beam search ids and scores of 2·beams
+        // candidates per sentence.
+        let per_copy = if beams == 1 { 4 } else { 2 * beams as u64 * 4 } * rows.len() as u64;
+        let per_step_copies = if beams == 1 { 1 } else { 2 };
+        assert!(
+            copies >= steps && copies <= per_step_copies * max_steps,
+            "{copies} copies for {steps} steps"
+        );
+        assert!(
+            after.largest <= per_copy,
+            "a copy of {} bytes",
+            after.largest
+        );
+        assert!(after.bytes - before.bytes <= per_copy * copies);
+        assert!(
+            per_copy < vocab * 4,
+            "the fixture's vocabulary must be larger than the bound"
+        );
+    }
+    // The counter does see a vocabulary-sized read: the logits the host search asks for.
+    let before = transfers();
+    t.model().first_step_logits(&rows[..1]).unwrap();
+    assert!(transfers().largest >= vocab * 4 && transfers().bytes - before.bytes >= vocab * 4);
 }
 
 #[test]

@@ -414,6 +414,48 @@ fn nvidia_gpu_name() -> Option<String> {
     })
 }
 
+/// Watches GPU memory in use while a benchmark runs: a thread samples it every 10 ms (the
+/// driver offers no per-process peak), and [`GpuMemoryWatch::stop`] gives the most seen above
+/// what was in use when the watch started (the CUDA context, other processes).
+pub struct GpuMemoryWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Option<u64>>>,
+}
+
+impl GpuMemoryWatch {
+    /// Starts watching `device`; on the CPU it watches nothing.
+    pub fn start(device: &candle_core::Device) -> Self {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let Some(base) = crate::model::device::gpu_memory_used(device) else {
+            return Self { stop, thread: None };
+        };
+        let (device, flag) = (device.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name("tidings-gpu-memory".into())
+            .spawn(move || {
+                let mut peak = base;
+                loop {
+                    if let Some(used) = crate::model::device::gpu_memory_used(&device) {
+                        peak = peak.max(used);
+                    }
+                    if flag.load(Ordering::Relaxed) {
+                        return Some(peak - base);
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+            })
+            .ok();
+        Self { stop, thread }
+    }
+
+    /// The peak GPU memory this run added, in bytes; `None` on the CPU.
+    pub fn stop(mut self) -> Option<u64> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take()?.join().ok().flatten()
+    }
+}
+
 /// This process's peak resident memory in bytes (`VmHWM`; Linux only, `None` elsewhere).
 pub fn peak_rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;

@@ -23,6 +23,8 @@ pub const MAX_BATCH_SIZE: usize = 1024;
 pub const MAX_NEW_TOKENS: usize = 4096;
 /// Widest time window for grouping, in days (a century).
 pub const MAX_DAYS_APART: i64 = 36_500;
+/// CPU threads a command may ask for.
+pub const MAX_THREADS: usize = 1024;
 
 /// A value outside its option's range, or not a number.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -66,6 +68,10 @@ pub fn batch_size(name: &str, value: i64) -> Result<usize, LimitError> {
 
 pub fn max_new_tokens(name: &str, value: i64) -> Result<usize, LimitError> {
     count(name, value, MAX_NEW_TOKENS)
+}
+
+pub fn threads(name: &str, value: i64) -> Result<usize, LimitError> {
+    count(name, value, MAX_THREADS)
 }
 
 /// A cosine similarity threshold.
@@ -125,6 +131,9 @@ pub mod cli {
             .to_string()
         })?;
         msg(super::threshold("--threshold", v))
+    }
+    pub fn threads(s: &str) -> Result<usize, String> {
+        msg(whole("--threads", s).and_then(|v| super::threads("--threads", v)))
     }
     pub fn max_days_apart(s: &str) -> Result<i64, String> {
         msg(whole("--max-days-apart", s).and_then(|v| super::max_days_apart("--max-days-apart", v)))

@@ -6,86 +6,164 @@
 
 use std::fs;
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Writes `bytes` to `target`: standard output for `-`, see the module for the rest.
 pub fn write_output(target: &Path, bytes: &[u8]) -> io::Result<()> {
-    if target.as_os_str() == "-" {
-        let mut out = io::stdout().lock();
-        out.write_all(bytes)?;
-        return out.flush();
+    let mut out = Output::create(target)?;
+    out.write_all(bytes)?;
+    out.finish()
+}
+
+/// An output being written (`-o`), streamed: standard output for `-`; a regular file (or a
+/// path where nothing is yet) through a temporary file in the same folder that
+/// [`Output::finish`] renames over it (dropped unfinished, the temporary file is removed and
+/// the target left as it was); anything else written through.
+pub struct Output {
+    sink: Sink,
+}
+
+enum Sink {
+    Stdout(io::StdoutLock<'static>),
+    Through(fs::File),
+    Atomic {
+        file: fs::File,
+        temp: PathBuf,
+        target: PathBuf,
+        done: bool,
+    },
+}
+
+impl Output {
+    pub fn create(target: &Path) -> io::Result<Self> {
+        let sink = if target.as_os_str() == "-" {
+            Sink::Stdout(io::stdout().lock())
+        } else {
+            // `symlink_metadata` does not follow a final symlink: only a path that itself is a
+            // regular file may be renamed over.
+            match fs::symlink_metadata(target) {
+                Ok(meta) if meta.file_type().is_file() => atomic(target)?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => atomic(target)?,
+                Ok(meta) if meta.is_dir() => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::IsADirectory,
+                        format!("{} is a folder", target.display()),
+                    ))
+                }
+                _ => Sink::Through(
+                    fs::OpenOptions::new()
+                        .write(true)
+                        .create(true)
+                        .truncate(true)
+                        .open(target)?,
+                ),
+            }
+        };
+        Ok(Self { sink })
     }
-    // `symlink_metadata` does not follow a final symlink: only a path that itself is a
-    // regular file may be renamed over.
-    match fs::symlink_metadata(target) {
-        Ok(meta) if meta.file_type().is_file() => write_atomic(target, bytes),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => write_atomic(target, bytes),
-        Ok(meta) if meta.is_dir() => Err(io::Error::new(
-            io::ErrorKind::IsADirectory,
-            format!("{} is a folder", target.display()),
-        )),
-        _ => write_through(target, bytes),
+
+    /// Flushes everything and, for a regular file, syncs and renames it into place. A write
+    /// that did not complete (a full disk) is an error here at the latest.
+    pub fn finish(mut self) -> io::Result<()> {
+        match &mut self.sink {
+            Sink::Stdout(out) => out.flush(),
+            Sink::Through(file) => {
+                file.flush()?;
+                // A regular file behind a symlink: make a late write error (full disk, quota)
+                // show here. Devices and pipes cannot be synced, and need not be.
+                if file.metadata()?.file_type().is_file() {
+                    file.sync_all()?;
+                }
+                Ok(())
+            }
+            Sink::Atomic {
+                file,
+                temp,
+                target,
+                done,
+            } => {
+                file.flush()?;
+                // Keep the permissions of the file being replaced.
+                if let Ok(meta) = fs::metadata(&*target) {
+                    file.set_permissions(meta.permissions())?;
+                }
+                file.sync_all()?;
+                fs::rename(&*temp, &*target)?;
+                *done = true;
+                sync_dir(target.parent().unwrap_or(Path::new(".")));
+                Ok(())
+            }
+        }
     }
 }
 
-/// Opens what `path` names (following symlinks) and writes into it, as `cat > path` would.
-fn write_through(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)?;
-    file.write_all(bytes)?;
-    file.flush()?;
-    // A regular file behind a symlink: make a late write error (full disk, quota) show here.
-    // Devices and pipes cannot be synced, and need not be.
-    if file.metadata()?.file_type().is_file() {
-        file.sync_all()?;
+impl Write for Output {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &mut self.sink {
+            Sink::Stdout(out) => out.write(buf),
+            Sink::Through(file) | Sink::Atomic { file, .. } => file.write(buf),
+        }
     }
-    Ok(())
+
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.sink {
+            Sink::Stdout(out) => out.flush(),
+            Sink::Through(file) | Sink::Atomic { file, .. } => file.flush(),
+        }
+    }
 }
 
-/// Replaces the file at `path` with `bytes` so that readers see the old or the new content,
-/// never a mix: writes a temporary file in the same folder, syncs it, and renames it over.
-fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+impl Drop for Output {
+    fn drop(&mut self) {
+        if let Sink::Atomic {
+            temp, done: false, ..
+        } = &self.sink
+        {
+            let _ = fs::remove_file(temp);
+        }
+    }
+}
+
+/// A temporary file beside `target`, to be renamed over it.
+fn atomic(target: &Path) -> io::Result<Sink> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let name = path.file_name().ok_or_else(|| {
+    let name = target.file_name().ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("{} has no file name", path.display()),
+            format!("{} has no file name", target.display()),
         )
     })?;
-    let dir = path
+    let dir = target
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
+    let temp = dir.join(format!(
         ".{}.{}.{}.tmp",
         name.to_string_lossy(),
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
-    let result = (|| {
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)?;
-        file.write_all(bytes)?;
-        // Keep the permissions of the file being replaced.
-        if let Ok(meta) = fs::metadata(path) {
-            file.set_permissions(meta.permissions())?;
-        }
-        file.sync_all()?;
-        drop(file);
-        fs::rename(&tmp, path)?;
-        sync_dir(dir);
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&temp)?;
+    Ok(Sink::Atomic {
+        file,
+        temp,
+        target: dir.join(name),
+        done: false,
+    })
+}
+
+/// Replaces the file at `path` with `bytes` through a temporary file (see [`Output`]).
+#[cfg(test)]
+fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut out = Output {
+        sink: atomic(path)?,
+    };
+    out.write_all(bytes)?;
+    out.finish()
 }
 
 /// Makes the rename itself durable. Some file systems refuse to sync a folder; the rename has
@@ -103,6 +181,23 @@ fn sync_dir(dir: &Path) {
 mod tests {
     use super::{write_atomic, write_output};
     use std::path::Path;
+
+    #[test]
+    fn an_unfinished_output_leaves_the_target_as_it_was() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("out.txt");
+        std::fs::write(&path, b"old").unwrap();
+        let mut out = super::Output::create(&path).unwrap();
+        out.write_all(b"half of the new").unwrap();
+        drop(out);
+        assert_eq!(std::fs::read(&path).unwrap(), b"old");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "temporary file left"
+        );
+    }
 
     #[test]
     fn write_atomic_replaces_the_file_and_leaves_no_temporary_files() {

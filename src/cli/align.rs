@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use tidings::app::align::{self, AlignOptions, AlignOutput, Progress};
 use tidings::app::limits;
-use tidings::app::output::write_output;
+use tidings::app::output::{write_output, Output};
 use tidings::engine::manifest::Manifest;
 use tidings::group::ClusterOptions;
 use tidings::model::device::{self, DeviceChoice};
@@ -37,26 +37,58 @@ pub struct EmbedArgs {
     batch_size: usize,
     #[arg(long, default_value = "auto")]
     device: DeviceChoice,
+    /// f32, or f16 / bf16 (half precision) on a GPU; int8 applies to translation only.
+    #[command(flatten)]
+    compute: ComputeArgs,
+    #[command(flatten)]
+    threads: super::ThreadsArgs,
     #[command(flatten)]
     source: SourceArgs,
-    /// Input file, or - for standard input; one text per line.
+    /// Write the vectors here instead of standard output (- is standard output). A regular
+    /// file is replaced when the run completes; a symlink, device or pipe is written through.
+    #[arg(long, short = 'o', value_name = "FILE|-", default_value = "-")]
+    out: PathBuf,
+    /// Input file, or - for standard input; one text per line. A blank line gets an empty
+    /// line (`[]` with --json), so output lines match input lines.
     #[arg(value_name = "FILE|-", default_value = "-")]
     input: String,
 }
 
 pub fn embed(args: EmbedArgs, quiet: bool) -> anyhow::Result<()> {
+    args.threads.apply();
     let lines = super::translate::read_input(&args.input)?;
-    let device = device::open(args.device)?;
-    let repo = ModelRepo::open(
-        ModelSource::parse(&args.model, args.revision.as_deref())?,
-        &args.source.hub_options(quiet),
-    )?;
-    let embedder = Embedder::load(&repo, &device)
-        .with_context(|| format!("cannot load the embedding model {}", repo.describe()))?;
-    let texts: Vec<&str> = lines.iter().map(String::as_str).collect();
-    let vectors = embedder.embed(&texts, args.batch_size)?;
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    for v in vectors {
+    // Blank lines get no vector; the rest are embedded together.
+    let texts: Vec<&str> = lines
+        .iter()
+        .map(String::as_str)
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    let vectors = if texts.is_empty() {
+        // Nothing to embed: no model is loaded.
+        Vec::new()
+    } else {
+        let device = device::open(args.device)?;
+        let repo = ModelRepo::open(
+            ModelSource::parse(&args.model, args.revision.as_deref())?,
+            &args.source.hub_options(quiet),
+        )?;
+        let compute = match args.compute.on(&device) {
+            tidings::model::ComputeType::Int8 => tidings::model::ComputeType::F32,
+            other => other,
+        };
+        let embedder = Embedder::load_with(&repo, &device, compute)
+            .with_context(|| format!("cannot load the embedding model {}", repo.describe()))?;
+        embedder.embed(&texts, args.batch_size)?
+    };
+    let cannot_write = || cannot_write(&args.out);
+    let mut out = std::io::BufWriter::new(Output::create(&args.out).with_context(cannot_write)?);
+    let mut vectors = vectors.into_iter();
+    for line in &lines {
+        let v = if line.trim().is_empty() {
+            Vec::new()
+        } else {
+            vectors.next().unwrap_or_default()
+        };
         if args.json {
             serde_json::to_writer(&mut out, &v)?;
             writeln!(out)?;
@@ -65,8 +97,10 @@ pub fn embed(args: EmbedArgs, quiet: bool) -> anyhow::Result<()> {
             writeln!(out, "{}", line.join(" "))?;
         }
     }
-    out.flush()?;
-    Ok(())
+    out.into_inner()
+        .map_err(|e| e.into_error())
+        .and_then(Output::finish)
+        .with_context(cannot_write)
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -139,6 +173,8 @@ pub struct AlignArgs {
     #[command(flatten)]
     compute: ComputeArgs,
     #[command(flatten)]
+    threads: super::ThreadsArgs,
+    #[command(flatten)]
     source: SourceArgs,
 }
 
@@ -183,6 +219,7 @@ fn read_articles(input: &str) -> anyhow::Result<Loaded> {
 }
 
 pub fn align(args: AlignArgs, quiet: bool) -> anyhow::Result<()> {
+    args.threads.apply();
     let manifest = Manifest::load(args.source.manifest.as_deref())?;
     let models = tidings::engine::router::parse_overrides(&args.models)?;
     let mut cluster = ClusterOptions::default();
@@ -190,7 +227,7 @@ pub fn align(args: AlignArgs, quiet: bool) -> anyhow::Result<()> {
         cluster.threshold = t;
     }
     cluster.max_days_apart = args.max_days_apart.or(cluster.max_days_apart);
-    let opts = AlignOptions {
+    let mut opts = AlignOptions {
         models,
         embed_model: ModelSource::parse(&args.embed_model, None)?,
         embed_source: args.embed_source,
@@ -199,7 +236,8 @@ pub fn align(args: AlignArgs, quiet: bool) -> anyhow::Result<()> {
             max_new_tokens: None,
             batch_size: args.batch_size.max(1),
         },
-        compute_type: args.compute.compute_type,
+        // Set once the device is open (`auto` depends on it).
+        compute_type: Default::default(),
         cluster,
         hub: args.source.hub_options(quiet),
         refresh: args.refresh,
@@ -218,6 +256,7 @@ pub fn align(args: AlignArgs, quiet: bool) -> anyhow::Result<()> {
     let store = tidings::store::open(&store_path)
         .with_context(|| format!("cannot open the store {}", store_path.display()))?;
     let device = device::open(args.device)?;
+    opts.compute_type = args.compute.on(&device);
     let engine = opts.engine(manifest, device);
     let mut bars = Bars {
         bar: indicatif::ProgressBar::hidden(),

@@ -75,9 +75,8 @@ pub struct BenchArgs {
     /// built-in sentences).
     #[arg(long)]
     sentences: Option<usize>,
-    /// CPU threads (default: all cores; RAYON_NUM_THREADS also works).
-    #[arg(long)]
-    threads: Option<usize>,
+    #[command(flatten)]
+    threads: super::ThreadsArgs,
     #[arg(long, default_value = "auto")]
     device: DeviceChoice,
     #[command(flatten)]
@@ -98,6 +97,8 @@ struct Report {
     hardware: Hardware,
     /// Peak resident memory of the whole run (load included); null where unknown.
     peak_rss_bytes: Option<u64>,
+    /// Peak GPU memory the run added (load included, sampled every 10 ms); null on the CPU.
+    peak_gpu_memory_bytes: Option<u64>,
     translation: Option<TranslationReport>,
     embedding: Option<EmbeddingReport>,
 }
@@ -121,13 +122,7 @@ struct EmbeddingReport {
 const DEFAULT_SENTENCES: usize = 64;
 
 pub fn run(args: BenchArgs, quiet: bool) -> anyhow::Result<()> {
-    if let Some(n) = args.threads {
-        if n == 0 {
-            bail!("--threads must be at least 1");
-        }
-        // Must happen before candle first touches rayon's global pool, which reads it once.
-        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
-    }
+    args.threads.apply();
     if args.batch_sizes.contains(&0) || args.beams.contains(&0) {
         bail!("--batch-sizes and --beams must be at least 1");
     }
@@ -140,6 +135,7 @@ pub fn run(args: BenchArgs, quiet: bool) -> anyhow::Result<()> {
     };
     let device = device::open(args.device)?;
     let progress = !args.json && !quiet;
+    let gpu_memory = tidings::app::bench::GpuMemoryWatch::start(&device);
 
     let translation = if args.model.is_some() || args.random_weights.is_some() {
         Some(bench_translation(&args, input.as_ref(), &device, progress)?)
@@ -161,9 +157,10 @@ pub fn run(args: BenchArgs, quiet: bool) -> anyhow::Result<()> {
         version: env!("CARGO_PKG_VERSION"),
         device: device::describe(&device),
         threads: candle_core::utils::get_num_threads(),
-        dtype: args.compute.compute_type.name(),
+        dtype: args.compute.on(&device).name(),
         hardware: hardware(&device),
         peak_rss_bytes: peak_rss_bytes(),
+        peak_gpu_memory_bytes: gpu_memory.stop(),
         translation,
         embedding,
     };
@@ -205,7 +202,7 @@ fn bench_translation(
             let tensors = random::random_weights(&cfg, 0x7d1d_1e55, device)?;
             let generation = GenerationConfig::defaults_for(&cfg);
             let model =
-                MarianModel::with_compute_type(&cfg, tensors, device, args.compute.compute_type)?;
+                MarianModel::with_compute_type(&cfg, tensors, device, args.compute.on(device))?;
             let (rows, described) = match input {
                 Some((path, BenchInput::Ids(rows))) => (rows.clone(), format!("{path} (token ids)")),
                 Some((path, BenchInput::Texts(_))) => bail!(
@@ -236,7 +233,7 @@ fn bench_translation(
                 Some((path, BenchInput::Ids(rows))) => {
                     // Token ids need no tokenizer: the folder may hold only config and weights.
                     let (model, generation) =
-                        load_model_only(&repo, device, args.compute.compute_type)
+                        load_model_only(&repo, device, args.compute.on(device))
                             .with_context(|| format!("cannot load {}", repo.describe()))?;
                     (
                         model,
@@ -247,7 +244,7 @@ fn bench_translation(
                     )
                 }
                 other => {
-                    let t = Translator::load_with(&repo, device, args.compute.compute_type)
+                    let t = Translator::load_with(&repo, device, args.compute.on(device))
                         .with_context(|| format!("cannot load {}", repo.describe()))?;
                     let (texts, described): (Vec<&str>, String) = match other {
                         Some((path, BenchInput::Texts(lines))) => (
@@ -344,7 +341,12 @@ fn bench_embedding(
     let texts = cycle_to(&texts, n);
     let repo = open_repo(args, spec, !progress)?;
     let started = Instant::now();
-    let embedder = Embedder::load(&repo, device)
+    // int8 is for translation models; embeddings compute in f32 then.
+    let compute = match args.compute.on(device) {
+        tidings::model::ComputeType::Int8 => tidings::model::ComputeType::F32,
+        other => other,
+    };
+    let embedder = Embedder::load_with(&repo, device, compute)
         .with_context(|| format!("cannot load {}", repo.describe()))?;
     let load_seconds = started.elapsed().as_secs_f64();
     let mut runs = Vec::new();
@@ -373,9 +375,13 @@ fn print_table(out: &mut impl Write, report: &Report) -> std::io::Result<()> {
         Some(b) => format!("{:.0} MiB", b as f64 / (1024.0 * 1024.0)),
         None => "n/a".to_string(),
     };
+    let gpu = report
+        .peak_gpu_memory_bytes
+        .map(|b| format!("  peak GPU memory: {:.0} MiB", b as f64 / (1024.0 * 1024.0)))
+        .unwrap_or_default();
     writeln!(
         out,
-        "tidings {}  device: {}{}  threads: {}  dtype: {}  peak RSS: {rss}",
+        "tidings {}  device: {}{}  threads: {}  dtype: {}  peak RSS: {rss}{gpu}",
         report.version,
         report.device,
         hw.gpu

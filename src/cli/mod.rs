@@ -65,15 +65,42 @@ pub enum Command {
 /// How translation models compute, for every command that translates.
 #[derive(Debug, Clone, Copy, clap::Args)]
 pub struct ComputeArgs {
-    /// f32 (same results as transformers) or int8 (8-bit weights as CTranslate2's int8: faster
-    /// and smaller, CPU only, slightly different output; cached apart from f32 in a store).
+    /// f32 (same results as transformers), int8 (8-bit weights as CTranslate2's int8: faster
+    /// and smaller, CPU only), f16 or bf16 (half precision, GPU only), or auto (bf16 on GPUs
+    /// that have it, else f16; f32 on the CPU). All but f32 differ slightly from transformers
+    /// and are cached apart from f32 in a store.
     #[arg(
         long,
         value_name = "TYPE",
         default_value = "f32",
         env = "TIDINGS_COMPUTE_TYPE"
     )]
-    pub compute_type: tidings::model::ComputeType,
+    pub compute_type: tidings::model::ComputeChoice,
+}
+
+impl ComputeArgs {
+    /// The compute type on `device` (`auto` resolved).
+    pub fn on(&self, device: &candle_core::Device) -> tidings::model::ComputeType {
+        self.compute_type.resolve(device)
+    }
+}
+
+/// CPU threads, for every command that computes.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct ThreadsArgs {
+    /// CPU threads for the models (1 to 1024; default: all cores; RAYON_NUM_THREADS also works).
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = tidings::app::limits::cli::threads)]
+    pub threads: Option<usize>,
+}
+
+impl ThreadsArgs {
+    /// Sets the thread count; must run before the models first use the thread pool, which
+    /// reads it once.
+    pub fn apply(&self) {
+        if let Some(n) = self.threads {
+            std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+        }
+    }
 }
 
 /// Model-source flags shared by every command that loads a model.

@@ -100,6 +100,8 @@ pub struct ServeArgs {
     device: DeviceChoice,
     #[command(flatten)]
     compute: ComputeArgs,
+    #[command(flatten)]
+    threads: super::ThreadsArgs,
     /// Use only the local model cache (also HF_HUB_OFFLINE=1).
     #[arg(long, env = "TIDINGS_OFFLINE")]
     offline: bool,
@@ -169,6 +171,7 @@ fn config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
 }
 
 pub fn run(args: ServeArgs, quiet: bool) -> anyhow::Result<()> {
+    args.threads.apply();
     let cfg = config(&args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -5,6 +5,7 @@ use std::io::{BufWriter, Read, Write};
 use anyhow::{bail, Context};
 use serde::Serialize;
 use tidings::app::limits;
+use tidings::app::output::Output;
 use tidings::engine::manifest::Manifest;
 use tidings::model::device::{self, DeviceChoice};
 use tidings::model::hub::{ModelRepo, ModelSource};
@@ -56,6 +57,13 @@ pub struct TranslateArgs {
     device: DeviceChoice,
     #[command(flatten)]
     compute: ComputeArgs,
+    #[command(flatten)]
+    threads: super::ThreadsArgs,
+    /// Write the translations here instead of standard output (- is standard output). A
+    /// regular file is replaced when the run completes; a symlink, device or pipe is written
+    /// through as the translations come.
+    #[arg(long, short = 'o', value_name = "FILE|-", default_value = "-")]
+    out: std::path::PathBuf,
     /// One JSON object per output line.
     #[arg(long)]
     json: bool,
@@ -156,8 +164,9 @@ pub fn parse_code_arg(flag: &str, value: &str, manifest: &Manifest) -> anyhow::R
 }
 
 /// `--from en`: every line as it is (as JSON lines with no token ids under `--json`).
-fn pass_through(lines: &[String], json: bool) -> anyhow::Result<()> {
-    let mut out = BufWriter::new(std::io::stdout().lock());
+fn pass_through(lines: &[String], json: bool, target: &std::path::Path) -> anyhow::Result<()> {
+    let cannot_write = || format!("cannot write {}", target.display());
+    let mut out = BufWriter::new(Output::create(target).with_context(cannot_write)?);
     for line in lines {
         if json {
             let l = JsonLine {
@@ -171,8 +180,10 @@ fn pass_through(lines: &[String], json: bool) -> anyhow::Result<()> {
             writeln!(out, "{line}")?;
         }
     }
-    out.flush()?;
-    Ok(())
+    out.into_inner()
+        .map_err(|e| e.into_error())
+        .and_then(Output::finish)
+        .with_context(cannot_write)
 }
 
 pub fn read_input(input: &str) -> anyhow::Result<Vec<String>> {
@@ -189,6 +200,10 @@ pub fn read_input(input: &str) -> anyhow::Result<Vec<String>> {
         input.to_string()
     };
     let mut lines = Vec::new();
+    // Empty input has no lines (not one empty line), so its output is empty too.
+    if bytes.is_empty() {
+        return Ok(lines);
+    }
     for (n, line) in bytes.split(|&b| b == b'\n').enumerate() {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let text = std::str::from_utf8(line)
@@ -203,12 +218,17 @@ pub fn read_input(input: &str) -> anyhow::Result<Vec<String>> {
 }
 
 pub fn run(args: TranslateArgs, quiet: bool) -> anyhow::Result<()> {
+    args.threads.apply();
     let manifest = Manifest::load(args.source.manifest.as_deref())?;
     let from = match (&args.model, &args.from) {
         (None, Some(f)) => Some(parse_from(f, &manifest)?),
         _ => None,
     };
     let lines = read_input(&args.input)?;
+    if lines.is_empty() {
+        // Nothing to translate: an empty output, and no model loaded for it.
+        return pass_through(&lines, args.json, &args.out);
+    }
     let source = match plan(
         args.model.as_deref(),
         from.as_ref(),
@@ -218,11 +238,11 @@ pub fn run(args: TranslateArgs, quiet: bool) -> anyhow::Result<()> {
         quiet,
     )? {
         Plan::Model(source) => source,
-        Plan::PassThrough => return pass_through(&lines, args.json),
+        Plan::PassThrough => return pass_through(&lines, args.json, &args.out),
     };
     let device = device::open(args.device)?;
     let repo = ModelRepo::open(source, &args.source.hub_options(quiet))?;
-    let translator = Translator::load_with(&repo, &device, args.compute.compute_type)
+    let translator = Translator::load_with(&repo, &device, args.compute.on(&device))
         .with_context(|| format!("cannot load the model {}", repo.describe()))?;
     let opts = TranslateOptions {
         num_beams: args.beam,
@@ -243,8 +263,8 @@ pub fn run(args: TranslateArgs, quiet: bool) -> anyhow::Result<()> {
         .progress_chars("=> "),
     );
 
-    let stdout = std::io::stdout();
-    let mut out = BufWriter::new(stdout.lock());
+    let cannot_write = || format!("cannot write {}", args.out.display());
+    let mut out = BufWriter::new(Output::create(&args.out).with_context(cannot_write)?);
     // Translate a window at a time: batches inside a window are length-sorted, and each
     // window's lines are written (in order) as soon as it is done, so a long input streams and
     // an interruption keeps everything already printed.
@@ -270,5 +290,8 @@ pub fn run(args: TranslateArgs, quiet: bool) -> anyhow::Result<()> {
         out.flush()?;
     }
     progress.finish_and_clear();
-    Ok(())
+    out.into_inner()
+        .map_err(|e| e.into_error())
+        .and_then(Output::finish)
+        .with_context(cannot_write)
 }

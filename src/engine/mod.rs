@@ -483,15 +483,20 @@ impl Inner {
         let (tx, rx) = mpsc::channel::<embed_worker::Job>();
         let source = self.cfg.embed_model.clone();
         let (hub, device) = (self.cfg.hub, self.cfg.device.clone());
+        // int8 is for translation; half precision applies to both.
+        let compute = match self.cfg.compute_type {
+            ComputeType::Int8 => ComputeType::F32,
+            other => other,
+        };
         let observer = self.observer.clone();
         let key = source.to_string();
         tracing::info!(model = %key, "loading embedding model");
         let load = move || {
             let repo = ModelRepo::open(source, &hub).map_err(|e| chain(&e))?;
-            let e = Embedder::load(&repo, &device).map_err(|e| chain(&e))?;
+            let e = Embedder::load_with(&repo, &device, compute).map_err(|e| chain(&e))?;
             let name = repo.describe();
             let info = LoadedModel {
-                cache_key: name.clone(),
+                cache_key: cache_key(compute, &name),
                 commit: repo.commit().unwrap_or_default(),
                 name,
             };
@@ -511,7 +516,7 @@ impl Inner {
 
 /// The key a model's outputs are cached under.
 fn cache_key(compute_type: ComputeType, name: &str) -> String {
-    // int8 outputs differ from f32 ones: they are cached (and reported) apart.
+    // int8 and half-precision outputs differ from f32 ones: they are cached (and reported) apart.
     match compute_type {
         ComputeType::F32 => name.to_string(),
         other => format!("{name} [{other}]"),

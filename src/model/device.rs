@@ -68,6 +68,29 @@ pub fn open(choice: DeviceChoice) -> Result<Device, DeviceError> {
     }
 }
 
+/// Whether `device` computes in bfloat16 natively: CUDA compute capability 8.0 (Ampere) and
+/// later. Other devices answer no.
+pub fn has_bf16(device: &Device) -> bool {
+    #[cfg(feature = "cuda")]
+    if let Device::Cuda(cuda) = device {
+        let capability = cuda.cuda_stream().context().compute_capability();
+        return capability.is_ok_and(|(major, _)| major >= 8);
+    }
+    let _ = device;
+    false
+}
+
+/// Device memory in use on `device`'s GPU (by every process), in bytes; `None` on the CPU.
+pub fn gpu_memory_used(device: &Device) -> Option<u64> {
+    #[cfg(feature = "cuda")]
+    if let Device::Cuda(cuda) = device {
+        let (free, total) = cuda.cuda_stream().context().mem_get_info().ok()?;
+        return Some(total.saturating_sub(free) as u64);
+    }
+    let _ = device;
+    None
+}
+
 fn open_cuda() -> Result<Device, DeviceError> {
     if !cfg!(feature = "cuda") {
         return Err(DeviceError::NotCompiled("cuda"));

@@ -18,6 +18,7 @@ use tokenizers::{
     PostProcessor, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy,
 };
 
+use crate::model::compute::ComputeType;
 use crate::model::hub::{HubError, ModelRepo};
 use crate::model::weights::WeightsError;
 
@@ -172,8 +173,14 @@ fn add_lowercase(tokenizer: &mut Tokenizer) -> tokenizers::Result<()> {
 }
 
 impl Embedder {
-    /// Loads a sentence-transformers model from a repo or folder onto `device`.
+    /// Loads a sentence-transformers model from a repo or folder onto `device`, in f32.
     pub fn load(repo: &ModelRepo, device: &Device) -> Result<Self> {
+        Self::load_with(repo, device, ComputeType::F32)
+    }
+
+    /// [`Self::load`] computing in `compute`: f16 and bf16 run on a GPU only; int8 applies to
+    /// translation models, so embeddings compute in f32 then.
+    pub fn load_with(repo: &ModelRepo, device: &Device, compute: ComputeType) -> Result<Self> {
         let started = std::time::Instant::now();
         let modules_path = required(
             repo,
@@ -240,7 +247,7 @@ impl Embedder {
 
         let weights_path = weights_file(repo, tf, "encoder")?;
         let tensors = crate::model::weights::read_tensors(&weights_path, device)?;
-        let encoder = BertEncoder::new(&cfg, tensors, device)?;
+        let encoder = BertEncoder::with_compute_type(&cfg, tensors, device, compute)?;
 
         let pooling_path = required(
             repo,

@@ -1,16 +1,20 @@
 //! Translation with Marian / OPUS-MT models: configuration ([`config`]), what a backend does
 //! ([`backend`]) and the two that do it ([`cpu`]: the CPU kernels, [`tensors`]: candle tensors on
-//! any device), the model with its backend chosen at load ([`model`]), generation written once
-//! for every backend ([`generate`]), the profiler ([`profile`]), random-weight models of real
-//! shapes ([`random`]) and the tokenizer + model + batching a caller uses ([`translator`]).
+//! any device, f32 or half precision), the model with its backend chosen at load ([`model`]),
+//! generation written once for every backend ([`generate`]), the search over each step's logits
+//! on the host ([`search`]) or where the tensors are ([`device_search`]), the profiler
+//! ([`profile`]), random-weight models of real shapes ([`random`]) and the tokenizer + model +
+//! batching a caller uses ([`translator`]).
 
 pub mod backend;
 pub mod config;
 pub mod cpu;
+pub mod device_search;
 pub mod generate;
 pub mod model;
 pub mod profile;
 pub mod random;
+pub mod search;
 pub mod tensors;
 pub mod translator;
 

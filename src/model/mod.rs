@@ -14,4 +14,4 @@ pub mod marian;
 pub mod tokenize;
 pub mod weights;
 
-pub use compute::ComputeType;
+pub use compute::{ComputeChoice, ComputeType};

@@ -72,7 +72,7 @@ pub struct ServerConfig {
     /// Where the models run; opened when the engine is built.
     pub device: DeviceChoice,
     /// How translation models store their layers (int8: CPU only).
-    pub compute_type: crate::model::ComputeType,
+    pub compute_type: crate::model::ComputeChoice,
     pub hub: HubOptions,
     pub cluster: ClusterOptions,
     /// Adds `GET /v1/_panic`, which panics, to test that a panic costs one request only.
@@ -235,6 +235,7 @@ pub async fn serve(
     }
     let cors = routes::cors_layer(&config.cors_origins)?;
     let device = crate::model::device::open(config.device)?;
+    let compute_type = config.compute_type.resolve(&device);
     let metrics = Arc::new(Metrics::default());
     let cfg2 = config.clone();
     let (store, online) = tokio::task::spawn_blocking(move || open_online(&cfg2))
@@ -251,7 +252,7 @@ pub async fn serve(
             max_batch_tokens: config.max_batch_tokens.max(1),
             hub: config.hub,
             device,
-            compute_type: config.compute_type,
+            compute_type,
             embed_model: config.embed_model.clone(),
         },
         languages,

@@ -11,10 +11,11 @@ mod tensors;
 
 use std::collections::HashMap;
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 
 use super::config::{EncoderConfig, PositionScheme};
 use super::EmbedError;
+use crate::model::compute::ComputeType;
 use crate::model::kernels::KernelError;
 use cpu::CpuBert;
 use tensors::TensorBert;
@@ -72,6 +73,7 @@ pub struct BertEncoder {
 }
 
 impl BertEncoder {
+    #[cfg(test)]
     /// Loads the encoder; on the CPU its weights are copied into plain buffers (and the tensors
     /// dropped) for the CPU kernels.
     pub fn new(
@@ -79,18 +81,43 @@ impl BertEncoder {
         tensors: HashMap<String, Tensor>,
         device: &Device,
     ) -> Result<Self> {
-        Self::with_backend(cfg, tensors, device, device.is_cpu())
+        Self::with_backend(cfg, tensors, device, device.is_cpu(), None)
     }
 
-    /// The encoder on the CPU kernels (`cpu_kernels`, CPU only) or on candle tensor operations.
+    /// [`Self::new`] computing in `compute`: f32 (and int8, which applies to translation only)
+    /// on any device; f16 and bf16 on a GPU only.
+    pub fn with_compute_type(
+        cfg: &EncoderConfig,
+        tensors: HashMap<String, Tensor>,
+        device: &Device,
+        compute: ComputeType,
+    ) -> Result<Self> {
+        let half = match compute {
+            ComputeType::F16 => Some(DType::F16),
+            ComputeType::BF16 => Some(DType::BF16),
+            ComputeType::F32 | ComputeType::Int8 => None,
+        };
+        if half.is_some() && device.is_cpu() {
+            return Err(EmbedError::Input(format!(
+                "{compute} runs on a GPU only; on the CPU embeddings compute in f32"
+            )));
+        }
+        Self::with_backend(cfg, tensors, device, device.is_cpu(), half)
+    }
+
+    /// The encoder on the CPU kernels (`cpu_kernels`, CPU only, f32) or on candle tensor
+    /// operations, in `half` precision when given.
     fn with_backend(
         cfg: &EncoderConfig,
         tensors: HashMap<String, Tensor>,
         device: &Device,
         cpu_kernels: bool,
+        half: Option<DType>,
     ) -> Result<Self> {
         let tensor_model = TensorBert::new(cfg, tensors, device)?;
-        let backend: Box<dyn BertBackend> = if cpu_kernels && device.is_cpu() {
+        let backend: Box<dyn BertBackend> = if let Some(dtype) = half {
+            Box::new(tensor_model.to_dtype(dtype)?)
+        } else if cpu_kernels && device.is_cpu() {
             Box::new(CpuBert::pack(cfg, &tensor_model)?)
         } else {
             Box::new(tensor_model)
@@ -238,8 +265,9 @@ mod tests {
         ] {
             let cfg = config(positions, act);
             let fast = BertEncoder::new(&cfg, random_tensors(&cfg), &Device::Cpu).expect("cpu");
-            let slow = BertEncoder::with_backend(&cfg, random_tensors(&cfg), &Device::Cpu, false)
-                .expect("tensors");
+            let slow =
+                BertEncoder::with_backend(&cfg, random_tensors(&cfg), &Device::Cpu, false, None)
+                    .expect("tensors");
             assert_eq!(
                 (fast.backend.name(), slow.backend.name()),
                 ("cpu kernels", "tensors")
@@ -278,6 +306,52 @@ mod tests {
                 assert!(worst < 1e-5, "alone vs in the batch: {worst}");
             }
         }
+    }
+
+    /// f16 and bf16 through the tensor backend (on candle's CPU device here; the product offers
+    /// them on GPUs only): hidden states close to f32's, f32 out.
+    #[test]
+    fn half_precision_stays_close_to_f32() {
+        let rows: Vec<Vec<u32>> = vec![vec![0, 5, 9, 2], vec![0, 7, 3, 3, 11, 40, 52, 8, 2]];
+        let rows: Vec<&[u32]> = rows.iter().map(Vec::as_slice).collect();
+        let cfg = config(PositionScheme::FromZero, HiddenAct::Gelu);
+        let exact = BertEncoder::new(&cfg, random_tensors(&cfg), &Device::Cpu).expect("f32");
+        let (want, _) = exact.forward(&rows).expect("f32 forward");
+        let want = want.to_vec3::<f32>().expect("f32");
+        for (dtype, bound) in [(DType::F16, 0.02f32), (DType::BF16, 0.1)] {
+            let half = BertEncoder::with_backend(
+                &cfg,
+                random_tensors(&cfg),
+                &Device::Cpu,
+                false,
+                Some(dtype),
+            )
+            .expect("half");
+            let (got, _) = half.forward(&rows).expect("half forward");
+            assert_eq!(got.dtype(), DType::F32);
+            let got = got.to_vec3::<f32>().expect("half");
+            let mut worst = 0f32;
+            for (i, row) in rows.iter().enumerate() {
+                for p in 0..row.len() {
+                    for (x, y) in got[i][p].iter().zip(&want[i][p]) {
+                        worst = worst.max((x - y).abs());
+                    }
+                }
+            }
+            // Layer-normed states are of order 1.
+            assert!(worst < bound, "{dtype:?}: largest difference {worst}");
+        }
+        let refused = BertEncoder::with_compute_type(
+            &cfg,
+            random_tensors(&cfg),
+            &Device::Cpu,
+            ComputeType::BF16,
+        );
+        assert!(refused
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("runs on a GPU only"));
     }
 
     #[test]

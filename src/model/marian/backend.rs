@@ -8,8 +8,9 @@
 
 use candle_core::Device;
 
-use super::config::MarianConfig;
+use super::config::{GenerationConfig, MarianConfig};
 use super::profile::{self, Phase};
+use super::search::StepSearch;
 use super::TranslateError;
 use crate::model::compute::ComputeType;
 
@@ -75,10 +76,18 @@ pub trait DecoderState {
 pub trait MarianBackend {
     type Encoded: EncodedBatch;
     type State: DecoderState;
+    /// Where a step's logits are searched: on the host for the CPU kernels, where the tensors
+    /// live for candle tensors.
+    type Search<'a>: StepSearch<Self::State>
+    where
+        Self: 'a;
 
     fn config(&self) -> &MarianConfig;
     fn device(&self) -> &Device;
     fn compute_type(&self) -> ComputeType;
+
+    /// The search for one generation call with `gen`.
+    fn searcher<'a>(&'a self, gen: &'a GenerationConfig) -> Result<Self::Search<'a>>;
 
     /// Encode rows already checked by [`MarianBackend::encode`].
     fn run_encoder(&self, rows: &[Vec<u32>]) -> Result<Self::Encoded>;
@@ -163,7 +172,11 @@ fn check_source(cfg: &MarianConfig, rows: &[Vec<u32>]) -> Result<()> {
 }
 
 /// One token per row, a position left, every token in the target vocabulary.
-fn check_step(cfg: &MarianConfig, tokens: &[u32], state: &impl DecoderState) -> Result<()> {
+pub(super) fn check_step(
+    cfg: &MarianConfig,
+    tokens: &[u32],
+    state: &impl DecoderState,
+) -> Result<()> {
     let n = tokens.len();
     if n != state.rows() {
         return Err(TranslateError::Input(format!(

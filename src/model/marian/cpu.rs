@@ -13,8 +13,9 @@ use candle_core::{Device, Layout, Storage, Tensor};
 use candle_nn::{LayerNorm, Linear};
 
 use super::backend::{DecoderState, EncodedBatch, MarianBackend};
-use super::config::MarianConfig;
+use super::config::{GenerationConfig, MarianConfig};
 use super::profile::{self, Phase};
+use super::search::HostSearch;
 use super::tensors::{Embeddings, Layers, TensorMarian, LAYER_NORM_EPS};
 use super::TranslateError;
 use crate::model::compute::ComputeType;
@@ -27,10 +28,13 @@ type Result<T> = std::result::Result<T, TranslateError>;
 
 /// How the kernels store weights for a compute type: the one place the product's
 /// [`ComputeType`] meets the kernels' [`WeightFormat`].
-fn weight_format(compute: ComputeType) -> WeightFormat {
+fn weight_format(compute: ComputeType) -> Result<WeightFormat> {
     match compute {
-        ComputeType::F32 => WeightFormat::F32,
-        ComputeType::Int8 => WeightFormat::Int8,
+        ComputeType::F32 => Ok(WeightFormat::F32),
+        ComputeType::Int8 => Ok(WeightFormat::Int8),
+        half => Err(TranslateError::Config(format!(
+            "{half} runs on a GPU only; on the CPU use f32 (exact) or int8 (faster)"
+        ))),
     }
 }
 
@@ -146,13 +150,13 @@ impl CpuMarian {
     /// Packs the tensor model's layers one by one, dropping each once packed so that the f32
     /// copies are freed as the packed ones are made.
     pub fn pack(model: TensorMarian, compute: ComputeType) -> Result<Self> {
+        let format = weight_format(compute)?;
         let (cfg, emb, layers, device) = model.into_parts();
         if !device.is_cpu() {
             return Err(TranslateError::Config(format!(
                 "the CPU kernels run on the CPU only (this model is on {device:?})"
             )));
         }
-        let format = weight_format(compute);
         let Layers {
             lm_head,
             encoder,
@@ -243,6 +247,11 @@ impl CpuMarian {
 impl MarianBackend for CpuMarian {
     type Encoded = CpuEncoded;
     type State = CpuState;
+    type Search<'a> = HostSearch<'a, Self>;
+
+    fn searcher<'a>(&'a self, gen: &'a GenerationConfig) -> Result<HostSearch<'a, Self>> {
+        Ok(HostSearch::new(self, gen))
+    }
 
     fn config(&self) -> &MarianConfig {
         &self.cfg

@@ -7,193 +7,20 @@
 //! decoder never spends work on them.
 //!
 //! Written once, generic over [`MarianBackend`], so every backend generates through the same
-//! code (tests/parity.rs runs the transformers references through both).
-
-use super::config::{EarlyStopping, GenerationConfig};
-use std::cmp::Ordering;
-
-use rayon::prelude::*;
+//! code (tests/parity.rs runs the transformers references through both). Each step's logits are
+//! searched by the backend's [`StepSearch`] (on the host for the CPU kernels, on the device for
+//! candle tensors); the beam bookkeeping here only sees the chosen candidates.
 
 use super::backend::{DecoderState, EncodedBatch, MarianBackend};
+use super::config::{EarlyStopping, GenerationConfig};
 use super::profile::{self, Phase};
+use super::search::{top_k, BeamQuery, StepSearch};
 use super::TranslateError;
-use crate::model::kernels::simd;
 
 type Result<T> = std::result::Result<T, TranslateError>;
 
 /// Score transformers gives to beams that must not win (not -inf, so arithmetic stays finite).
 const NEG_BIG: f32 = -1.0e9;
-
-/// The logits processors OPUS-MT generation configs use, applied to one row of scores.
-struct Processors<'a> {
-    gen: &'a GenerationConfig,
-}
-
-impl Processors<'_> {
-    /// `prefix` is the decoder input so far, decoder start token included (its length is
-    /// transformers' `cur_len`).
-    fn apply(&self, prefix: &[u32], scores: &mut [f32]) {
-        let cur_len = prefix.len();
-        // MinLengthLogitsProcessor
-        if cur_len < self.gen.min_length {
-            for &eos in &self.gen.eos_token_ids {
-                if let Some(s) = scores.get_mut(eos as usize) {
-                    *s = f32::NEG_INFINITY;
-                }
-            }
-        }
-        // NoBadWordsLogitsProcessor: a banned sequence's last token is forbidden when the
-        // prefix ends with the rest of it. A lone EOS is never banned.
-        for word in &self.gen.bad_words_ids {
-            let Some((&last, head)) = word.split_last() else {
-                continue;
-            };
-            if word.len() == 1 && self.gen.eos_token_ids.contains(&last) {
-                continue;
-            }
-            if prefix.ends_with(head) {
-                if let Some(s) = scores.get_mut(last as usize) {
-                    *s = f32::NEG_INFINITY;
-                }
-            }
-        }
-        // ForcedEOSTokenLogitsProcessor: the last allowed step can only be EOS.
-        if let Some(eos) = self.gen.forced_eos_token_id {
-            if cur_len + 1 == self.gen.max_length {
-                scores.fill(f32::NEG_INFINITY);
-                if let Some(s) = scores.get_mut(eos as usize) {
-                    *s = 0.0;
-                }
-            }
-        }
-    }
-
-    /// The processors, then LogitNormalization when the config asks for it. Greedy search
-    /// skips the normalisation: it shifts a row by a constant, which cannot change its argmax.
-    fn apply_normalised(&self, prefix: &[u32], scores: &mut [f32]) {
-        self.apply(prefix, scores);
-        if self.gen.renormalize_logits {
-            log_softmax_in_place(scores);
-        }
-    }
-}
-
-/// log_softmax of one row, computed as torch does: x - max - log(sum(exp(x - max))).
-fn log_softmax_in_place(row: &mut [f32]) {
-    simd::log_softmax_row(row);
-}
-
-/// Index of the first maximum (torch.argmax's choice on ties); NaNs never win.
-fn argmax(row: &[f32]) -> u32 {
-    // Same answer as a left-to-right scan with `>`: the first occurrence of the largest
-    // non-NaN value, or 0 when the first entry is NaN.
-    if row.first().is_none_or(|x| x.is_nan()) {
-        return 0;
-    }
-    let best = simd::max_row(row);
-    row.iter().position(|&x| x == best).unwrap_or(0) as u32
-}
-
-/// The `k` largest values with their indices, largest first; ties keep the lower index first.
-fn top_k(values: &[f32], k: usize) -> Vec<(usize, f32)> {
-    let mut top = TopK::new(k);
-    top.scan(values, 0.0, 0);
-    top.into_sorted()
-}
-
-/// The `want` best (value, index) pairs seen so far, ordered by value (`total_cmp`, largest
-/// first) and then by index (smallest first), fed in increasing index order.
-struct TopK {
-    want: usize,
-    best: Vec<(f32, usize)>,
-}
-
-impl TopK {
-    fn new(want: usize) -> Self {
-        Self {
-            want,
-            best: Vec::with_capacity(want + 1),
-        }
-    }
-
-    fn offer(&mut self, v: f32, index: usize) {
-        if self.best.len() == self.want {
-            // A tie with the worst kept entry loses: its index is larger.
-            match self.best.last() {
-                Some(&(worst, _)) if v.total_cmp(&worst) == Ordering::Greater => {}
-                _ => return,
-            }
-        }
-        let at = self
-            .best
-            .iter()
-            .position(|&(e, _)| e.total_cmp(&v) == Ordering::Less)
-            .unwrap_or(self.best.len());
-        self.best.insert(at, (v, index));
-        self.best.truncate(self.want);
-    }
-
-    /// Offer `row[i] + add` as index `base + i`, for every i.
-    // `!(v < worst)` on purpose: unlike `v >= worst` it lets NaN through to the exact test.
-    #[allow(clippy::neg_cmp_op_on_partial_ord)]
-    fn scan(&mut self, row: &[f32], add: f32, base: usize) {
-        const CHUNK: usize = 16;
-        let mut chunks = row.chunks_exact(CHUNK);
-        let mut at = base;
-        for chunk in &mut chunks {
-            // Cheap test first: nothing below the worst kept value can enter. `!(v < worst)`
-            // also lets NaNs and ±0 ties through to the exact comparison.
-            if self.best.len() == self.want && self.want > 0 {
-                let worst = self.best[self.want - 1].0;
-                let mut any = false;
-                for &x in chunk {
-                    any |= !(x + add < worst);
-                }
-                if !any {
-                    at += CHUNK;
-                    continue;
-                }
-            }
-            for (j, &x) in chunk.iter().enumerate() {
-                self.offer(x + add, at + j);
-            }
-            at += CHUNK;
-        }
-        for (j, &x) in chunks.remainder().iter().enumerate() {
-            self.offer(x + add, at + j);
-        }
-    }
-
-    fn into_sorted(self) -> Vec<(usize, f32)> {
-        self.best.into_iter().map(|(v, i)| (i, v)).collect()
-    }
-}
-
-/// Rows of `logits` (each `width` wide) paired with `items`, in parallel when there is enough
-/// work to share.
-fn map_rows<T, R, F>(logits: &mut [f32], width: usize, items: &[T], f: F) -> Vec<R>
-where
-    T: Sync,
-    R: Send,
-    F: Fn(&mut [f32], &T) -> R + Sync + Send,
-{
-    if width == 0 {
-        return Vec::new();
-    }
-    if items.len() > 1 && logits.len() >= 1 << 16 && rayon::current_num_threads() > 1 {
-        logits
-            .par_chunks_mut(width)
-            .zip(items.par_iter())
-            .map(|(row, item)| f(row, item))
-            .collect()
-    } else {
-        logits
-            .chunks_mut(width)
-            .zip(items)
-            .map(|(row, item)| f(row, item))
-            .collect()
-    }
-}
 
 fn length_normalised(score: f32, generated_len: usize, length_penalty: f32) -> f32 {
     // Python evaluates `len ** penalty` in double precision; torch then divides in f32.
@@ -213,16 +40,6 @@ pub fn encode_and_generate<B: MarianBackend>(
     beam_search(model, &batch, gen)
 }
 
-/// Fails unless the decoder returned one row of `vocab` logits per token.
-fn check_logits(logits: &[f32], rows: usize, vocab: usize) -> Result<()> {
-    if logits.len() != rows * vocab {
-        return Err(TranslateError::Input(
-            "decoder returned a wrong logits size".into(),
-        ));
-    }
-    Ok(())
-}
-
 /// Greedy decoding of one encoded batch. Returns each row's generated ids: no decoder start
 /// token, EOS kept when generated, no padding.
 pub fn greedy<B: MarianBackend>(
@@ -231,25 +48,19 @@ pub fn greedy<B: MarianBackend>(
     gen: &GenerationConfig,
 ) -> Result<Vec<Vec<u32>>> {
     let n = encoded.rows();
-    let processors = Processors { gen };
+    let mut search = model.searcher(gen)?;
     let mut state = model.start_decoding(encoded, None)?;
     // Decoder inputs so far per row, decoder start token included.
     let mut prefixes: Vec<Vec<u32>> = vec![vec![gen.decoder_start_token_id]; n];
     let mut active: Vec<usize> = (0..n).collect();
-    let vocab = model.config().target_vocab_size();
-    let mut logits = Vec::new();
     while !active.is_empty() {
         let tokens: Vec<u32> = active
             .iter()
             .map(|&r| *prefixes[r].last().unwrap_or(&gen.decoder_start_token_id))
             .collect();
-        model.decode_step_into(&tokens, &mut state, &mut logits)?;
-        check_logits(&logits, active.len(), vocab)?;
+        let rows: Vec<&[u32]> = active.iter().map(|&r| prefixes[r].as_slice()).collect();
+        let next = search.greedy_step(&tokens, &mut state, &rows)?;
         let t_search = profile::time(Phase::Search);
-        let next = map_rows(&mut logits, vocab, &active, |scores, &row| {
-            processors.apply(&prefixes[row], scores);
-            argmax(scores)
-        });
         let mut keep = Vec::with_capacity(active.len());
         let mut still_active = Vec::with_capacity(active.len());
         for (slot, (&row, next)) in active.iter().zip(next).enumerate() {
@@ -271,9 +82,9 @@ pub fn greedy<B: MarianBackend>(
 
 /// One sentence's beam search bookkeeping, mirroring transformers' per-batch-item tensors.
 struct BeamItem {
-    /// Running beams: generated ids (without decoder start) and accumulated log-prob.
+    /// Running beams: decoder inputs (the decoder start token first) and accumulated log-prob.
     running: Vec<(Vec<u32>, f32)>,
-    /// Finished slots: ids, length-normalised score, and whether the slot holds a real
+    /// Finished slots: ids (the decoder start token first), length-normalised score, and whether the slot holds a real
     /// hypothesis (transformers' `is_sent_finished`); initial slots are placeholders.
     finished: Vec<(Vec<u32>, f32, bool)>,
     /// transformers' `is_early_stop_heuristic_unsatisfied`.
@@ -285,9 +96,9 @@ struct BeamItem {
 type Candidate = (usize, u32, f32, bool);
 
 impl BeamItem {
-    fn new(num_beams: usize) -> Self {
+    fn new(num_beams: usize, start: u32) -> Self {
         let running = (0..num_beams)
-            .map(|b| (Vec::new(), if b == 0 { 0.0 } else { NEG_BIG }))
+            .map(|b| (vec![start], if b == 0 { 0.0 } else { NEG_BIG }))
             .collect();
         let finished = (0..num_beams)
             .map(|_| (Vec::new(), NEG_BIG, false))
@@ -301,34 +112,6 @@ impl BeamItem {
 
     fn all_finished(&self) -> bool {
         self.finished.iter().all(|f| f.2)
-    }
-
-    /// The best `2·num_beams` (at least) continuations of the running beams, by accumulated
-    /// log-prob, as flat indices `beam · vocab + token`. `block` holds this sentence's rows of
-    /// logits (one row for every beam, or one shared row on the first step).
-    fn top_continuations(
-        &self,
-        block: &mut [f32],
-        vocab: usize,
-        gen: &GenerationConfig,
-        want: usize,
-    ) -> Vec<(usize, f32)> {
-        let processors = Processors { gen };
-        let mut prefix = Vec::with_capacity(gen.max_length);
-        for (row, (ids, _)) in block.chunks_mut(vocab).zip(&self.running) {
-            log_softmax_in_place(row);
-            prefix.clear();
-            prefix.push(gen.decoder_start_token_id);
-            prefix.extend_from_slice(ids);
-            processors.apply_normalised(&prefix, row);
-        }
-        let shared_row = block.len() == vocab;
-        let mut top = TopK::new(want);
-        for (b, (_, score)) in self.running.iter().enumerate() {
-            let row = if shared_row { 0 } else { b };
-            top.scan(&block[row * vocab..(row + 1) * vocab], *score, b * vocab);
-        }
-        top.into_sorted()
     }
 
     fn extend(&self, beam: usize, token: u32) -> Vec<u32> {
@@ -423,33 +206,39 @@ pub fn beam_search<B: MarianBackend>(
     let n = encoded.rows();
     let vocab = model.config().target_vocab_size();
     let candidates_per_item = 2.max(1 + gen.eos_token_ids.len()) * k;
+    let mut search = model.searcher(gen)?;
     // The first step feeds every beam of a sentence the same token, so it runs one row per
     // sentence; the rows fan out to `k` per sentence when the first beams are chosen.
     let mut state = model.start_decoding(encoded, None)?;
     let mut rows_per_item = 1usize;
-    let mut items: Vec<BeamItem> = (0..n).map(|_| BeamItem::new(k)).collect();
+    let start = gen.decoder_start_token_id;
+    let mut items: Vec<BeamItem> = (0..n).map(|_| BeamItem::new(k, start)).collect();
     // Items still decoding, in the order of their row blocks in `state`.
     let mut active: Vec<usize> = (0..n).collect();
     // transformers' cur_len: decoder input length, the start token included.
     let mut cur_len = 1usize;
-    let mut logits = Vec::new();
     while !active.is_empty() {
-        let tokens: Vec<u32> = active
+        let rows: Vec<&[u32]> = active
             .iter()
-            .flat_map(|&i| {
-                items[i].running[..rows_per_item]
-                    .iter()
-                    .map(|(ids, _)| *ids.last().unwrap_or(&gen.decoder_start_token_id))
-            })
+            .flat_map(|&i| items[i].running[..rows_per_item].iter())
+            .map(|(ids, _)| ids.as_slice())
             .collect();
-        model.decode_step_into(&tokens, &mut state, &mut logits)?;
-        check_logits(&logits, tokens.len(), vocab)?;
+        let tokens: Vec<u32> = rows
+            .iter()
+            .map(|ids| *ids.last().unwrap_or(&start))
+            .collect();
+        let scores: Vec<f32> = active
+            .iter()
+            .flat_map(|&i| items[i].running.iter().map(|r| r.1))
+            .collect();
+        let query = BeamQuery {
+            rows_per_item,
+            beams: k,
+            scores: &scores,
+            want: candidates_per_item,
+        };
+        let tops = search.beam_step(&tokens, &mut state, &rows, query)?;
         let t_search = profile::time(Phase::Search);
-        // Per sentence, in parallel: normalise its rows and find the best continuations of the
-        // accumulated log-probs of every (beam, token), flattened beam-major.
-        let tops = map_rows(&mut logits, rows_per_item * vocab, &active, |block, &i| {
-            items[i].top_continuations(block, vocab, gen, candidates_per_item)
-        });
         let hits_max_length = cur_len + 1 >= gen.max_length;
         let mut next_rows: Vec<u32> = Vec::with_capacity(active.len() * k);
         let mut still_active = Vec::with_capacity(active.len());
@@ -482,86 +271,8 @@ pub fn beam_search<B: MarianBackend>(
             item.finished
                 .into_iter()
                 .next()
-                .map(|f| f.0)
+                .map(|f| f.0.get(1..).unwrap_or_default().to_vec())
                 .unwrap_or_default()
         })
         .collect())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn top_k_orders_by_value_then_index() {
-        let v = [0.5, 2.0, -1.0, 2.0, f32::NEG_INFINITY, 1.0];
-        let got: Vec<usize> = top_k(&v, 4).into_iter().map(|(i, _)| i).collect();
-        assert_eq!(got, vec![1, 3, 5, 0]);
-        assert_eq!(top_k(&v, 10).len(), v.len());
-    }
-
-    #[test]
-    fn log_softmax_normalises() {
-        let mut row = vec![1.0f32, 2.0, 3.0, f32::NEG_INFINITY];
-        log_softmax_in_place(&mut row);
-        let total: f32 = row.iter().map(|x| x.exp()).sum();
-        assert!((total - 1.0).abs() < 1e-6);
-        assert_eq!(row[3], f32::NEG_INFINITY);
-        assert!(row[2] > row[1] && row[1] > row[0]);
-    }
-
-    #[test]
-    fn argmax_takes_first_of_ties() {
-        assert_eq!(argmax(&[1.0, 3.0, 3.0, 2.0]), 1);
-    }
-
-    fn gen_config() -> GenerationConfig {
-        GenerationConfig {
-            num_beams: 1,
-            max_length: 5,
-            min_length: 0,
-            length_penalty: 1.0,
-            early_stopping: EarlyStopping::Heuristic,
-            bad_words_ids: vec![vec![3], vec![0], vec![1, 2]],
-            eos_token_ids: vec![0],
-            pad_token_id: 3,
-            decoder_start_token_id: 3,
-            forced_eos_token_id: Some(0),
-            renormalize_logits: false,
-        }
-    }
-
-    #[test]
-    fn processors_ban_pad_keep_eos_and_match_multi_token_words() {
-        let gen = gen_config();
-        let p = Processors { gen: &gen };
-        let mut scores = vec![0.0f32; 5];
-        p.apply(&[3, 1], &mut scores);
-        // pad banned, lone-EOS ban ignored, `2` banned after `1`.
-        assert_eq!(scores[3], f32::NEG_INFINITY);
-        assert_eq!(scores[0], 0.0);
-        assert_eq!(scores[2], f32::NEG_INFINITY);
-        assert_eq!(scores[4], 0.0);
-        let mut scores = vec![0.0f32; 5];
-        p.apply(&[3, 4], &mut scores);
-        assert_eq!(scores[2], 0.0);
-    }
-
-    #[test]
-    fn forced_eos_on_the_last_step() {
-        let gen = gen_config();
-        let p = Processors { gen: &gen };
-        let mut scores = vec![1.0f32; 5];
-        p.apply(&[3, 1, 1, 1], &mut scores); // cur_len 4 == max_length - 1
-        assert_eq!(
-            scores,
-            vec![
-                0.0,
-                f32::NEG_INFINITY,
-                f32::NEG_INFINITY,
-                f32::NEG_INFINITY,
-                f32::NEG_INFINITY
-            ]
-        );
-    }
 }

@@ -52,8 +52,8 @@ impl MarianModel {
     }
 
     /// Build the model computing in `compute`: on the CPU its linear layers are packed for the
-    /// CPU kernels (and the tensors freed); other devices run candle tensor operations in f32,
-    /// so `Int8` is refused there.
+    /// CPU kernels (and the tensors freed), f32 or int8; other devices run candle tensor
+    /// operations in f32, f16 or bf16, so `Int8` is refused there and half precision on the CPU.
     pub fn with_compute_type(
         cfg: &MarianConfig,
         tensors: HashMap<String, Tensor>,
@@ -73,19 +73,23 @@ impl MarianModel {
         kind: BackendKind,
     ) -> Result<Self> {
         match (kind.resolve(device)?, compute) {
-            (BackendKind::CpuKernels, compute) => {
+            (BackendKind::CpuKernels, ComputeType::F32 | ComputeType::Int8) => {
                 let model = TensorMarian::new(cfg, tensors, device)?;
                 Ok(MarianModel::Cpu(CpuMarian::pack(model, compute)?))
             }
-            (_, ComputeType::F32) => Ok(MarianModel::Tensors(TensorMarian::new(
-                cfg, tensors, device,
+            (BackendKind::CpuKernels, half) => Err(TranslateError::Config(format!(
+                "{half} runs on a GPU only; on the CPU use f32 (exact) or int8 (faster)"
+            ))),
+            (_, ComputeType::Int8) if device.is_cpu() => Err(TranslateError::Config(
+                "int8 weights run on the CPU kernels only, not on candle tensors".into(),
+            )),
+            (_, ComputeType::Int8) => Err(TranslateError::Config(format!(
+                "int8 weights run on the CPU only (this model is on {device:?}); use f32, f16, bf16 or --device cpu"
+            ))),
+            // f16 and bf16 reach the tensor backend on the CPU only when a test asks for it.
+            (_, compute) => Ok(MarianModel::Tensors(TensorMarian::with_compute_type(
+                cfg, tensors, device, compute,
             )?)),
-            (_, compute) if device.is_cpu() => Err(TranslateError::Config(format!(
-                "{compute} weights run on the CPU kernels only, not on candle tensors"
-            ))),
-            (_, compute) => Err(TranslateError::Config(format!(
-                "{compute} weights run on the CPU only (this model is on {device:?}); use f32 or --device cpu"
-            ))),
         }
     }
 

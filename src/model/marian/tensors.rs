@@ -12,7 +12,8 @@ use candle_core::{DType, Device, IndexOp, Module, Tensor};
 use candle_nn::{LayerNorm, Linear};
 
 use super::backend::{DecoderState, EncodedBatch, MarianBackend};
-use super::config::{Activation, MarianConfig};
+use super::config::{Activation, GenerationConfig, MarianConfig};
+use super::device_search::{record_transfer, DeviceSearch};
 use super::profile::{self, Phase};
 use super::TranslateError;
 use crate::model::checkpoint::Checkpoint;
@@ -209,6 +210,8 @@ pub struct TensorMarian {
     emb: Embeddings,
     layers: Layers,
     device: Device,
+    /// f32, f16 or bf16: the weights' and activations' type (scores are always f32).
+    compute: ComputeType,
 }
 
 /// The encoder output: (n, s, d_model), with the additive padding bias (n, 1, 1, s)
@@ -425,12 +428,149 @@ impl TensorMarian {
                 decoder,
             },
             device: device.clone(),
+            compute: ComputeType::F32,
         })
+    }
+
+    /// [`Self::new`], computing in `compute` (f32, f16 or bf16): weights and matrix products in
+    /// that type; candle's softmax and layer-norm kernels accumulate in f32 whatever the type,
+    /// and the logits and everything the search does are f32.
+    pub fn with_compute_type(
+        cfg: &MarianConfig,
+        tensors: HashMap<String, Tensor>,
+        device: &Device,
+        compute: ComputeType,
+    ) -> Result<Self> {
+        let dtype = match compute {
+            ComputeType::F32 => return Self::new(cfg, tensors, device),
+            ComputeType::F16 => DType::F16,
+            ComputeType::BF16 => DType::BF16,
+            ComputeType::Int8 => {
+                return Err(TranslateError::Config(
+                    "int8 weights run on the CPU kernels only, not on candle tensors".into(),
+                ))
+            }
+        };
+        // Converted on the host, so half as many bytes travel to the device.
+        let model = Self::new(cfg, tensors, &Device::Cpu)?;
+        let cast = |t: &Tensor| -> Result<Tensor> { Ok(t.to_dtype(dtype)?.to_device(device)?) };
+        let linear = |l: &Linear| -> Result<Linear> {
+            Ok(Linear::new(
+                cast(l.weight())?,
+                l.bias().map(cast).transpose()?,
+            ))
+        };
+        let norm = |n: &LayerNorm| -> Result<LayerNorm> {
+            let bias = n
+                .bias()
+                .ok_or_else(|| TranslateError::Weights("a layer norm without a bias".into()))?;
+            Ok(LayerNorm::new(cast(n.weight())?, cast(bias)?, n.eps()))
+        };
+        let self_attn = |a: &SelfAttention| -> Result<SelfAttention> {
+            Ok(SelfAttention {
+                qkv: linear(&a.qkv)?,
+                out: linear(&a.out)?,
+                heads: a.heads,
+                scale: a.scale,
+            })
+        };
+        let (_, emb, layers, _) = model.into_parts();
+        let encoder = layers
+            .encoder
+            .iter()
+            .map(|l| {
+                Ok(EncoderLayer {
+                    self_attn: self_attn(&l.self_attn)?,
+                    self_attn_norm: norm(&l.self_attn_norm)?,
+                    fc1: linear(&l.fc1)?,
+                    fc2: linear(&l.fc2)?,
+                    final_norm: norm(&l.final_norm)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let decoder = layers
+            .decoder
+            .iter()
+            .map(|l| {
+                let cross = &l.cross_attn;
+                Ok(DecoderLayer {
+                    self_attn: self_attn(&l.self_attn)?,
+                    self_attn_norm: norm(&l.self_attn_norm)?,
+                    cross_attn: CrossAttention {
+                        q: linear(&cross.q)?,
+                        kv: linear(&cross.kv)?,
+                        out: linear(&cross.out)?,
+                        heads: cross.heads,
+                        scale: cross.scale,
+                    },
+                    cross_attn_norm: norm(&l.cross_attn_norm)?,
+                    fc1: linear(&l.fc1)?,
+                    fc2: linear(&l.fc2)?,
+                    final_norm: norm(&l.final_norm)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            cfg: cfg.clone(),
+            emb: Embeddings {
+                encoder: cast(&emb.encoder)?,
+                decoder: cast(&emb.decoder)?,
+                // Added to the f32 logits.
+                final_logits_bias: emb.final_logits_bias.to_device(device)?,
+                encoder_positions: cast(&emb.encoder_positions)?,
+                decoder_positions: cast(&emb.decoder_positions)?,
+                scale: emb.scale,
+            },
+            layers: Layers {
+                lm_head: cast(&layers.lm_head)?,
+                encoder,
+                decoder,
+            },
+            device: device.clone(),
+            compute,
+        })
+    }
+
+    /// The type weights and activations are in.
+    fn dtype(&self) -> DType {
+        match self.compute {
+            ComputeType::F16 => DType::F16,
+            ComputeType::BF16 => DType::BF16,
+            _ => DType::F32,
+        }
     }
 
     /// The parts, for the CPU backend to pack.
     pub(super) fn into_parts(self) -> (MarianConfig, Embeddings, Layers, Device) {
         (self.cfg, self.emb, self.layers, self.device)
+    }
+
+    /// One decoder step on checked tokens: next-token logits (rows × target vocab, f32,
+    /// `final_logits_bias` added), left on the device.
+    pub(super) fn step_logits(&self, tokens: &[u32], state: &mut TensorState) -> Result<Tensor> {
+        let n = tokens.len();
+        let d = self.cfg.d_model;
+        let t_embed = profile::time(Phase::Embed);
+        let ids = Tensor::from_slice(tokens, n, &self.device)?;
+        let embedded = self.emb.decoder.index_select(&ids, 0)?;
+        let position = self.emb.decoder_positions.i(state.step..state.step + 1)?;
+        let mut xs = (embedded * self.emb.scale)?
+            .broadcast_add(&position)?
+            .reshape((n, 1, d))?;
+        drop(t_embed);
+        for (i, layer) in self.layers.decoder.iter().enumerate() {
+            let (self_kv, cross_kv) = (&mut state.self_kv[i], &state.cross_kv[i]);
+            xs = self.decoder_layer(layer, xs, self_kv, cross_kv, &state.cross_bias)?;
+        }
+        state.step += 1;
+        let t_head = profile::time(Phase::LmHead);
+        let out = xs
+            .reshape((n, d))?
+            .matmul(&self.layers.lm_head.t()?)?
+            .to_dtype(DType::F32)?
+            .broadcast_add(&self.emb.final_logits_bias)?;
+        drop(t_head);
+        Ok(out)
     }
 
     /// One decoder layer's step on `xs` (n, 1, d).
@@ -493,6 +633,11 @@ impl TensorMarian {
 impl MarianBackend for TensorMarian {
     type Encoded = TensorEncoded;
     type State = TensorState;
+    type Search<'a> = DeviceSearch<'a>;
+
+    fn searcher<'a>(&'a self, gen: &'a GenerationConfig) -> Result<DeviceSearch<'a>> {
+        DeviceSearch::new(self, gen)
+    }
 
     fn config(&self) -> &MarianConfig {
         &self.cfg
@@ -503,7 +648,7 @@ impl MarianBackend for TensorMarian {
     }
 
     fn compute_type(&self) -> ComputeType {
-        ComputeType::F32
+        self.compute
     }
 
     fn run_encoder(&self, rows: &[Vec<u32>]) -> Result<TensorEncoded> {
@@ -518,7 +663,8 @@ impl MarianBackend for TensorMarian {
             bias.extend(std::iter::repeat_n(f32::NEG_INFINITY, s - row.len()));
         }
         let ids = Tensor::from_vec(ids, (n, s), &self.device)?;
-        let pad_bias = Tensor::from_vec(bias, (n, 1, 1, s), &self.device)?;
+        let pad_bias =
+            Tensor::from_vec(bias, (n, 1, 1, s), &self.device)?.to_dtype(self.dtype())?;
 
         let embedded = self
             .emb
@@ -569,29 +715,9 @@ impl MarianBackend for TensorMarian {
         state: &mut TensorState,
         logits: &mut Vec<f32>,
     ) -> Result<()> {
-        let n = tokens.len();
-        let d = self.cfg.d_model;
-        let t_embed = profile::time(Phase::Embed);
-        let ids = Tensor::from_slice(tokens, n, &self.device)?;
-        let embedded = self.emb.decoder.index_select(&ids, 0)?;
-        let position = self.emb.decoder_positions.i(state.step..state.step + 1)?;
-        let mut xs = (embedded * self.emb.scale)?
-            .broadcast_add(&position)?
-            .reshape((n, 1, d))?;
-        drop(t_embed);
-        for (i, layer) in self.layers.decoder.iter().enumerate() {
-            let (self_kv, cross_kv) = (&mut state.self_kv[i], &state.cross_kv[i]);
-            xs = self.decoder_layer(layer, xs, self_kv, cross_kv, &state.cross_bias)?;
-        }
-        state.step += 1;
-        let t_head = profile::time(Phase::LmHead);
-        let out = xs
-            .reshape((n, d))?
-            .matmul(&self.layers.lm_head.t()?)?
-            .broadcast_add(&self.emb.final_logits_bias)?
-            .to_dtype(DType::F32)?;
-        drop(t_head);
+        let out = self.step_logits(tokens, state)?;
         let _t = profile::time(Phase::ReadLogits);
+        record_transfer(out.elem_count() * out.dtype().size_in_bytes());
         *logits = out.flatten_all()?.to_vec1::<f32>()?;
         Ok(())
     }

@@ -41,7 +41,7 @@ impl AlignWorker {
             embed_model: cfg.embed_model.clone(),
             embed_source: false,
             translate: TranslateOptions::default(),
-            compute_type: cfg.compute_type,
+            compute_type: engine.config().compute_type,
             cluster: cfg.cluster,
             hub: cfg.hub,
             refresh: false,

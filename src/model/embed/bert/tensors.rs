@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use candle_core::{Device, Module, Tensor};
+use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{LayerNorm, Linear};
 
 use super::super::config::{EncoderConfig, HiddenAct};
@@ -48,6 +48,15 @@ pub(super) struct TensorBert {
     pub layers: Vec<Layer>,
     head_dim: usize,
     device: Device,
+}
+
+/// The most negative finite value of `dtype`: added to the attention scores of padding keys
+/// (transformers' `torch.finfo(dtype).min`), so that a padded key never gets weight.
+fn masked(dtype: DType) -> f64 {
+    match dtype {
+        DType::F16 => -65504.0,
+        _ => f64::from(MASKED),
+    }
 }
 
 impl TensorBert {
@@ -102,6 +111,48 @@ impl TensorBert {
         })
     }
 
+    /// The same encoder with weights and activations in `dtype` (f16 or bf16 on a GPU):
+    /// candle's softmax and layer-norm kernels accumulate in f32 whatever the type, and the
+    /// hidden states come out as f32.
+    pub fn to_dtype(&self, dtype: DType) -> Result<Self> {
+        let t = |x: &Tensor| -> Result<Tensor> { Ok(x.to_dtype(dtype)?) };
+        let linear = |l: &Linear| -> Result<Linear> {
+            Ok(Linear::new(t(l.weight())?, l.bias().map(t).transpose()?))
+        };
+        let norm = |n: &LayerNorm| -> Result<LayerNorm> {
+            let bias = n
+                .bias()
+                .ok_or_else(|| EmbedError::Weights("a layer norm without a bias".into()))?;
+            Ok(LayerNorm::new(t(n.weight())?, t(bias)?, n.eps()))
+        };
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| {
+                Ok(Layer {
+                    query: linear(&l.query)?,
+                    key: linear(&l.key)?,
+                    value: linear(&l.value)?,
+                    attn_out: linear(&l.attn_out)?,
+                    attn_norm: norm(&l.attn_norm)?,
+                    intermediate: linear(&l.intermediate)?,
+                    output: linear(&l.output)?,
+                    out_norm: norm(&l.out_norm)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            cfg: self.cfg.clone(),
+            word: t(&self.word)?,
+            position: t(&self.position)?,
+            token_type: t(&self.token_type)?,
+            embed_norm: norm(&self.embed_norm)?,
+            layers,
+            head_dim: self.head_dim,
+            device: self.device.clone(),
+        })
+    }
+
     fn attention(&self, layer: &Layer, xs: &Tensor, bias: &Tensor) -> Result<Tensor> {
         let (n, s, d) = xs.dims3()?;
         let heads = self.cfg.num_attention_heads;
@@ -139,7 +190,10 @@ impl BertBackend for TensorBert {
         let ids = Tensor::from_vec(ids, n * s, &self.device)?;
         let pos = Tensor::from_vec(pos, n * s, &self.device)?;
         // (n, 1, 1, s): 0 where the key is a token, MASKED where it is padding.
-        let bias = ((1.0 - mask)? * f64::from(MASKED))?.reshape((n, 1, 1, s))?;
+        let dtype = self.word.dtype();
+        let bias = ((1.0 - mask)? * masked(dtype))?
+            .reshape((n, 1, 1, s))?
+            .to_dtype(dtype)?;
 
         let type0 = self.token_type.get(0)?;
         let embedded = self
@@ -156,6 +210,6 @@ impl BertBackend for TensorBert {
             let ff = layer.output.forward(&ff)?;
             xs = layer.out_norm.forward(&(ff + &xs)?)?;
         }
-        Ok(xs)
+        Ok(xs.to_dtype(DType::F32)?)
     }
 }
