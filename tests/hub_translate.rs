@@ -128,3 +128,69 @@ fn offline_with_an_empty_cache_names_the_missing_file() {
     assert!(msg.contains(REPO) && msg.contains("config.json"), "{msg}");
     assert_eq!(hub.request_count(), 0);
 }
+
+/// `tidings models download` fetches a sentence-transformers repository too (it has no
+/// `source.spm`), so that `embed --offline` works afterwards.
+#[test]
+fn models_download_fetches_an_embedding_model_for_offline_use() {
+    const EMBED_REPO: &str = "sentence-transformers/all-MiniLM-L6-v2";
+    let minilm = support::minilm::minilm_dir();
+    let hub = StandinHub::start();
+    let commit = commit_sha("minilm-v1");
+    let mut stack = vec![minilm.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let name = path
+                .strip_prefix(&minilm)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            let bytes = std::fs::read(&path).unwrap();
+            if name.ends_with(".safetensors") {
+                hub.add_lfs_file(EMBED_REPO, &commit, &name, &bytes);
+            } else {
+                hub.add_file(EMBED_REPO, &commit, &name, &bytes);
+            }
+        }
+    }
+    hub.set_branch(EMBED_REPO, "main", &commit);
+    let home = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidings"))
+            .args(args)
+            .env("HF_HOME", home.path())
+            .env("HF_ENDPOINT", hub.endpoint())
+            .env_remove("HF_HUB_OFFLINE")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let said = run(&["models", "download", EMBED_REPO]);
+    assert!(
+        said.contains(&format!("{EMBED_REPO}@main is cached at commit {commit}")),
+        "{said}"
+    );
+    let input = home.path().join("texts.txt");
+    std::fs::write(&input, "Prague hosts the summit.\n").unwrap();
+    let vectors = run(&[
+        "embed",
+        "--offline",
+        "--json",
+        "--model",
+        EMBED_REPO,
+        input.to_str().unwrap(),
+    ]);
+    let row: Vec<f32> = serde_json::from_str(vectors.trim()).unwrap();
+    assert_eq!(row.len(), 384);
+}

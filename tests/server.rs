@@ -31,7 +31,17 @@ fn translator(name: &str) -> Translator {
 fn operational_endpoints_and_metadata() {
     let server = TestServer::start(fixture_config());
     assert_eq!(server.get_json("/health"), (200, json!({"status": "ok"})));
-    assert_eq!(server.get_json("/ready"), (200, json!({"status": "ready"})));
+    let (status, ready) = server.get_json("/ready");
+    assert_eq!(
+        (status, &ready["status"]),
+        (200, &json!("ready")),
+        "{ready}"
+    );
+    let unavailable = ready["unavailable"].as_array().expect("a list");
+    assert!(
+        unavailable.iter().all(|u| u["role"] != "translation"),
+        "{ready}"
+    );
     let (s, spec) = server.get_json("/openapi.json");
     assert_eq!(s, 200);
     assert_eq!(spec["openapi"], "3.1.0");

@@ -362,3 +362,50 @@ fn cors_preflight_needs_no_key_and_no_slot() {
     assert_eq!(a.status, 200);
     assert_eq!(a.header("access-control-allow-origin"), Some("*"));
 }
+
+/// `/ready` names the configured models that cannot be loaded (here: offline, a Hub model that
+/// is in no cache) and is 503 only when no translation model can be loaded at all.
+#[test]
+fn ready_lists_the_models_that_cannot_be_loaded() {
+    let missing = ModelSource::parse("tidings-test/never-cached-model", None).unwrap();
+    let mut cfg = fixture_config();
+    cfg.models.insert("ru".into(), missing.clone());
+    let server = TestServer::start(cfg);
+    let (status, body) = server.get_json("/ready");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "ready");
+    let unavailable = body["unavailable"].as_array().unwrap();
+    let ru: Vec<&Value> = unavailable
+        .iter()
+        .filter(|u| u["role"] == "translation")
+        .collect();
+    assert_eq!(ru.len(), 1, "{body}");
+    assert_eq!(ru[0]["model"], missing.to_string());
+    assert_eq!(ru[0]["languages"], json!(["ru"]));
+    assert!(
+        ru[0]["reason"].as_str().unwrap().contains("offline"),
+        "{body}"
+    );
+    // German still translates; Russian fails as /ready said it would.
+    let de = server.post("/v1/translate", &json!({"text": GERMAN[0], "source": "de"}));
+    assert_eq!(de.status, 200, "{}", de.json);
+    let ru = server.post(
+        "/v1/translate",
+        &json!({"text": RUSSIAN[0], "source": "ru"}),
+    );
+    assert_eq!(ru.status, 503, "{}", ru.json);
+
+    // Nothing loadable: not ready.
+    let mut cfg = fixture_config();
+    cfg.models.clear();
+    cfg.models.insert("de".into(), missing.clone());
+    cfg.languages = Some(vec!["de".into()]);
+    let server = TestServer::start(cfg);
+    let (status, body) = server.get_json("/ready");
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["type"], "no_models", "{body}");
+    assert!(body["error"]
+        .as_str()
+        .unwrap()
+        .contains("tidings-test/never-cached-model"));
+}

@@ -1,6 +1,9 @@
 //! `tidings models`: what the manifest offers, and fetching models for offline use.
 
 use std::io::Write;
+use std::path::Path;
+
+use anyhow::Context;
 
 use serde::Serialize;
 use tidings::engine::manifest::Manifest;
@@ -24,12 +27,13 @@ enum ModelsAction {
         #[command(flatten)]
         source: SourceArgs,
     },
-    /// Download a model's files into the Hugging Face cache, for later offline use.
+    /// Download a model's files into the Hugging Face cache, for later offline use: a
+    /// translation model (OPUS-MT) or a sentence-transformers embedding model.
     #[command(
-        after_help = "Examples:\n  tidings models download --lang de\n  tidings models download Helsinki-NLP/opus-mt-ru-en --revision main"
+        after_help = "Examples:\n  tidings models download --lang de\n  tidings models download Helsinki-NLP/opus-mt-ru-en --revision main\n  tidings models download sentence-transformers/all-MiniLM-L6-v2"
     )]
     Download {
-        /// Hub model id (org/name).
+        /// Hub model id (org/name): a translation or an embedding model.
         #[arg(value_name = "HUB_ID", required_unless_present = "lang")]
         repo: Option<String>,
         /// Download the manifest's model for this language instead.
@@ -117,8 +121,19 @@ pub fn run(args: ModelsArgs, quiet: bool) -> anyhow::Result<()> {
                 anyhow::bail!("{} is a local folder: nothing to download", path.display());
             }
             let repo = ModelRepo::open(spec, &source.hub_options(quiet))?;
-            let files = tidings::model::marian::translator::fetch_files(&repo)?;
-            eprintln!("{}", files.folder.display());
+            // A sentence-transformers repository has modules.json; a translation model has not.
+            let folder = match repo.get_optional("modules.json")? {
+                Some(modules) => {
+                    // Everything the embedder reads, fetched and checked by loading it once.
+                    tidings::model::embed::Embedder::load(&repo, &candle_core::Device::Cpu)
+                        .with_context(|| {
+                            format!("cannot load the embedding model {}", repo.describe())
+                        })?;
+                    modules.parent().map(Path::to_path_buf).unwrap_or(modules)
+                }
+                None => tidings::model::marian::translator::fetch_files(&repo)?.folder,
+            };
+            eprintln!("{}", folder.display());
             writeln!(
                 std::io::stdout(),
                 "{} is cached{}",

@@ -16,6 +16,9 @@
 pub mod manifest;
 pub mod router;
 
+mod availability;
+pub use availability::UnavailableModel;
+
 mod embed_worker;
 mod slots;
 mod translate_worker;

@@ -167,6 +167,8 @@ pub struct AppState {
     pub(crate) align: routes::align::AlignWorker,
     pub(crate) limiter: Arc<Semaphore>,
     pub(crate) ready: AtomicBool,
+    /// The configured models that cannot be loaded, found at start-up (`/ready` lists them).
+    pub(crate) unavailable: Vec<crate::engine::UnavailableModel>,
 }
 
 impl AppState {
@@ -259,6 +261,14 @@ pub async fn serve(
         metrics.clone(),
     );
     let align = routes::align::AlignWorker::start(&config, engine.clone(), store.clone())?;
+    let checked = engine.clone();
+    let unavailable = tokio::task::spawn_blocking(move || checked.unavailable_models())
+        .await
+        .unwrap_or_default();
+    for u in &unavailable {
+        tracing::warn!(model = %u.model, languages = %u.languages.join(","), role = %u.role,
+            "configured model cannot be loaded: {}", u.reason);
+    }
     let state = Arc::new(AppState {
         limiter: Arc::new(Semaphore::new(config.max_concurrent_requests)),
         cfg: config,
@@ -268,6 +278,7 @@ pub async fn serve(
         online: Mutex::new(online),
         align,
         ready: AtomicBool::new(false),
+        unavailable,
     });
     if state.cfg.preload {
         preload(&state).await?;

@@ -46,6 +46,39 @@ impl Status {
     }
 }
 
+/// `GET /ready`: ready, and the configured models that cannot be loaded (whose requests will
+/// fail until they are fetched or fixed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Readiness {
+    /// `ready`.
+    pub status: String,
+    pub unavailable: Vec<UnavailableModel>,
+}
+
+/// A configured model that cannot be loaded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct UnavailableModel {
+    /// `org/name@revision`, or the folder.
+    pub model: String,
+    /// The languages it serves; empty for the embedding model.
+    pub languages: Vec<String>,
+    /// `translation` or `embedding`.
+    pub role: String,
+    /// Why, with what to do about it.
+    pub reason: String,
+}
+
+impl From<&crate::engine::UnavailableModel> for UnavailableModel {
+    fn from(m: &crate::engine::UnavailableModel) -> Self {
+        Self {
+            model: m.model.clone(),
+            languages: m.languages.clone(),
+            role: m.role.clone(),
+            reason: m.reason.clone(),
+        }
+    }
+}
+
 /// The errors an endpoint that reads a request body can answer (documentation only).
 #[derive(IntoResponses)]
 pub enum BodyErrors {

@@ -9,7 +9,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use crate::server::api::{ErrorBody, Status};
+use crate::server::api::{ErrorBody, Readiness, Status, UnavailableModel};
 use crate::server::errors::ApiError;
 use crate::server::AppState;
 
@@ -24,24 +24,50 @@ pub(crate) async fn health() -> Json<Status> {
     Json(Status::new("ok"))
 }
 
-/// Readiness: 503 while starting (preloading) or shutting down.
+/// Readiness: 503 while starting (preloading), shutting down, or when no configured
+/// translation model can be loaded; otherwise 200, listing the configured models that cannot be
+/// loaded (checked at start-up).
 #[utoipa::path(
     get,
     path = "/ready",
     tag = "operations",
     responses(
-        (status = 200, description = "Ready: `{\"status\": \"ready\"}`", body = Status),
-        (status = 503, description = "Starting or shutting down", body = ErrorBody)
+        (status = 200, description = "Ready: `{\"status\": \"ready\", \"unavailable\": [...]}`", body = Readiness),
+        (status = 503, description = "Starting, shutting down, or no translation model can be loaded", body = ErrorBody)
     )
 )]
 pub(crate) async fn ready(State(state): State<Arc<AppState>>) -> Response {
-    if state.ready.load(Ordering::Relaxed) {
-        Json(Status::new("ready")).into_response()
-    } else {
-        ApiError::new(
+    if !state.ready.load(Ordering::Relaxed) {
+        return ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "not_ready",
             "the server is starting or shutting down",
+        )
+        .into_response();
+    }
+    let unavailable: Vec<UnavailableModel> = state.unavailable.iter().map(Into::into).collect();
+    let serving = state
+        .languages()
+        .iter()
+        .any(|l| !state.unavailable.iter().any(|u| u.languages.contains(l)));
+    if serving {
+        Json(Readiness {
+            status: "ready".into(),
+            unavailable,
+        })
+        .into_response()
+    } else {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_models",
+            format!(
+                "no configured translation model can be loaded: {}",
+                unavailable
+                    .iter()
+                    .map(|u| format!("{} ({})", u.model, u.reason))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
         )
         .into_response()
     }
