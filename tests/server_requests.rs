@@ -409,3 +409,128 @@ fn ready_lists_the_models_that_cannot_be_loaded() {
         .unwrap()
         .contains("tidings-test/never-cached-model"));
 }
+
+/// `/v1/align` and `/v1/articles` read articles by the one schema files use: the date under
+/// its usual aliases, other fields ignored and named in `warnings` (not refused by one
+/// endpoint and dropped by the other), two dates at once refused.
+#[test]
+fn article_endpoints_share_the_file_schema() {
+    let server = TestServer::start(fixture_config());
+    let text = "Prague hosts the summit of European leaders on Monday.";
+    let aligned = server.post(
+        "/v1/align",
+        &json!({"articles": [
+            {"id": "a", "text": text, "lang": "en", "date": "2024-01-10", "author": "X"},
+            {"id": "b", "text": text, "lang": "en", "published": "2024-01-11"}
+        ]}),
+    );
+    assert_eq!(aligned.status, 200, "{}", aligned.json);
+    let days: Vec<&Value> = aligned.json["articles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| &a["published_day"])
+        .collect();
+    assert_eq!(
+        days,
+        vec![&json!(19_732), &json!(19_733)],
+        "{}",
+        aligned.json
+    );
+    let warnings = aligned.json["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 1, "{}", aligned.json);
+    assert!(warnings[0]
+        .as_str()
+        .unwrap()
+        .starts_with("article a: `author` is not an article field and was ignored"));
+
+    let ingested = server.post(
+        "/v1/articles",
+        &json!({"id": "c", "text": text, "lang": "en", "pubDate": "2024-01-12", "section": "World"}),
+    );
+    assert_eq!(ingested.status, 201, "{}", ingested.json);
+    assert!(ingested.json["warnings"][0]
+        .as_str()
+        .unwrap()
+        .contains("`section` is not an article field"));
+
+    let twice = server.post(
+        "/v1/articles",
+        &json!({"id": "d", "text": text, "date": "2024-01-12", "published_at": "2024-01-12"}),
+    );
+    assert_error(&twice, 422, "invalid_request");
+    let said = twice.json["error"].as_str().unwrap();
+    assert!(said.contains("date is given twice"), "{said}");
+}
+
+/// text-embeddings-inference's `/embed` and OpenAI's `/v1/embeddings` give the vectors
+/// `/v1/embed` gives, in their clients' shapes; a text longer than the model reads is refused
+/// unless truncation is asked for.
+#[test]
+fn tei_and_openai_embedding_endpoints() {
+    let server = TestServer::start(fixture_config());
+    let texts = ["Prague hosts the summit.", "The central bank raised rates."];
+    let ours = server.post("/v1/embed", &json!({"texts": texts}));
+    assert_eq!(ours.status, 200, "{}", ours.json);
+    let close = |a: &Value, b: &Value| {
+        let (a, b) = (a.as_array().unwrap(), b.as_array().unwrap());
+        assert_eq!(a.len(), 384);
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(b)
+            .all(|(x, y)| (x.as_f64().unwrap() - y.as_f64().unwrap()).abs() < 1e-5)
+    };
+
+    let tei = server.post("/embed", &json!({"inputs": texts}));
+    assert_eq!(tei.status, 200, "{}", tei.json);
+    for i in 0..2 {
+        assert!(close(&tei.json[i], &ours.json["embeddings"][i]), "text {i}");
+    }
+    let one = server.post("/embed", &json!({"inputs": texts[0], "normalize": false}));
+    assert_eq!(one.status, 200, "{}", one.json);
+    assert_eq!(one.json.as_array().unwrap().len(), 1);
+
+    let long = "word ".repeat(700);
+    let refused = server.post("/embed", &json!({"inputs": [texts[0], long]}));
+    assert_error(&refused, 413, "too_long");
+    let said = refused.json["error"].as_str().unwrap();
+    assert!(
+        said.contains("text 1 has") && said.contains("256"),
+        "{said}"
+    );
+    let cut = server.post("/embed", &json!({"inputs": long, "truncate": true}));
+    assert_eq!(cut.status, 200, "{}", cut.json);
+
+    let openai = server.post(
+        "/v1/embeddings",
+        &json!({"input": texts, "model": "text-embedding-3-small"}),
+    );
+    assert_eq!(openai.status, 200, "{}", openai.json);
+    assert_eq!(openai.json["object"], "list");
+    let data = openai.json["data"].as_array().unwrap();
+    assert_eq!(data.len(), 2);
+    for (i, d) in data.iter().enumerate() {
+        assert_eq!(d["object"], "embedding");
+        assert_eq!(d["index"], i);
+        assert!(
+            close(&d["embedding"], &ours.json["embeddings"][i]),
+            "text {i}"
+        );
+    }
+    assert_eq!(openai.json["model"], ours.json["model"]);
+    let tokens = openai.json["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert!(tokens >= 10, "{}", openai.json);
+    assert_eq!(openai.json["usage"]["total_tokens"].as_u64(), Some(tokens));
+    for bad in [
+        json!({"input": "x", "encoding_format": "base64"}),
+        json!({"input": "x", "dimensions": 64}),
+        json!({"input": ""}),
+    ] {
+        assert_error(&server.post("/v1/embeddings", &bad), 422, "invalid_request");
+    }
+    assert_error(
+        &server.post("/v1/embeddings", &json!({"input": long})),
+        413,
+        "too_long",
+    );
+}

@@ -368,6 +368,59 @@ fn jsonl_from_a_reader_names_its_source() {
     assert_eq!(loaded.problems[0].line, Some(2));
 }
 
+/// One schema for every input: the date under the names scrapers and feeds use, and fields that
+/// are not article fields reported once per file (the first line and how many), not dropped
+/// silently.
+#[test]
+fn jsonl_takes_date_aliases_and_reports_unknown_fields() {
+    let input = concat!(
+        r#"{"id":"a","text":"Eins.","published":"2024-03-14","author":"X"}"#,
+        "\n",
+        r#"{"id":"b","text":"Zwei.","date":"2024-03-15T08:00:00Z","author":"Y","section":"Z"}"#,
+        "\n",
+        r#"{"id":"c","text":"Drei.","pubDate":"2024-03-16","published_at":"2024-03-16"}"#,
+        "\n",
+        r#"{"id":"d","text":"Vier.","datePublished":"2024-03-17"}"#,
+        "\n",
+    );
+    let loaded = load_jsonl(Cursor::new(input), "feed.jsonl");
+    let dates: Vec<(&str, Option<&str>)> = loaded
+        .articles
+        .iter()
+        .map(|a| (a.id.as_str(), a.published_at.as_deref()))
+        .collect();
+    assert_eq!(
+        dates,
+        vec![
+            ("a", Some("2024-03-14")),
+            ("b", Some("2024-03-15T08:00:00Z")),
+            ("d", Some("2024-03-17"))
+        ]
+    );
+    let said: Vec<(Option<usize>, &str)> = loaded
+        .problems
+        .iter()
+        .map(|p| (p.line, p.reason.as_str()))
+        .collect();
+    assert_eq!(said.len(), 3, "{said:?}");
+    // Two names for the date: which one is meant cannot be known, so the line is skipped.
+    assert_eq!(said[0].0, Some(3));
+    assert!(said[0].1.contains("date is given twice"), "{said:?}");
+    assert_eq!(said[1].0, Some(1));
+    assert!(
+        said[1]
+            .1
+            .starts_with("`author` is not an article field and was ignored")
+            && said[1].1.contains("(2 lines from here on)"),
+        "{said:?}"
+    );
+    assert_eq!(said[2].0, Some(2));
+    assert!(
+        said[2].1.starts_with("`section` is not an article field"),
+        "{said:?}"
+    );
+}
+
 #[test]
 fn a_single_txt_file_and_missing_paths() {
     let one = load_input(&fixtures().join("003_66cdfc1598f08d3e.txt")).expect("loads");

@@ -121,7 +121,9 @@ pub fn run(args: ModelsArgs, quiet: bool) -> anyhow::Result<()> {
                 anyhow::bail!("{} is a local folder: nothing to download", path.display());
             }
             let repo = ModelRepo::open(spec, &source.hub_options(quiet))?;
-            // A sentence-transformers repository has modules.json; a translation model has not.
+            // Both kinds have config.json; only a sentence-transformers repository has
+            // modules.json.
+            repo.get("config.json")?;
             let folder = match repo.get_optional("modules.json")? {
                 Some(modules) => {
                     // Everything the embedder reads, fetched and checked by loading it once.

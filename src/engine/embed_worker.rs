@@ -13,12 +13,22 @@ use crate::model::embed::Embedder;
 pub enum EmbedKind {
     /// Each text as sentence-transformers `encode` gives it (truncated at the model's length).
     Sentences,
+    /// As `Sentences`, but a text longer than the model's length is refused
+    /// ([`EngineError::TooLong`]) instead of truncated.
+    Strict,
     /// Each text whole: chunked at the model's length, chunk vectors pooled and normalised
     /// (articles).
     Long,
 }
 
-pub(crate) type Reply = tokio::sync::oneshot::Sender<Result<Vec<Vec<f32>>, EngineError>>;
+/// A job's vectors, in order, and the tokens the model read for them.
+#[derive(Debug, Clone, Default)]
+pub struct Embedded {
+    pub vectors: Vec<Vec<f32>>,
+    pub tokens: usize,
+}
+
+pub(crate) type Reply = tokio::sync::oneshot::Sender<Result<Embedded, EngineError>>;
 
 pub(crate) struct Job {
     pub texts: Vec<String>,
@@ -45,21 +55,55 @@ fn guarded<T>(
 
 /// Embeds every waiting sentence job in one run and answers each with its own vectors.
 fn run_sentences(e: &Embedder, jobs: Vec<Job>, observer: &dyn Observer) {
-    let texts: Vec<&str> = jobs
+    // Token counts first: a strict job with a text over the length is answered here.
+    let max = e.max_seq_length();
+    let mut kept = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let counts = guarded(observer, || {
+            job.texts
+                .iter()
+                .map(|t| e.token_count(t))
+                .collect::<Result<Vec<_>, _>>()
+        });
+        let counts = match counts {
+            Ok(c) => c,
+            Err(err) => {
+                let _ = job.reply.send(Err(err));
+                continue;
+            }
+        };
+        if job.kind == EmbedKind::Strict {
+            if let Some((index, &tokens)) = counts.iter().enumerate().find(|(_, &n)| n > max) {
+                let _ = job
+                    .reply
+                    .send(Err(EngineError::TooLong { index, tokens, max }));
+                continue;
+            }
+        }
+        let tokens = counts.iter().map(|&n| n.min(max)).sum();
+        kept.push((job, tokens));
+    }
+    let texts: Vec<&str> = kept
         .iter()
-        .flat_map(|j| j.texts.iter().map(String::as_str))
+        .flat_map(|(j, _)| j.texts.iter().map(String::as_str))
         .collect();
+    if texts.is_empty() {
+        return;
+    }
     let result = guarded(observer, || e.embed(&texts, BATCH));
     match result {
         Ok(vectors) => {
             let mut vectors = vectors.into_iter();
-            for job in jobs {
+            for (job, tokens) in kept {
                 let mine: Vec<Vec<f32>> = vectors.by_ref().take(job.texts.len()).collect();
-                let _ = job.reply.send(Ok(mine));
+                let _ = job.reply.send(Ok(Embedded {
+                    vectors: mine,
+                    tokens,
+                }));
             }
         }
         Err(err) => {
-            for job in jobs {
+            for (job, _) in kept {
                 let _ = job.reply.send(Err(err.clone()));
             }
         }
@@ -68,7 +112,13 @@ fn run_sentences(e: &Embedder, jobs: Vec<Job>, observer: &dyn Observer) {
 
 fn run_long(e: &Embedder, job: Job, observer: &dyn Observer) {
     let result = guarded(observer, || {
-        job.texts.iter().map(|t| e.embed_long(t)).collect()
+        let mut tokens = 0;
+        let mut vectors = Vec::with_capacity(job.texts.len());
+        for t in &job.texts {
+            tokens += e.token_count(t)?;
+            vectors.push(e.embed_long(t)?);
+        }
+        Ok(Embedded { vectors, tokens })
     });
     let _ = job.reply.send(result);
 }
@@ -81,9 +131,8 @@ pub(crate) fn run(e: &Embedder, rx: &mpsc::Receiver<Job>, observer: &dyn Observe
         waiting.extend(rx.try_iter());
         // A job whose caller went away is not worth embedding.
         waiting.retain(|j| !j.reply.is_closed());
-        let (sentences, long): (Vec<Job>, Vec<Job>) = waiting
-            .into_iter()
-            .partition(|j| j.kind == EmbedKind::Sentences);
+        let (sentences, long): (Vec<Job>, Vec<Job>) =
+            waiting.into_iter().partition(|j| j.kind != EmbedKind::Long);
         if !sentences.is_empty() {
             run_sentences(e, sentences, observer);
         }

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use candle_core::Device;
 use tokio::sync::oneshot;
 
-pub use embed_worker::EmbedKind;
+pub use embed_worker::{EmbedKind, Embedded};
 pub use router::{RouteError, Router};
 
 use crate::model::embed::Embedder;
@@ -52,6 +52,13 @@ pub enum EngineError {
     Panicked(String),
     #[error("the model worker stopped")]
     Stopped,
+    /// A text longer than the embedding model reads, where truncation was not asked for.
+    #[error("text {index} has {tokens} tokens, more than the {max} the embedding model reads; shorten it or ask for truncation")]
+    TooLong {
+        index: usize,
+        tokens: usize,
+        max: usize,
+    },
 }
 
 /// What the engine reports as it works (the server turns it into Prometheus metrics). Every
@@ -334,10 +341,20 @@ impl Engine {
         texts: Vec<String>,
         kind: EmbedKind,
     ) -> Result<(Vec<Vec<f32>>, String), EngineError> {
+        let (embedded, model) = self.embed_counted(texts, kind).await?;
+        Ok((embedded.vectors, model))
+    }
+
+    /// [`Engine::embed`], with the tokens the model read.
+    pub async fn embed_counted(
+        &self,
+        texts: Vec<String>,
+        kind: EmbedKind,
+    ) -> Result<(Embedded, String), EngineError> {
         let handle = self.embedder_async().await?;
         let rx = Inner::submit_embed(&handle, texts, kind)?;
-        let vectors = rx.await.map_err(|_| EngineError::Stopped)??;
-        Ok((vectors, handle.model.name.clone()))
+        let embedded = rx.await.map_err(|_| EngineError::Stopped)??;
+        Ok((embedded, handle.model.name.clone()))
     }
 
     /// [`Engine::embed`] from a thread of the caller's own (not the async runtime).
@@ -348,11 +365,11 @@ impl Engine {
     ) -> Result<(Vec<Vec<f32>>, String), EngineError> {
         let handle = self.inner.embedder()?;
         let rx = Inner::submit_embed(&handle, texts, kind)?;
-        Ok((wait(rx)?, handle.model.name.clone()))
+        Ok((wait(rx)?.vectors, handle.model.name.clone()))
     }
 }
 
-type EmbedReceiver = oneshot::Receiver<Result<Vec<Vec<f32>>, EngineError>>;
+type EmbedReceiver = oneshot::Receiver<Result<Embedded, EngineError>>;
 
 enum Submitted {
     Empty,
@@ -414,7 +431,7 @@ impl Inner {
     ) -> Result<EmbedReceiver, EngineError> {
         let (reply, rx) = oneshot::channel();
         if texts.is_empty() {
-            let _ = reply.send(Ok(Vec::new()));
+            let _ = reply.send(Ok(Embedded::default()));
             return Ok(rx);
         }
         handle

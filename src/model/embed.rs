@@ -379,6 +379,16 @@ impl Embedder {
         self.max_seq_length
     }
 
+    /// Tokens of `text` before truncation, special tokens included: more than
+    /// [`Embedder::max_seq_length`] means [`Embedder::embed`] would cut it.
+    pub fn token_count(&self, text: &str) -> Result<usize> {
+        let encoding = self
+            .chunker
+            .encode(text, true)
+            .map_err(|e| EmbedError::Tokenize(e.to_string()))?;
+        Ok(encoding.get_ids().len())
+    }
+
     /// The token ids [`Embedder::embed`] feeds the encoder for `text` (special tokens
     /// included, truncated at `max_seq_length`).
     pub fn token_ids(&self, text: &str) -> Result<Vec<u32>> {

@@ -249,6 +249,9 @@ impl From<EngineError> for ApiError {
             EngineError::Unavailable { .. } => ApiError::model_unavailable(e.to_string()),
             EngineError::Stopped => ApiError::shutting_down(),
             EngineError::Failed(_) | EngineError::Panicked(_) => ApiError::internal(e.to_string()),
+            EngineError::TooLong { .. } => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_long", e.to_string())
+            }
         }
     }
 }

@@ -182,7 +182,7 @@ fn found_words(unexpected: &str) -> Option<&'static str> {
 
 /// The 422 message of a body that parsed but has the wrong shape, e.g. `"texts" must be an
 /// array of strings (item 1 is a number)`.
-fn shape_message(e: &serde_path_to_error::Error<serde_json::Error>) -> String {
+pub(crate) fn shape_message(e: &serde_path_to_error::Error<serde_json::Error>) -> String {
     let path = e.path().to_string();
     let inner = e.inner().to_string();
     let root = path == "." || path.is_empty();
@@ -233,6 +233,14 @@ fn shape_message(e: &serde_path_to_error::Error<serde_json::Error>) -> String {
         (None, inner.clone())
     } else if inner.starts_with("invalid length") {
         return format!("\"{field}\" has the wrong number of items");
+    } else if !inner.starts_with("expected") && !inner.is_empty() {
+        // Our own types' checks (e.g. the article schema's) already speak the API's words.
+        return match inner.strip_prefix('"') {
+            _ if root => inner,
+            // `"id" must be a string` inside `articles[0]`: `"articles[0].id" must be ...`.
+            Some(rest) => format!("\"{path}.{rest}"),
+            None => format!("{path}: {inner}"),
+        };
     } else {
         (None, String::new())
     };

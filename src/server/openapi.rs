@@ -23,6 +23,8 @@ use super::{api, libre, routes};
         routes::translate::translate,
         routes::detect::detect,
         routes::embed::embed,
+        routes::embed::tei_embed,
+        routes::embed::openai_embeddings,
         routes::align::align,
         routes::articles::ingest_article,
         routes::articles::events,

@@ -15,6 +15,7 @@ use thiserror::Error;
 use tracing::{debug, warn};
 
 use crate::text::detect::normalize_lang;
+use crate::text::schema;
 
 /// One news article as given to the pipeline.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,7 +73,8 @@ pub enum ArticleError {
 /// Load articles from `path`: a folder of `.txt` files (first line = title, the rest = text,
 /// id = file stem, in file-name order; other files are ignored), a single `.txt` file, or a JSON
 /// lines file (any other file) with one `{"id", "text", "title"?, "lang"?, "published_at"?,
-/// "url"?}` object per line.
+/// "url"?}` object per line (the date under any of [`schema::DATE_ALIASES`]; other fields are
+/// ignored and reported once per file).
 pub fn load_input(path: &Path) -> Result<Loaded, ArticleError> {
     let meta = fs::metadata(path).map_err(|e| io_error(path, e))?;
     if meta.is_dir() {
@@ -203,6 +205,8 @@ struct Record {
 pub fn load_jsonl(mut r: impl BufRead, source: &str) -> Loaded {
     let mut loaded = Loaded::default();
     let mut first_line_of: HashMap<String, usize> = HashMap::new();
+    // Each ignored field once per input: the line it first appeared on, and how often.
+    let mut ignored: std::collections::BTreeMap<String, (usize, usize)> = Default::default();
     let mut buf = Vec::new();
     let mut line_no = 0usize;
     loop {
@@ -242,10 +246,33 @@ pub fn load_jsonl(mut r: impl BufRead, source: &str) -> Loaded {
         if line.is_empty() {
             continue;
         }
-        let record: Record = match serde_json::from_str(line) {
+        let mut object = match serde_json::from_str::<serde_json::Value>(line) {
+            Ok(serde_json::Value::Object(o)) => o,
+            Ok(_) => {
+                problem("not a JSON object; skipped".into());
+                continue;
+            }
+            Err(e) => {
+                problem(format!("not JSON: {e}; skipped"));
+                continue;
+            }
+        };
+        match schema::normalize(&mut object, &[]) {
+            Ok(unknown) => {
+                for field in unknown {
+                    let seen = ignored.entry(field).or_insert((line_no, 0));
+                    seen.1 += 1;
+                }
+            }
+            Err(e) => {
+                problem(format!("{e}; skipped"));
+                continue;
+            }
+        }
+        let record: Record = match serde_json::from_value(serde_json::Value::Object(object)) {
             Ok(r) => r,
             Err(e) => {
-                problem(format!("not a JSON object with the expected fields: {e}"));
+                problem(format!("not an article: {e}; skipped"));
                 continue;
             }
         };
@@ -315,6 +342,18 @@ pub fn load_jsonl(mut r: impl BufRead, source: &str) -> Loaded {
                 .url
                 .map(|u| u.trim().to_string())
                 .filter(|u| !u.is_empty()),
+        });
+    }
+    for (field, (first, count)) in ignored {
+        let times = if count == 1 {
+            String::new()
+        } else {
+            format!(" ({count} lines from here on)")
+        };
+        loaded.problems.push(InputProblem {
+            source: source.to_string(),
+            line: Some(first),
+            reason: format!("{}{times}", schema::ignored_message(&[field])),
         });
     }
     loaded

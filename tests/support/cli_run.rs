@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 /// Runs `tidings ARGS` with `stdin` as its input and `home` as its Hugging Face cache.
+#[allow(dead_code)] // not every test that includes this file needs it
 pub fn tidings(args: &[&str], stdin: &str, home: &Path) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tidings"))
         .args(args)

@@ -3,15 +3,19 @@
 //! `GET /v1/events/{id}`; and their conversions from the workflow's and the store's types.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use crate::app::align::{AlignOutput, ArticleResult, Event, Member, SentenceMap, Skipped};
 use crate::store::EventInfo;
 use crate::text::article::Article;
+use crate::text::schema;
 
-/// One article of a `POST /v1/align` batch; unknown fields are ignored.
+/// One article of a `POST /v1/align` batch: the same schema as a line of `tidings align`'s JSON
+/// lines input. The date may also be called `published`, `date`, `pubDate`, ...; other fields
+/// are ignored and named in the answer's `warnings`.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(try_from = "Map<String, Value>")]
 pub struct ArticleInput {
     /// Unique within the batch.
     pub id: String,
@@ -23,6 +27,62 @@ pub struct ArticleInput {
     /// `YYYY-MM-DD` or RFC 3339.
     pub published_at: Option<String>,
     pub url: Option<String>,
+    /// The fields that were not article fields (reported, not used).
+    #[serde(skip)]
+    pub ignored: Vec<String>,
+}
+
+/// The article fields, once aliases are resolved and unknown fields set aside.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ArticleFields {
+    id: String,
+    title: Option<String>,
+    text: String,
+    lang: Option<String>,
+    published_at: Option<String>,
+    url: Option<String>,
+    beam: Option<usize>,
+}
+
+/// Reads an article object by the one schema ([`schema::normalize`]), also taking `extra`.
+fn article_fields(
+    mut object: Map<String, Value>,
+    extra: &[&str],
+) -> Result<(ArticleFields, Vec<String>), String> {
+    let ignored = schema::normalize(&mut object, extra)?;
+    // In the API's words, naming the field (the caller's path is put in front of it).
+    let fields = serde_path_to_error::deserialize(Value::Object(object))
+        .map_err(|e| crate::server::extract::shape_message(&e))?;
+    Ok((fields, ignored))
+}
+
+impl TryFrom<Map<String, Value>> for ArticleInput {
+    type Error = String;
+
+    fn try_from(object: Map<String, Value>) -> Result<Self, String> {
+        let (f, ignored) = article_fields(object, &[])?;
+        Ok(Self {
+            id: f.id,
+            title: f.title,
+            text: f.text,
+            lang: f.lang,
+            published_at: f.published_at,
+            url: f.url,
+            ignored,
+        })
+    }
+}
+
+/// What an answer says of the fields it ignored, article by article.
+pub fn ignored_warnings<'a>(
+    articles: impl IntoIterator<Item = (&'a str, &'a [String])>,
+) -> Vec<String> {
+    articles
+        .into_iter()
+        .filter(|(_, ignored)| !ignored.is_empty())
+        .map(|(id, ignored)| format!("article {id}: {}", schema::ignored_message(ignored)))
+        .collect()
 }
 
 impl From<ArticleInput> for Article {
@@ -52,6 +112,8 @@ pub struct AlignResponse {
     pub articles: Vec<AlignedArticle>,
     /// Articles that could not be processed, with the reason; the others went on.
     pub skipped: Vec<SkippedArticle>,
+    /// What was accepted but not used (fields that are not article fields).
+    pub warnings: Vec<String>,
 }
 
 /// An event found in an align batch.
@@ -127,6 +189,7 @@ impl From<AlignOutput> for AlignResponse {
                 .into_iter()
                 .map(|Skipped { id, reason }| SkippedArticle { id, reason })
                 .collect(),
+            warnings: Vec::new(),
         }
     }
 }
@@ -207,9 +270,10 @@ impl From<SentenceMap> for AlignSentence {
     }
 }
 
-/// `POST /v1/articles`: one article for the online grouping.
+/// `POST /v1/articles`: one article for the online grouping, by the same schema as
+/// `POST /v1/align`'s articles (date aliases; other fields ignored and named in `warnings`).
 #[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "Map<String, Value>")]
 pub struct IngestRequest {
     /// Unique across the online grouping (409 when it is already grouped).
     pub id: String,
@@ -224,6 +288,27 @@ pub struct IngestRequest {
     /// Beam width (1 is greedy), at most the server's `--max-beam`.
     #[schema(minimum = 1)]
     pub beam: Option<usize>,
+    /// The fields that were not article fields (reported, not used).
+    #[serde(skip)]
+    pub ignored: Vec<String>,
+}
+
+impl TryFrom<Map<String, Value>> for IngestRequest {
+    type Error = String;
+
+    fn try_from(object: Map<String, Value>) -> Result<Self, String> {
+        let (f, ignored) = article_fields(object, &["beam"])?;
+        Ok(Self {
+            id: f.id,
+            text: f.text,
+            title: f.title,
+            lang: f.lang,
+            published_at: f.published_at,
+            url: f.url,
+            beam: f.beam,
+            ignored,
+        })
+    }
 }
 
 /// `POST /v1/articles` (201): the article in English and the event it joined.
@@ -237,6 +322,8 @@ pub struct IngestResponse {
     pub event: Option<EventDetail>,
     /// Cosine similarity of the article to the event it joined.
     pub similarity: f64,
+    /// What was accepted but not used (fields that are not article fields).
+    pub warnings: Vec<String>,
 }
 
 /// An article as the online grouping took it.

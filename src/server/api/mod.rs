@@ -12,6 +12,7 @@
 //!   again except in the align answer, which sends them as `f32`.
 
 pub mod articles;
+pub mod embeddings;
 pub mod libre;
 pub mod models;
 pub mod translate;
@@ -213,6 +214,7 @@ mod tests {
             created: true,
             event: Some(event),
             similarity: 1.0,
+            warnings: vec!["w".into()],
         });
         assert_sorted_wire(&EventList {
             events: vec![EventSummary {

@@ -12,7 +12,7 @@ use super::validate::check_article;
 use crate::app::align::{AlignOptions, PipelineError};
 use crate::engine::{Engine, EngineError};
 use crate::model::marian::TranslateOptions;
-use crate::server::api::articles::{AlignRequest, AlignResponse};
+use crate::server::api::articles::{ignored_warnings, AlignRequest, AlignResponse};
 use crate::server::api::BodyErrors;
 use crate::server::errors::ApiError;
 use crate::server::extract::Payload;
@@ -101,6 +101,11 @@ pub(crate) async fn align(
     State(state): State<Arc<AppState>>,
     Payload(req): Payload<AlignRequest>,
 ) -> Result<Json<AlignResponse>, ApiError> {
+    let warnings = ignored_warnings(
+        req.articles
+            .iter()
+            .map(|a| (a.id.as_str(), a.ignored.as_slice())),
+    );
     let articles: Vec<Article> = req.articles.into_iter().map(Article::from).collect();
     if articles.is_empty() {
         return Err(ApiError::invalid("no articles given"));
@@ -130,8 +135,9 @@ pub(crate) async fn align(
         .map_err(|_| ApiError::internal("align queue poisoned"))?
         .send((articles, reply))
         .map_err(|_| ApiError::shutting_down())?;
-    let out = rx
+    let mut out = rx
         .await
         .map_err(|_| ApiError::internal("the align worker stopped"))??;
+    out.warnings = warnings;
     Ok(Json(out))
 }

@@ -14,7 +14,7 @@ use crate::app::online::OnlineError;
 use crate::app::workflow::{OneError, StageError, Workflow};
 use crate::engine::Generation;
 use crate::server::api::articles::{
-    EventDetail, EventList, IngestRequest, IngestResponse, IngestedArticle,
+    ignored_warnings, EventDetail, EventList, IngestRequest, IngestResponse, IngestedArticle,
 };
 use crate::server::api::{BodyErrors, ErrorBody, QueryErrors};
 use crate::server::errors::ApiError;
@@ -46,6 +46,7 @@ pub(crate) async fn ingest_article(
     Payload(req): Payload<IngestRequest>,
 ) -> Result<Response, ApiError> {
     check_beam(&state, req.beam)?;
+    let warnings = ignored_warnings([(req.id.as_str(), req.ignored.as_slice())]);
     let article = Article {
         id: req.id,
         title: req.title,
@@ -130,6 +131,7 @@ pub(crate) async fn ingest_article(
         created: assignment.created,
         event: record.map(EventDetail::from),
         similarity: f64::from(assignment.similarity),
+        warnings,
     };
     Ok((StatusCode::CREATED, timing.headers(), Json(body)).into_response())
 }

@@ -1,4 +1,5 @@
-//! `POST /v1/embed`: sentence embeddings through the engine's embedding model.
+//! Sentence embeddings through the engine's embedding model: `POST /v1/embed` (ours), `POST
+//! /embed` (text-embeddings-inference's) and `POST /v1/embeddings` (OpenAI's).
 
 use std::sync::Arc;
 
@@ -7,8 +8,13 @@ use axum::Json;
 
 use super::validate::{check_texts, one_or_many};
 use crate::engine::EmbedKind;
+use crate::server::api::embeddings::{
+    OpenAiEmbedding, OpenAiEmbeddingsRequest, OpenAiEmbeddingsResponse, OpenAiUsage,
+    TeiEmbedRequest,
+};
+use crate::server::api::libre::OneOrMany;
 use crate::server::api::translate::{EmbedResponse, TextsRequest};
-use crate::server::api::BodyErrors;
+use crate::server::api::{BodyErrors, ErrorBody};
 use crate::server::errors::ApiError;
 use crate::server::extract::Payload;
 use crate::server::AppState;
@@ -40,4 +46,111 @@ pub(crate) async fn embed(
         embeddings,
         model,
     }))
+}
+
+/// text-embeddings-inference's `/embed`: vectors as a list of lists, in order.
+///
+/// A text longer than the model reads is refused (413) unless `truncate` is true.
+#[utoipa::path(
+    post,
+    path = "/embed",
+    tag = "embedding",
+    request_body = TeiEmbedRequest,
+    responses(
+        (status = 200, description = "One vector per input", body = Vec<Vec<f64>>),
+        (status = 413, description = "An input is longer than the model reads", body = ErrorBody),
+        BodyErrors
+    )
+)]
+pub(crate) async fn tei_embed(
+    State(state): State<Arc<AppState>>,
+    Payload(req): Payload<TeiEmbedRequest>,
+) -> Result<Json<Vec<Vec<f64>>>, ApiError> {
+    let texts = match req.inputs {
+        OneOrMany::One(t) => vec![t],
+        OneOrMany::Many(ts) => ts,
+    };
+    check_texts(&state, &texts)?;
+    let kind = if req.truncate {
+        EmbedKind::Sentences
+    } else {
+        EmbedKind::Strict
+    };
+    let (vectors, _) = state.engine.embed(texts, kind).await?;
+    Ok(Json(
+        vectors
+            .into_iter()
+            .map(|v| wire(if req.normalize { unit(v) } else { v }))
+            .collect(),
+    ))
+}
+
+/// OpenAI's `/v1/embeddings`: `{"object": "list", "data": [{"object": "embedding", "index",
+/// "embedding"}], "model", "usage"}`.
+///
+/// A text longer than the model reads is refused (413), as OpenAI refuses one over its
+/// context; `encoding_format` other than `float` and `dimensions` are refused (422).
+#[utoipa::path(
+    post,
+    path = "/v1/embeddings",
+    tag = "embedding",
+    request_body = OpenAiEmbeddingsRequest,
+    responses(
+        (status = 200, body = OpenAiEmbeddingsResponse),
+        (status = 413, description = "An input is longer than the model reads", body = ErrorBody),
+        BodyErrors
+    )
+)]
+pub(crate) async fn openai_embeddings(
+    State(state): State<Arc<AppState>>,
+    Payload(req): Payload<OpenAiEmbeddingsRequest>,
+) -> Result<Json<OpenAiEmbeddingsResponse>, ApiError> {
+    if let Some(format) = req.encoding_format.as_deref().filter(|f| *f != "float") {
+        return Err(ApiError::invalid(format!(
+            "\"encoding_format\" {format:?} is not supported; use \"float\""
+        )));
+    }
+    if req.dimensions.is_some() {
+        return Err(ApiError::invalid(
+            "\"dimensions\" is not supported: the model's own dimension is returned",
+        ));
+    }
+    let texts = match req.input {
+        OneOrMany::One(t) => vec![t],
+        OneOrMany::Many(ts) => ts,
+    };
+    check_texts(&state, &texts)?;
+    let (embedded, model) = state.engine.embed_counted(texts, EmbedKind::Strict).await?;
+    let data = embedded
+        .vectors
+        .into_iter()
+        .enumerate()
+        .map(|(index, v)| OpenAiEmbedding {
+            object: "embedding".into(),
+            index,
+            embedding: wire(v),
+        })
+        .collect();
+    Ok(Json(OpenAiEmbeddingsResponse {
+        object: "list".into(),
+        data,
+        model,
+        usage: OpenAiUsage {
+            prompt_tokens: embedded.tokens,
+            total_tokens: embedded.tokens,
+        },
+    }))
+}
+
+/// `v` scaled to unit length (a zero vector stays zero).
+fn unit(mut v: Vec<f32>) -> Vec<f32> {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        v.iter_mut().for_each(|x| *x /= norm);
+    }
+    v
+}
+
+fn wire(v: Vec<f32>) -> Vec<f64> {
+    v.into_iter().map(f64::from).collect()
 }

@@ -29,6 +29,9 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/v1/translate", post(translate::translate))
         .route("/v1/detect", post(detect::detect))
         .route("/v1/embed", post(embed::embed))
+        .route("/v1/embeddings", post(embed::openai_embeddings))
+        // text-embeddings-inference's path; behind the key like the rest of the API.
+        .route("/embed", post(embed::tei_embed))
         .route("/v1/align", post(align::align))
         .route("/v1/articles", post(articles::ingest_article))
         .route("/v1/events", get(articles::events))
