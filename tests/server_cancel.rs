@@ -47,10 +47,11 @@ async fn a_dropped_request_is_skipped_by_the_model_worker() {
             .repeat(2);
     let a = {
         let (engine, model) = (engine.clone(), model.clone());
-        let texts = vec![long; 48];
+        // Long enough (~0.5 s alone) that a busy machine's late timer cannot outlast it.
+        let texts = vec![long; 192];
         tokio::spawn(async move { engine.translate(&model, texts, Some(4)).await })
     };
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(!a.is_finished(), "the first request must still be running");
 
     // B is queued behind A, then its client goes away (the future is dropped).
@@ -63,7 +64,7 @@ async fn a_dropped_request_is_skipped_by_the_model_worker() {
     assert!(gone.is_err(), "B must not have finished in 5 ms behind A");
 
     let a = a.await.unwrap().unwrap();
-    assert_eq!(a.texts.len(), 48);
+    assert_eq!(a.texts.len(), 192);
     assert_eq!(metrics.cancelled_sentences.load(Ordering::Relaxed), 7);
     assert_eq!(metrics.queue_depth.load(Ordering::Relaxed), 0);
     assert!(metrics
