@@ -18,7 +18,7 @@
 #   (each returning CUDA_ERROR_STUB_LIBRARY) is compiled for the linker. At run time the GPU
 #   machine's own driver is loaded instead.
 # - CUDA_COMPUTE_CAP: with no GPU there is nothing to ask; candle's kernel build reads it.
-# - A cold build takes ~20 minutes on 2 cores, half of it compiling candle's kernels.
+# - A cold release build took ~11 minutes on 2 cores (much of it compiling candle's kernels).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools=${TIDINGS_CUDA_TOOLS:-$HOME/.cache/tidings-cuda}
@@ -43,10 +43,13 @@ if [ ! -f "$cuda/lib64/stubs/libcuda.so" ]; then
     ln -sfn libcublas.so.13 libcublas.so; ln -sfn libcublasLt.so.13 libcublasLt.so
     ln -sfn libcurand.so.10 libcurand.so; ln -sfn libnvrtc.so.13 libnvrtc.so
     ln -sfn libcudart.so.13 libcudart.so )
-  # The driver's entry points: those cudarc declares, and those cuda.h names.
-  cargo fetch --locked -q >/dev/null 2>&1 || true
-  cudarc=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-0.19.* 2>/dev/null | sort -V | tail -1)
-  [ -n "$cudarc" ] || { echo "cudarc's sources are missing: run 'cargo fetch' first" >&2; exit 1; }
+  # The driver's entry points: those cudarc declares, and those cuda.h names. cargo metadata
+  # fetches what the lock file names and says where the locked cudarc's sources are.
+  cudarc=$(cargo metadata --locked --format-version 1 --features cuda | python3 -c '
+import json, os, sys
+pkgs = json.load(sys.stdin)["packages"]
+print(next(os.path.dirname(p["manifest_path"]) for p in pkgs if p["name"] == "cudarc"))') ||
+    { echo "cannot find the sources of cudarc (cargo metadata --features cuda failed)" >&2; exit 1; }
   stub=$tools/stub
   mkdir -p "$stub"
   { grep -ohE 'pub unsafe fn cu[A-Za-z0-9_]+\(' -r "$cudarc/src/driver/sys/" | sed -E 's/pub unsafe fn (.*)\(/\1/'

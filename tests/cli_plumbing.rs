@@ -9,7 +9,7 @@ use std::process::{Command, Output, Stdio};
 #[path = "support/cli_run.rs"]
 mod cli_run;
 
-use cli_run::fixture;
+use cli_run::{fixture, tidings_against};
 
 /// Runs `tidings` with standard output a pipe nobody reads any more (its read end is closed
 /// before the command starts), like `tidings ... | head -1` once `head` has exited.
@@ -78,40 +78,6 @@ fn a_closed_output_pipe_ends_quietly_with_status_zero() {
             "{args:?}: {err}"
         );
     }
-}
-
-/// Runs `tidings` against `endpoint` with `env` set; kills it and fails the test if it has not
-/// ended by itself within a minute.
-fn tidings_against(args: &[&str], endpoint: &str, env: &[(&str, &str)], home: &Path) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_tidings"));
-    command
-        .args(args)
-        .env("HF_HOME", home)
-        .env("HF_ENDPOINT", endpoint)
-        .env_remove("HF_HUB_OFFLINE")
-        .env_remove("HF_HUB_ETAG_TIMEOUT")
-        .env_remove("HF_HUB_DOWNLOAD_TIMEOUT")
-        .env_remove("TIDINGS_MANIFEST")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    let mut child = command.spawn().expect("run tidings");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() {
-        if std::time::Instant::now() > deadline {
-            child.kill().unwrap();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "{args:?} hung and was killed:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    child.wait_with_output().unwrap()
 }
 
 #[test]

@@ -160,15 +160,9 @@ fn models_download_fetches_an_embedding_model_for_offline_use() {
     }
     hub.set_branch(EMBED_REPO, "main", &commit);
     let home = tempfile::tempdir().unwrap();
+    let endpoint = hub.endpoint();
     let run = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidings"))
-            .args(args)
-            .env("HF_HOME", home.path())
-            .env("HF_ENDPOINT", hub.endpoint())
-            .env_remove("HF_HUB_OFFLINE")
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap();
+        let out = support::cli_run::tidings_against(args, &endpoint, &[], home.path());
         assert!(
             out.status.success(),
             "{args:?}: {}",

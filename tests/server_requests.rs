@@ -533,4 +533,9 @@ fn tei_and_openai_embedding_endpoints() {
         413,
         "too_long",
     );
+    // Each endpoint is its own route in the metrics.
+    for route in ["/embed", "/v1/embeddings"] {
+        let label = format!("tidings_http_requests_total{{route=\"{route}\",status=\"200\"}}");
+        assert!(server.metric(&label) >= 1.0, "{label}");
+    }
 }

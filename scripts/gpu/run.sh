@@ -3,7 +3,7 @@
 # root of a machine whose python3 has torch, transformers and sentence-transformers (no Rust, no
 # network needed):
 #   1. parity: f32 must give transformers' ids on the committed fixtures; f16/bf16 are reported
-#      (ids equal to transformers, batch 32 equal to batch 1);
+#      (ids equal to transformers, batch 32 equal to batch 1) for bf16;
 #   2. speed: random-weight opus-mt-base-shape Marian, 32 new tokens per sentence, 128 token-id
 #      rows with news-like lengths: `tidings bench` at batch 1 greedy and batch 32/128 beam 4 in
 #      f32, bf16 and f16; MiniLM-shape embeddings at batch 32/128 in f32 and bf16;
@@ -12,7 +12,10 @@
 # usage: bash scripts/gpu/run.sh TIDINGS_BIN_OR_.xz OUT_DIR [MINILM_CONFIG_DIR]
 # The binary comes from scripts/cuda-build.sh; MINILM_CONFIG_DIR needs only all-MiniLM-L6-v2's
 # config and tokenizer files (the weights are made up here).
-set -u
+# Every step runs even when one before it failed; the exit status says whether any failed.
+set -uo pipefail
+status=0
+step() { "$@" || { echo "FAILED ($?): $*"; status=1; }; }
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 bin=$1 out=$2 minilm=${3:-}
@@ -28,26 +31,26 @@ python3 -c 'import torch, transformers; print("torch", torch.__version__, "cuda"
 ldd "$bin" | grep -E "not found" && { echo "missing libraries"; exit 1; }
 
 echo "== parity"
-timeout 150 python3 "$here/parity.py" "$bin" "$root/tests/fixtures" cuda f32 | tee "$out/parity-f32.txt" | tail -1
-timeout 90 python3 "$here/parity.py" "$bin" "$root/tests/fixtures" cuda bf16 | tee "$out/parity-bf16.txt" | tail -1
+step timeout 150 python3 "$here/parity.py" "$bin" "$root/tests/fixtures" cuda f32 > "$out/parity-f32.txt"; tail -1 "$out/parity-f32.txt"
+step timeout 90 python3 "$here/parity.py" "$bin" "$root/tests/fixtures" cuda bf16 > "$out/parity-bf16.txt"; tail -1 "$out/parity-bf16.txt"
 
 echo "== models"
-timeout 120 python3 "$here/make_models.py" /tmp/gpu-models $minilm 2>&1 | tail -1
+step timeout 120 python3 "$here/make_models.py" /tmp/gpu-models $minilm
 texts=/tmp/gpu-texts.txt
 for _ in $(seq 32); do cat "$root/benches/news-sentences.txt"; done > "$texts"
 
 echo "== tidings"
 m=/tmp/gpu-models
 for ct in f32 bf16 f16; do
-  timeout 60 "$bin" bench --model $m/marian --input $m/ids.json --device cuda --compute-type $ct \
-    --batch-sizes 1 --beams 1 --sentences 16 --json > "$out/tidings-$ct-b1.json" 2> "$out/tidings-$ct-b1.err"; echo "$ct b1 rc=$?"
-  timeout 90 "$bin" bench --model $m/marian --input $m/ids.json --device cuda --compute-type $ct \
-    --batch-sizes 32,128 --beams 4 --json > "$out/tidings-$ct-b32.json" 2> "$out/tidings-$ct-b32.err"; echo "$ct b32/128 rc=$?"
+  step timeout 60 "$bin" bench --model $m/marian --input $m/ids.json --device cuda --compute-type $ct \
+    --batch-sizes 1 --beams 1 --sentences 16 --json > "$out/tidings-$ct-b1.json" 2> "$out/tidings-$ct-b1.err"
+  step timeout 90 "$bin" bench --model $m/marian --input $m/ids.json --device cuda --compute-type $ct \
+    --batch-sizes 32,128 --beams 4 --json > "$out/tidings-$ct-b32.json" 2> "$out/tidings-$ct-b32.err"
 done
 if [ -d $m/minilm ]; then
   for ct in f32 bf16; do
-    timeout 60 "$bin" bench --embed-model $m/minilm --input "$texts" --device cuda --compute-type $ct \
-      --batch-sizes 32,128 --json > "$out/tidings-embed-$ct.json" 2> "$out/tidings-embed-$ct.err"; echo "embed $ct rc=$?"
+    step timeout 60 "$bin" bench --embed-model $m/minilm --input "$texts" --device cuda --compute-type $ct \
+      --batch-sizes 32,128 --json > "$out/tidings-embed-$ct.json" 2> "$out/tidings-embed-$ct.err"
   done
 fi
 python3 - "$out" <<'PY'
@@ -66,4 +69,5 @@ for f in sorted(glob.glob(os.path.join(sys.argv[1], "tidings-*.json"))):
 PY
 
 echo "== peers"
-timeout 200 python3 "$here/peers.py" /tmp/gpu-models "$texts" "$out/peers.json" 2>&1 | grep -v -i -E "warn|loading"
+step timeout 200 python3 "$here/peers.py" /tmp/gpu-models "$texts" "$out/peers.json" 2> "$out/peers.err"
+exit $status

@@ -171,7 +171,7 @@ pub fn load_model_only(
             repo.describe()
         ))
     })?;
-    let tensors = crate::model::weights::read_tensors(&weights, device)?;
+    let tensors = crate::model::weights::read_tensors(&weights, &candle_core::Device::Cpu)?;
     Ok((
         MarianModel::with_compute_type(&cfg, tensors, device, format)?,
         generation,

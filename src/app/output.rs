@@ -16,7 +16,7 @@ pub fn write_output(target: &Path, bytes: &[u8]) -> io::Result<()> {
     out.finish()
 }
 
-/// An output being written (`-o`), streamed: standard output for `-`; a regular file (or a
+/// An output being written (`-o`), streamed and buffered: standard output for `-`; a regular file (or a
 /// path where nothing is yet) through a temporary file in the same folder that
 /// [`Output::finish`] renames over it (dropped unfinished, the temporary file is removed and
 /// the target left as it was); anything else written through.
@@ -25,10 +25,10 @@ pub struct Output {
 }
 
 enum Sink {
-    Stdout(io::StdoutLock<'static>),
-    Through(fs::File),
+    Stdout(io::BufWriter<io::StdoutLock<'static>>),
+    Through(io::BufWriter<fs::File>),
     Atomic {
-        file: fs::File,
+        file: io::BufWriter<fs::File>,
         temp: PathBuf,
         target: PathBuf,
         done: bool,
@@ -38,7 +38,7 @@ enum Sink {
 impl Output {
     pub fn create(target: &Path) -> io::Result<Self> {
         let sink = if target.as_os_str() == "-" {
-            Sink::Stdout(io::stdout().lock())
+            Sink::Stdout(io::BufWriter::new(io::stdout().lock()))
         } else {
             // `symlink_metadata` does not follow a final symlink: only a path that itself is a
             // regular file may be renamed over.
@@ -51,13 +51,13 @@ impl Output {
                         format!("{} is a folder", target.display()),
                     ))
                 }
-                _ => Sink::Through(
+                _ => Sink::Through(io::BufWriter::new(
                     fs::OpenOptions::new()
                         .write(true)
                         .create(true)
                         .truncate(true)
                         .open(target)?,
-                ),
+                )),
             }
         };
         Ok(Self { sink })
@@ -72,6 +72,7 @@ impl Output {
                 file.flush()?;
                 // A regular file behind a symlink: make a late write error (full disk, quota)
                 // show here. Devices and pipes cannot be synced, and need not be.
+                let file = file.get_ref();
                 if file.metadata()?.file_type().is_file() {
                     file.sync_all()?;
                 }
@@ -84,6 +85,7 @@ impl Output {
                 done,
             } => {
                 file.flush()?;
+                let file = file.get_ref();
                 // Keep the permissions of the file being replaced.
                 if let Ok(meta) = fs::metadata(&*target) {
                     file.set_permissions(meta.permissions())?;
@@ -149,7 +151,7 @@ fn atomic(target: &Path) -> io::Result<Sink> {
         .create_new(true)
         .open(&temp)?;
     Ok(Sink::Atomic {
-        file,
+        file: io::BufWriter::new(file),
         temp,
         target: dir.join(name),
         done: false,

@@ -161,12 +161,13 @@ impl Workflow<'_> {
                 }
             };
             out.models.insert(lang.clone(), model.cache_key.clone());
+            let sentences: Vec<&str> = work.sentences.iter().map(String::as_str).collect();
+            let cached =
+                self.store
+                    .get_translations(&model.cache_key, &model.commit, &sentences)?;
             let mut missing = Vec::new();
-            for s in &work.sentences {
-                match self
-                    .store
-                    .get_translation(&model.cache_key, &model.commit, s)?
-                {
+            for (s, hit) in work.sentences.iter().zip(cached) {
+                match hit {
                     Some(t) => {
                         out.text.insert((lang.clone(), s.clone()), t);
                         progress.advance(1);
@@ -182,6 +183,8 @@ impl Workflow<'_> {
                     self.generation,
                     |n| progress.advance(n),
                 )?;
+                out.queue = out.queue.max(done.queue);
+                out.inference += done.inference;
                 let pairs: Vec<(String, String)> = chunk.iter().cloned().zip(done.texts).collect();
                 self.store
                     .put_translations(&model.cache_key, &model.commit, &pairs)?;

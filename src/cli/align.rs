@@ -16,8 +16,8 @@ use tidings::model::marian::TranslateOptions;
 use tidings::store::default_store_path;
 use tidings::text::article::{load_input, load_jsonl, Loaded};
 
-use super::ComputeArgs;
 use super::SourceArgs;
+use super::{cannot_write, ComputeArgs};
 
 pub const DEFAULT_EMBED_MODEL: &str = "sentence-transformers/all-MiniLM-L6-v2";
 
@@ -72,16 +72,12 @@ pub fn embed(args: EmbedArgs, quiet: bool) -> anyhow::Result<()> {
             ModelSource::parse(&args.model, args.revision.as_deref())?,
             &args.source.hub_options(quiet),
         )?;
-        let compute = match args.compute.on(&device) {
-            tidings::model::ComputeType::Int8 => tidings::model::ComputeType::F32,
-            other => other,
-        };
-        let embedder = Embedder::load_with(&repo, &device, compute)
+        let embedder = Embedder::load_with(&repo, &device, args.compute.on(&device))
             .with_context(|| format!("cannot load the embedding model {}", repo.describe()))?;
         embedder.embed(&texts, args.batch_size)?
     };
     let cannot_write = || cannot_write(&args.out);
-    let mut out = std::io::BufWriter::new(Output::create(&args.out).with_context(cannot_write)?);
+    let mut out = Output::create(&args.out).with_context(cannot_write)?;
     let mut vectors = vectors.into_iter();
     for line in &lines {
         let v = if line.trim().is_empty() {
@@ -97,10 +93,7 @@ pub fn embed(args: EmbedArgs, quiet: bool) -> anyhow::Result<()> {
             writeln!(out, "{}", line.join(" "))?;
         }
     }
-    out.into_inner()
-        .map_err(|e| e.into_error())
-        .and_then(Output::finish)
-        .with_context(cannot_write)
+    out.finish().with_context(cannot_write)
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -274,14 +267,6 @@ pub fn align(args: AlignArgs, quiet: bool) -> anyhow::Result<()> {
         write_output(path, svg.as_bytes()).with_context(|| cannot_write(path))?;
     }
     Ok(())
-}
-
-fn cannot_write(path: &std::path::Path) -> String {
-    if path.as_os_str() == "-" {
-        "cannot write to standard output".to_string()
-    } else {
-        format!("cannot write {}", path.display())
-    }
 }
 
 fn render(out: &AlignOutput, format: Format) -> anyhow::Result<String> {

@@ -341,12 +341,7 @@ fn bench_embedding(
     let texts = cycle_to(&texts, n);
     let repo = open_repo(args, spec, !progress)?;
     let started = Instant::now();
-    // int8 is for translation models; embeddings compute in f32 then.
-    let compute = match args.compute.on(device) {
-        tidings::model::ComputeType::Int8 => tidings::model::ComputeType::F32,
-        other => other,
-    };
-    let embedder = Embedder::load_with(&repo, device, compute)
+    let embedder = Embedder::load_with(&repo, device, args.compute.on(device))
         .with_context(|| format!("cannot load {}", repo.describe()))?;
     let load_seconds = started.elapsed().as_secs_f64();
     let mut runs = Vec::new();

@@ -85,6 +85,15 @@ impl ComputeArgs {
     }
 }
 
+/// The context of a failed `-o` write.
+pub fn cannot_write(path: &std::path::Path) -> String {
+    if path.as_os_str() == "-" {
+        "cannot write to standard output".to_string()
+    } else {
+        format!("cannot write {}", path.display())
+    }
+}
+
 /// CPU threads, for every command that computes.
 #[derive(Debug, Clone, Copy, clap::Args)]
 pub struct ThreadsArgs {

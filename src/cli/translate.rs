@@ -1,6 +1,6 @@
 //! `tidings translate`: one segment per input line in, one translation per line out.
 
-use std::io::{BufWriter, Read, Write};
+use std::io::{Read, Write};
 
 use anyhow::{bail, Context};
 use serde::Serialize;
@@ -165,8 +165,8 @@ pub fn parse_code_arg(flag: &str, value: &str, manifest: &Manifest) -> anyhow::R
 
 /// `--from en`: every line as it is (as JSON lines with no token ids under `--json`).
 fn pass_through(lines: &[String], json: bool, target: &std::path::Path) -> anyhow::Result<()> {
-    let cannot_write = || format!("cannot write {}", target.display());
-    let mut out = BufWriter::new(Output::create(target).with_context(cannot_write)?);
+    let cannot_write = || super::cannot_write(target);
+    let mut out = Output::create(target).with_context(cannot_write)?;
     for line in lines {
         if json {
             let l = JsonLine {
@@ -180,10 +180,7 @@ fn pass_through(lines: &[String], json: bool, target: &std::path::Path) -> anyho
             writeln!(out, "{line}")?;
         }
     }
-    out.into_inner()
-        .map_err(|e| e.into_error())
-        .and_then(Output::finish)
-        .with_context(cannot_write)
+    out.finish().with_context(cannot_write)
 }
 
 pub fn read_input(input: &str) -> anyhow::Result<Vec<String>> {
@@ -263,11 +260,12 @@ pub fn run(args: TranslateArgs, quiet: bool) -> anyhow::Result<()> {
         .progress_chars("=> "),
     );
 
-    let cannot_write = || format!("cannot write {}", args.out.display());
-    let mut out = BufWriter::new(Output::create(&args.out).with_context(cannot_write)?);
+    let cannot_write = || super::cannot_write(&args.out);
+    let mut out = Output::create(&args.out).with_context(cannot_write)?;
     // Translate a window at a time: batches inside a window are length-sorted, and each
-    // window's lines are written (in order) as soon as it is done, so a long input streams and
-    // an interruption keeps everything already printed.
+    // window's lines are written (in order) as soon as it is done, so a long input streams to
+    // standard output or a pipe, and an interruption keeps what was already written there (a
+    // regular file given to -o is replaced only when the run completes).
     let window = (opts.batch_size * 8).max(1);
     for chunk in lines.chunks(window) {
         let texts: Vec<&str> = chunk.iter().map(String::as_str).collect();
@@ -290,8 +288,5 @@ pub fn run(args: TranslateArgs, quiet: bool) -> anyhow::Result<()> {
         out.flush()?;
     }
     progress.finish_and_clear();
-    out.into_inner()
-        .map_err(|e| e.into_error())
-        .and_then(Output::finish)
-        .with_context(cannot_write)
+    out.finish().with_context(cannot_write)
 }

@@ -1,6 +1,6 @@
 //! Which of the configured models cannot be loaded, found without loading any: a local folder
-//! that is missing or lacks the model's configuration, or (offline) a Hub model that is not in
-//! the cache. Online, a Hub model counts as available: it is fetched on first use, and a fetch
+//! that is missing or lacks one of the model's files, or (offline) a Hub model whose files are
+//! not all in the cache (the same lookups as loading makes). Online, a Hub model counts as available: it is fetched on first use, and a fetch
 //! that fails then is that request's error. The server reports the result on `/ready` and warns
 //! at start-up.
 
@@ -41,8 +41,21 @@ impl Engine {
                 }),
             }
         }
+        // Every language without a model of its own: `*`.
+        match router.fallback_source() {
+            Some(Ok(source)) => models.push((source, vec!["*".into()])),
+            Some(Err(e)) => out.push(UnavailableModel {
+                model: String::new(),
+                languages: vec!["*".into()],
+                role: "translation".into(),
+                reason: e.to_string(),
+            }),
+            None => {}
+        }
         for (source, languages) in models {
-            if let Err(reason) = check(&source, &hub, "config.json") {
+            if let Err(reason) = check(&source, &hub, |repo| {
+                crate::model::marian::translator::fetch_files(repo).map(|_| ())
+            }) {
                 out.push(UnavailableModel {
                     model: source.to_string(),
                     languages,
@@ -52,7 +65,7 @@ impl Engine {
             }
         }
         let embed = &self.config().embed_model;
-        if let Err(reason) = check(embed, &hub, "modules.json") {
+        if let Err(reason) = check(embed, &hub, |repo| repo.get("modules.json").map(|_| ())) {
             out.push(UnavailableModel {
                 model: embed.to_string(),
                 languages: Vec::new(),
@@ -64,11 +77,16 @@ impl Engine {
     }
 }
 
-/// Whether `file` of `source` is at hand: in the folder, or (offline) in the Hub cache.
-fn check(source: &ModelSource, hub: &HubOptions, file: &str) -> Result<(), String> {
+/// Whether `files` of `source` are at hand: in the folder, or (offline) in the Hub cache.
+/// Online, a Hub model counts as available (fetched on first use), so no request is made here.
+fn check<E: std::fmt::Display>(
+    source: &ModelSource,
+    hub: &HubOptions,
+    files: impl FnOnce(&ModelRepo) -> Result<(), E>,
+) -> Result<(), String> {
     let repo = ModelRepo::open(source.clone(), hub).map_err(|e| e.to_string())?;
     if matches!(source, ModelSource::Hub { .. }) && !hub.offline {
         return Ok(());
     }
-    repo.get(file).map(|_| ()).map_err(|e| e.to_string())
+    files(&repo).map_err(|e| e.to_string())
 }

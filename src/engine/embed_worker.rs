@@ -55,43 +55,25 @@ fn guarded<T>(
 
 /// Embeds every waiting sentence job in one run and answers each with its own vectors.
 fn run_sentences(e: &Embedder, jobs: Vec<Job>, observer: &dyn Observer) {
-    // Token counts first: a strict job with a text over the length is answered here.
-    let max = e.max_seq_length();
+    // Each text is tokenized once; a strict job with a text over the length is answered here.
     let mut kept = Vec::with_capacity(jobs.len());
+    let mut rows: Vec<Vec<u32>> = Vec::new();
     for job in jobs {
-        let counts = guarded(observer, || {
-            job.texts
-                .iter()
-                .map(|t| e.token_count(t))
-                .collect::<Result<Vec<_>, _>>()
-        });
-        let counts = match counts {
-            Ok(c) => c,
-            Err(err) => {
-                let _ = job.reply.send(Err(err));
-                continue;
+        match guarded(observer, || job_rows(e, &job)) {
+            Ok(Ok(mine)) => {
+                let tokens = mine.iter().map(Vec::len).sum();
+                rows.extend(mine);
+                kept.push((job, tokens));
             }
-        };
-        if job.kind == EmbedKind::Strict {
-            if let Some((index, &tokens)) = counts.iter().enumerate().find(|(_, &n)| n > max) {
-                let _ = job
-                    .reply
-                    .send(Err(EngineError::TooLong { index, tokens, max }));
-                continue;
+            Ok(Err(too_long)) | Err(too_long) => {
+                let _ = job.reply.send(Err(too_long));
             }
         }
-        let tokens = counts.iter().map(|&n| n.min(max)).sum();
-        kept.push((job, tokens));
     }
-    let texts: Vec<&str> = kept
-        .iter()
-        .flat_map(|(j, _)| j.texts.iter().map(String::as_str))
-        .collect();
-    if texts.is_empty() {
+    if rows.is_empty() {
         return;
     }
-    let result = guarded(observer, || e.embed(&texts, BATCH));
-    match result {
+    match guarded(observer, || e.embed_ids(&rows, BATCH)) {
         Ok(vectors) => {
             let mut vectors = vectors.into_iter();
             for (job, tokens) in kept {
@@ -110,15 +92,37 @@ fn run_sentences(e: &Embedder, jobs: Vec<Job>, observer: &dyn Observer) {
     }
 }
 
+/// A job's token id rows as the encoder reads them; for a strict job, the first text the
+/// model would have to cut, as an error. Only a row at the length limit can have been cut, so
+/// only such a row is counted again without truncation.
+fn job_rows(
+    e: &Embedder,
+    job: &Job,
+) -> Result<Result<Vec<Vec<u32>>, EngineError>, crate::model::embed::EmbedError> {
+    let max = e.max_seq_length();
+    let mut rows = Vec::with_capacity(job.texts.len());
+    for (index, text) in job.texts.iter().enumerate() {
+        let ids = e.token_ids(text)?;
+        if job.kind == EmbedKind::Strict && ids.len() >= max {
+            let tokens = e.token_count(text)?;
+            if tokens > max {
+                return Ok(Err(EngineError::TooLong { index, tokens, max }));
+            }
+        }
+        rows.push(ids);
+    }
+    Ok(Ok(rows))
+}
+
 fn run_long(e: &Embedder, job: Job, observer: &dyn Observer) {
     let result = guarded(observer, || {
-        let mut tokens = 0;
-        let mut vectors = Vec::with_capacity(job.texts.len());
+        let mut embedded = Embedded::default();
         for t in &job.texts {
-            tokens += e.token_count(t)?;
-            vectors.push(e.embed_long(t)?);
+            let (vector, tokens) = e.embed_long_counted(t)?;
+            embedded.vectors.push(vector);
+            embedded.tokens += tokens;
         }
-        Ok(Embedded { vectors, tokens })
+        Ok(embedded)
     });
     let _ = job.reply.send(result);
 }

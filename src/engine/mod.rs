@@ -503,11 +503,8 @@ impl Inner {
         let (tx, rx) = mpsc::channel::<embed_worker::Job>();
         let source = self.cfg.embed_model.clone();
         let (hub, device) = (self.cfg.hub, self.cfg.device.clone());
-        // int8 is for translation; half precision applies to both.
-        let compute = match self.cfg.compute_type {
-            ComputeType::Int8 => ComputeType::F32,
-            other => other,
-        };
+        // The type it computes in, for the cache key.
+        let compute = self.cfg.compute_type.for_embeddings();
         let observer = self.observer.clone();
         let key = source.to_string();
         tracing::info!(model = %key, "loading embedding model");

@@ -155,6 +155,15 @@ impl Router {
         parts.join(";")
     }
 
+    /// The model of every language without one of its own, when every language is served
+    /// (not with a served list).
+    pub fn fallback_source(&self) -> Option<Result<ModelSource, HubError>> {
+        if self.served.is_some() {
+            return None;
+        }
+        self.manifest.fallback().map(|e| e.source(None))
+    }
+
     /// Source languages with a model of their own, sorted.
     pub fn languages(&self) -> Vec<String> {
         let mut langs = match &self.served {
@@ -236,6 +245,16 @@ mod tests {
         assert!(!r.uses_fallback("xx"), "an override is not the fallback");
         assert!(!r.uses_fallback("en"));
         assert!(!router(Some(vec!["de".into()])).uses_fallback("ko"));
+        // The model behind it, for what checks every configured model (`/ready`).
+        let fallback = r
+            .fallback_source()
+            .expect("the built-in manifest has one")
+            .unwrap();
+        assert!(
+            fallback.to_string().contains("opus-mt-mul-en"),
+            "{fallback}"
+        );
+        assert!(router(Some(vec!["de".into()])).fallback_source().is_none());
         let e = r.parse("german").unwrap_err().to_string();
         assert!(
             e.contains("\"german\" is not a language code") && e.contains("de, "),

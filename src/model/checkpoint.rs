@@ -1,7 +1,9 @@
 //! A checkpoint's tensors by name, the one weights loader of the translation and the embedding
 //! models: it finds each tensor under the checkpoint's prefix, checks its shape against what the
-//! config implies, and hands it over as a contiguous f32 tensor on the model's device. The
-//! models then build their layers (candle tensors, or packed for the CPU kernels) from it.
+//! config implies, and hands it over as a contiguous tensor of the model's type (f32 unless
+//! [`Checkpoint::with_dtype`] says otherwise; cast before it moves, so a half-precision model
+//! sends half the bytes to its device) on the model's device. The models then build their
+//! layers (candle tensors, or packed for the CPU kernels) from it.
 //!
 //! Reading the files is [`crate::model::weights`]'s job; this only looks names up.
 
@@ -37,6 +39,7 @@ pub struct Checkpoint {
     tensors: HashMap<String, Tensor>,
     prefix: String,
     device: Device,
+    dtype: DType,
 }
 
 /// Fails when `t` does not have `shape`.
@@ -61,7 +64,19 @@ impl Checkpoint {
             tensors,
             prefix: prefix.into(),
             device: device.clone(),
+            dtype: DType::F32,
         }
+    }
+
+    /// Hands tensors over as `dtype` (f16 or bf16 for a half-precision model).
+    pub fn with_dtype(mut self, dtype: DType) -> Self {
+        self.dtype = dtype;
+        self
+    }
+
+    /// The type tensors are handed over as.
+    pub fn dtype(&self) -> DType {
+        self.dtype
     }
 
     /// The shortest prefix under which `anchor` is a name, if any (`""` counts).
@@ -85,15 +100,24 @@ impl Checkpoint {
 
     /// The tensor called exactly `full_name` (no prefix), if present.
     pub fn exact_opt(&self, full_name: &str, shape: &[usize]) -> Result<Option<Tensor>> {
+        self.exact_opt_as(full_name, shape, self.dtype)
+    }
+
+    /// [`Checkpoint::exact_opt`] as `dtype`, whatever the model's type (e.g. a bias added in
+    /// f32).
+    pub fn exact_opt_as(
+        &self,
+        full_name: &str,
+        shape: &[usize],
+        dtype: DType,
+    ) -> Result<Option<Tensor>> {
         let Some(t) = self.tensors.get(full_name) else {
             return Ok(None);
         };
         check_shape(t, full_name, shape)?;
         let converted = || -> candle_core::Result<Tensor> {
             // Contiguous, so that the CPU kernels can read weights as plain slices.
-            t.to_device(&self.device)?
-                .to_dtype(DType::F32)?
-                .contiguous()
+            t.to_dtype(dtype)?.to_device(&self.device)?.contiguous()
         };
         converted()
             .map(Some)

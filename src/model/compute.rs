@@ -39,9 +39,13 @@ impl ComputeType {
         }
     }
 
-    /// Whether this is a half-precision type (GPU only).
-    pub fn is_half(self) -> bool {
-        matches!(self, ComputeType::F16 | ComputeType::BF16)
+    /// What an embedding model computes in: int8 applies to translation models only, so
+    /// embeddings compute in f32 then.
+    pub fn for_embeddings(self) -> ComputeType {
+        match self {
+            ComputeType::Int8 => ComputeType::F32,
+            other => other,
+        }
     }
 }
 

@@ -246,7 +246,8 @@ impl Embedder {
             .map_err(tok_err)?;
 
         let weights_path = weights_file(repo, tf, "encoder")?;
-        let tensors = crate::model::weights::read_tensors(&weights_path, device)?;
+        // Read on the host: the encoder casts each tensor to its type before moving it.
+        let tensors = crate::model::weights::read_tensors(&weights_path, &Device::Cpu)?;
         let encoder = BertEncoder::with_compute_type(&cfg, tensors, device, compute)?;
 
         let pooling_path = required(
@@ -380,7 +381,8 @@ impl Embedder {
     }
 
     /// Tokens of `text` before truncation, special tokens included: more than
-    /// [`Embedder::max_seq_length`] means [`Embedder::embed`] would cut it.
+    /// [`Embedder::max_seq_length`] means [`Embedder::embed`] would cut it. A second
+    /// tokenization: worth it only for a text whose [`Embedder::token_ids`] reach the limit.
     pub fn token_count(&self, text: &str) -> Result<usize> {
         let encoding = self
             .chunker
@@ -407,18 +409,19 @@ impl Embedder {
     /// padding stays small; the vectors come back in the order of `texts`. Batching changes a
     /// vector only by float rounding.
     pub fn embed(&self, texts: &[&str], batch_size: usize) -> Result<Vec<Vec<f32>>> {
-        if batch_size == 0 {
-            return Err(EmbedError::Input("batch_size must be at least 1".into()));
-        }
         let rows = texts
             .iter()
             .map(|t| self.token_ids(t))
             .collect::<Result<Vec<_>>>()?;
-        self.embed_rows(&rows, batch_size)
+        self.embed_ids(&rows, batch_size)
     }
 
-    /// Vectors of token id rows, in order, encoded longest first in batches.
-    fn embed_rows(&self, rows: &[Vec<u32>], batch_size: usize) -> Result<Vec<Vec<f32>>> {
+    /// [`Embedder::embed`] of texts already tokenized by [`Embedder::token_ids`]: vectors of
+    /// token id rows, in order, encoded longest first in batches.
+    pub fn embed_ids(&self, rows: &[Vec<u32>], batch_size: usize) -> Result<Vec<Vec<f32>>> {
+        if batch_size == 0 {
+            return Err(EmbedError::Input("batch_size must be at least 1".into()));
+        }
         let mut out = vec![Vec::new(); rows.len()];
         // A row can only be empty with a tokenizer that adds no special tokens. It has no
         // token vectors to run through the encoder; it pools to zeros (what mean pooling gives
@@ -487,6 +490,12 @@ impl Embedder {
     /// including them. A text that fits in one chunk gives its [`Embedder::embed`] vector,
     /// normalised.
     pub fn embed_long(&self, text: &str) -> Result<Vec<f32>> {
+        Ok(self.embed_long_counted(text)?.0)
+    }
+
+    /// [`Embedder::embed_long`], with the tokens the encoder read (every chunk's, special
+    /// tokens included).
+    pub fn embed_long_counted(&self, text: &str) -> Result<(Vec<f32>, usize)> {
         let tok_err = |e: tokenizers::Error| EmbedError::Tokenize(e.to_string());
         let mut whole = self.chunker.encode(text, false).map_err(tok_err)?;
         let room = self.max_seq_length - self.added_tokens;
@@ -500,7 +509,7 @@ impl Embedder {
                 .map_err(tok_err)?;
             rows.push(piece.get_ids().to_vec());
         }
-        let vectors = self.embed_rows(&rows, LONG_TEXT_BATCH)?;
+        let vectors = self.embed_ids(&rows, LONG_TEXT_BATCH)?;
         let mut sum = vec![0f64; self.dim];
         for (row, v) in rows.iter().zip(&vectors) {
             let weight = row.len() as f64;
@@ -512,6 +521,6 @@ impl Embedder {
         let mut mean: Vec<f32> = sum.iter().map(|s| (s / total) as f32).collect();
         pooling::normalize_vec(&mut mean);
         tracing::trace!(chunks = rows.len(), "embedded long text");
-        Ok(mean)
+        Ok((mean, rows.iter().map(Vec::len).sum()))
     }
 }

@@ -12,7 +12,7 @@ use axum::Json;
 
 use super::api::libre::{
     LibreDetectRequest, LibreDetection, LibreError, LibreLanguage, LibreTranslateRequest,
-    LibreTranslateResponse, OneOrMany,
+    LibreTranslateResponse,
 };
 use super::api::{BodyErrors, ErrorBody};
 use super::errors::ApiError;
@@ -61,10 +61,7 @@ pub(crate) async fn translate(
             )))
         }
     }
-    let (texts, single) = match req.q {
-        OneOrMany::One(s) => (vec![s], true),
-        OneOrMany::Many(v) => (v, false),
-    };
+    let (texts, single) = req.q.into_texts();
     check_texts(&state, &texts)?;
     check_target(&req.target)?;
     let source = parse_source(&state, &req.source)?;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -39,34 +39,6 @@ impl<F: Future> Future for CatchUnwind<F> {
             })),
         }
     }
-}
-
-/// A route label with bounded cardinality for metrics.
-fn route_label(path: &str) -> &'static str {
-    const ROUTES: &[&str] = &[
-        "/v1/translate",
-        "/v1/detect",
-        "/v1/embed",
-        "/v1/align",
-        "/v1/articles",
-        "/v1/events",
-        "/v1/models",
-        "/health",
-        "/ready",
-        "/metrics",
-        "/openapi.json",
-        "/docs",
-        "/translate",
-        "/detect",
-        "/languages",
-    ];
-    if let Some(r) = ROUTES.iter().find(|r| **r == path) {
-        return r;
-    }
-    if path.starts_with("/v1/events/") {
-        return "/v1/events/{id}";
-    }
-    "other"
 }
 
 /// Paths that are never refused for load and need no key.
@@ -102,9 +74,15 @@ pub(crate) async fn track(
         .filter(|v| !v.is_empty() && v.len() <= 128)
         .map(str::to_string)
         .unwrap_or_else(new_request_id);
-    let route = route_label(req.uri().path());
+    // The route's pattern, as the router matched it (`/v1/events/{id}`): bounded cardinality
+    // for metrics, and never out of step with the routes; "other" where nothing matched.
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("other", MatchedPath::as_str)
+        .to_string();
     let method = req.method().clone();
-    let span = tracing::info_span!("request", id = %id, method = %req.method(), route);
+    let span = tracing::info_span!("request", id = %id, method = %req.method(), route = %route);
     let fut = CatchUnwind {
         inner: Box::pin(next.run(req)),
     };
@@ -130,7 +108,7 @@ pub(crate) async fn track(
     let elapsed = start.elapsed();
     state
         .metrics
-        .observe_request(route, resp.status().as_u16(), elapsed.as_secs_f64());
+        .observe_request(&route, resp.status().as_u16(), elapsed.as_secs_f64());
     span.in_scope(|| {
         tracing::info!(
             status = resp.status().as_u16(),

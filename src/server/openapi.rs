@@ -64,6 +64,7 @@ pub(crate) async fn docs() -> Response {
 <h1>tidings API</h1>\n<p>The OpenAPI 3.1 description is at <a href=\"/openapi.json\">/openapi.json</a>; \
 load it into any OpenAPI viewer.</p>\n<ul>\n\
 <li><code>POST /v1/translate</code>, <code>/v1/detect</code>, <code>/v1/embed</code>, <code>/v1/align</code>, <code>/v1/articles</code></li>\n\
+<li>Embeddings in other tools' shapes: <code>POST /embed</code> (text-embeddings-inference), <code>POST /v1/embeddings</code> (OpenAI)</li>\n\
 <li><code>GET /v1/events</code>, <code>/v1/events/{id}</code>, <code>/v1/models</code></li>\n\
 <li>LibreTranslate: <code>POST /translate</code>, <code>POST /detect</code>, <code>GET /languages</code></li>\n\
 <li><code>GET /health</code>, <code>/ready</code>, <code>/metrics</code></li>\n</ul>\n</body></html>\n",
@@ -84,6 +85,8 @@ mod tests {
             ("/v1/translate", "post"),
             ("/v1/detect", "post"),
             ("/v1/embed", "post"),
+            ("/embed", "post"),
+            ("/v1/embeddings", "post"),
             ("/v1/align", "post"),
             ("/v1/articles", "post"),
             ("/v1/events", "get"),

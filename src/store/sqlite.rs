@@ -125,6 +125,10 @@ impl SqliteStore {
     }
 }
 
+/// A cached translation by model, revision and sentence hash.
+const GET_TRANSLATION: &str = "SELECT translation FROM translations
+     WHERE model = ?1 AND revision = ?2 AND sentence_sha256 = ?3";
+
 impl Store for SqliteStore {
     fn path(&self) -> &str {
         &self.path
@@ -137,12 +141,28 @@ impl Store for SqliteStore {
         sentence: &str,
     ) -> Result<Option<String>, StoreError> {
         self.with(|conn| {
-            conn.prepare_cached(
-                "SELECT translation FROM translations
-                 WHERE model = ?1 AND revision = ?2 AND sentence_sha256 = ?3",
-            )?
-            .query_row(params![model, revision, sha256(sentence)], |r| r.get(0))
-            .optional()
+            conn.prepare_cached(GET_TRANSLATION)?
+                .query_row(params![model, revision, sha256(sentence)], |r| r.get(0))
+                .optional()
+        })
+    }
+
+    /// One lock and one prepared statement for the whole list.
+    fn get_translations(
+        &self,
+        model: &str,
+        revision: &str,
+        sentences: &[&str],
+    ) -> Result<Vec<Option<String>>, StoreError> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(GET_TRANSLATION)?;
+            sentences
+                .iter()
+                .map(|s| {
+                    stmt.query_row(params![model, revision, sha256(s)], |r| r.get(0))
+                        .optional()
+                })
+                .collect()
         })
     }
 

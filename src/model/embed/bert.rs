@@ -92,10 +92,11 @@ impl BertEncoder {
         device: &Device,
         compute: ComputeType,
     ) -> Result<Self> {
-        let half = match compute {
+        // int8 is for translation models: embeddings compute in f32 then.
+        let half = match compute.for_embeddings() {
             ComputeType::F16 => Some(DType::F16),
             ComputeType::BF16 => Some(DType::BF16),
-            ComputeType::F32 | ComputeType::Int8 => None,
+            _ => None,
         };
         if half.is_some() && device.is_cpu() {
             return Err(EmbedError::Input(format!(
@@ -114,9 +115,9 @@ impl BertEncoder {
         cpu_kernels: bool,
         half: Option<DType>,
     ) -> Result<Self> {
-        let tensor_model = TensorBert::new(cfg, tensors, device)?;
-        let backend: Box<dyn BertBackend> = if let Some(dtype) = half {
-            Box::new(tensor_model.to_dtype(dtype)?)
+        let tensor_model = TensorBert::new(cfg, tensors, device, half.unwrap_or(DType::F32))?;
+        let backend: Box<dyn BertBackend> = if half.is_some() {
+            Box::new(tensor_model)
         } else if cpu_kernels && device.is_cpu() {
             Box::new(CpuBert::pack(cfg, &tensor_model)?)
         } else {

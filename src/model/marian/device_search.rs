@@ -56,11 +56,15 @@ pub(super) fn record_transfer(bytes: usize) {
     });
 }
 
-/// A rank-2 tensor's rows on the host, counted.
-fn to_host<T: candle_core::WithDType>(t: &Tensor) -> Result<Vec<Vec<T>>> {
+/// A tensor's elements on the host, in order (one blocking copy), counted.
+fn to_host<T: candle_core::WithDType>(t: &Tensor) -> Result<Vec<T>> {
     record_transfer(t.elem_count() * t.dtype().size_in_bytes());
-    Ok(t.to_vec2::<T>()?)
+    Ok(t.flatten_all()?.to_vec1::<T>()?)
 }
+
+/// Candidate indices below this are exact as f32, so values and indices can come back in one
+/// copy.
+const EXACT_F32_INDEX: usize = 1 << 24;
 
 /// The `k` largest entries of each row of `x` (rows × len, f32) as (values, indices), both
 /// rows × k, largest first.
@@ -148,8 +152,12 @@ impl<'a> DeviceSearch<'a> {
         let (single, sequence_bans): (Vec<_>, Vec<_>) =
             banned_words(gen).partition(|(head, _)| head.is_empty());
         let single: Vec<u32> = single.into_iter().map(|(_, t)| t).collect();
-        let mut with_eos = single.clone();
-        with_eos.extend(&gen.eos_token_ids);
+        // Needed only while the decoder input is shorter than `min_length` (it starts at 1).
+        let with_eos: Vec<u32> = if gen.min_length > 1 {
+            single.iter().chain(&gen.eos_token_ids).copied().collect()
+        } else {
+            Vec::new()
+        };
         let forced = match gen.forced_eos_token_id {
             Some(eos) => {
                 let mut row = vec![f32::NEG_INFINITY; vocab];
@@ -231,8 +239,8 @@ impl StepSearch<TensorState> for DeviceSearch<'_> {
         let logits = self.logits(tokens, state)?;
         let _t = profile::time(Phase::Search);
         // No normalisation: it shifts a row by a constant, which cannot change its argmax.
-        let next = self.process(logits, prefixes)?.argmax_keepdim(D::Minus1)?;
-        Ok(to_host::<u32>(&next)?.into_iter().flatten().collect())
+        let next = self.process(logits, prefixes)?.argmax(D::Minus1)?;
+        to_host::<u32>(&next)
     }
 
     fn beam_step(
@@ -260,12 +268,29 @@ impl StepSearch<TensorState> for DeviceSearch<'_> {
             .broadcast_add(&running)?
             .reshape((items, query.beams * self.vocab))?;
         let (values, indices) = top_k_rows(&total, query.want, SORT_LIMIT)?;
-        let values = to_host::<f32>(&values.to_dtype(DType::F32)?)?;
-        let indices = to_host::<u32>(&indices)?;
+        let want = values.dim(1)?.max(1);
+        let (values, indices): (Vec<f32>, Vec<usize>) =
+            if query.beams * self.vocab < EXACT_F32_INDEX {
+                // One copy a step: each sentence's values, then its indices (exact as f32 here).
+                let both = Tensor::cat(&[&values, &indices.to_dtype(DType::F32)?], 1)?;
+                let both = to_host::<f32>(&both)?;
+                both.chunks(2 * want)
+                    .flat_map(|row| {
+                        let (v, i) = row.split_at(want);
+                        v.iter().copied().zip(i.iter().map(|&i| i as usize))
+                    })
+                    .unzip()
+            } else {
+                let indices = to_host::<u32>(&indices)?;
+                (
+                    to_host::<f32>(&values)?,
+                    indices.into_iter().map(|i| i as usize).collect(),
+                )
+            };
         Ok(indices
-            .into_iter()
-            .zip(values)
-            .map(|(idx, val)| idx.into_iter().map(|i| i as usize).zip(val).collect())
+            .chunks(want)
+            .zip(values.chunks(want))
+            .map(|(i, v)| i.iter().copied().zip(v.iter().copied()).collect())
             .collect())
     }
 }
@@ -306,17 +331,27 @@ mod tests {
 
     #[test]
     fn top_k_rows_handles_padding_and_short_rows() {
-        // 37 is not a multiple of any chunk size the limit gives.
+        // 37 entries, at most 8 chunks: 8 chunks of 5 (no size up to 10 divides a prime), the
+        // last one padded with -inf to 40.
+        assert_eq!(chunk_size(37, 8), 5);
         let data = scrambled(2, 37);
         let x = Tensor::from_vec(data.clone(), (2, 37), &Device::Cpu).unwrap();
-        let (_, indices) = top_k_rows(&x, 5, 4).unwrap();
-        let indices = indices.to_vec2::<u32>().unwrap();
-        for r in 0..2 {
-            let want: Vec<u32> = top_k(&data[r * 37..(r + 1) * 37], 5)
-                .into_iter()
-                .map(|(i, _)| i as u32)
-                .collect();
-            assert_eq!(indices[r], want);
+        for k in [3, 5] {
+            let (values, indices) = top_k_rows(&x, k, 8).unwrap();
+            let (values, indices) = (
+                values.to_vec2::<f32>().unwrap(),
+                indices.to_vec2::<u32>().unwrap(),
+            );
+            for r in 0..2 {
+                let want = top_k(&data[r * 37..(r + 1) * 37], k);
+                let got: Vec<(usize, f32)> = indices[r]
+                    .iter()
+                    .map(|&i| i as usize)
+                    .zip(values[r].iter().copied())
+                    .collect();
+                assert_eq!(got, want, "row {r}, k {k}");
+                assert!(values[r].iter().all(|v| v.is_finite()), "padding came back");
+            }
         }
         // More wanted than there are entries: all of them.
         let (values, _) = top_k_rows(&x, 50, 4096).unwrap();
@@ -329,7 +364,18 @@ mod tests {
         assert_eq!(chunk_size(232_404, 4096), 107);
         // A prime length cannot be divided: the smallest size, padded.
         assert_eq!(chunk_size(1009, 16), 64);
-        assert!(1009usize.div_ceil(64) <= 16);
+        for len in [37usize, 1000, 1009, 116_202, 232_404, 929_616] {
+            for limit in [4usize, 16, 64, 4096] {
+                let c = chunk_size(len, limit);
+                assert!(
+                    len.div_ceil(c) <= limit,
+                    "{len} in chunks of {c} > {limit} chunks"
+                );
+                let smallest = len.div_ceil(limit).max(2);
+                let divisor = (smallest..=2 * smallest).any(|d| len.is_multiple_of(d));
+                assert_eq!(len.is_multiple_of(c), divisor, "{len}, limit {limit}: {c}");
+            }
+        }
     }
 
     #[test]

@@ -211,7 +211,17 @@ pub struct TensorMarian {
     layers: Layers,
     device: Device,
     /// f32, f16 or bf16: the weights' and activations' type (scores are always f32).
-    compute: ComputeType,
+    dtype: DType,
+}
+
+/// The tensor type a compute type runs in on candle tensors; `None` for int8 (CPU kernels only).
+pub fn tensor_dtype(compute: ComputeType) -> Option<DType> {
+    match compute {
+        ComputeType::F32 => Some(DType::F32),
+        ComputeType::F16 => Some(DType::F16),
+        ComputeType::BF16 => Some(DType::BF16),
+        ComputeType::Int8 => None,
+    }
 }
 
 /// The encoder output: (n, s, d_model), with the additive padding bias (n, 1, 1, s)
@@ -339,12 +349,14 @@ fn load_embeddings(
             lm_head.dim(0)?
         )));
     }
-    let final_logits_bias = match w.exact_opt("final_logits_bias", &[1, target_vocab])? {
-        Some(t) => t.reshape(target_vocab)?,
-        None => Tensor::zeros(target_vocab, DType::F32, device)?,
-    };
+    // Added to the f32 logits, whatever the model computes in.
+    let final_logits_bias =
+        match w.exact_opt_as("final_logits_bias", &[1, target_vocab], DType::F32)? {
+            Some(t) => t.reshape(target_vocab)?,
+            None => Tensor::zeros(target_vocab, DType::F32, device)?,
+        };
     let n_pos = cfg.max_position_embeddings;
-    let table = sinusoidal_positions(n_pos, d, device)?;
+    let table = sinusoidal_positions(n_pos, d, device)?.to_dtype(w.dtype())?;
     // Checkpoints from 2020 store the table; transformers uses the stored one when present.
     let encoder_positions = w
         .get_opt("encoder.embed_positions.weight", &[n_pos, d])?
@@ -410,26 +422,7 @@ impl TensorMarian {
         tensors: HashMap<String, Tensor>,
         device: &Device,
     ) -> Result<Self> {
-        // MarianMTModel checkpoints name the seq2seq body `model.*`; a bare MarianModel does not.
-        let prefix = if tensors.keys().any(|k| k.starts_with("model.")) {
-            "model."
-        } else {
-            ""
-        };
-        let w = Checkpoint::new(tensors, prefix, device);
-        let (emb, lm_head) = load_embeddings(cfg, &w, device)?;
-        let (encoder, decoder) = load_layers(cfg, &w)?;
-        Ok(Self {
-            cfg: cfg.clone(),
-            emb,
-            layers: Layers {
-                lm_head,
-                encoder,
-                decoder,
-            },
-            device: device.clone(),
-            compute: ComputeType::F32,
-        })
+        Self::with_compute_type(cfg, tensors, device, ComputeType::F32)
     }
 
     /// [`Self::new`], computing in `compute` (f32, f16 or bf16): weights and matrix products in
@@ -441,103 +434,31 @@ impl TensorMarian {
         device: &Device,
         compute: ComputeType,
     ) -> Result<Self> {
-        let dtype = match compute {
-            ComputeType::F32 => return Self::new(cfg, tensors, device),
-            ComputeType::F16 => DType::F16,
-            ComputeType::BF16 => DType::BF16,
-            ComputeType::Int8 => {
-                return Err(TranslateError::Config(
-                    "int8 weights run on the CPU kernels only, not on candle tensors".into(),
-                ))
-            }
-        };
-        // Converted on the host, so half as many bytes travel to the device.
-        let model = Self::new(cfg, tensors, &Device::Cpu)?;
-        let cast = |t: &Tensor| -> Result<Tensor> { Ok(t.to_dtype(dtype)?.to_device(device)?) };
-        let linear = |l: &Linear| -> Result<Linear> {
-            Ok(Linear::new(
-                cast(l.weight())?,
-                l.bias().map(cast).transpose()?,
+        let dtype = tensor_dtype(compute).ok_or_else(|| {
+            TranslateError::Config(format!(
+                "{compute} weights run on the CPU kernels only, not on candle tensors"
             ))
+        })?;
+        // MarianMTModel checkpoints name the seq2seq body `model.*`; a bare MarianModel does not.
+        let prefix = if tensors.keys().any(|k| k.starts_with("model.")) {
+            "model."
+        } else {
+            ""
         };
-        let norm = |n: &LayerNorm| -> Result<LayerNorm> {
-            let bias = n
-                .bias()
-                .ok_or_else(|| TranslateError::Weights("a layer norm without a bias".into()))?;
-            Ok(LayerNorm::new(cast(n.weight())?, cast(bias)?, n.eps()))
-        };
-        let self_attn = |a: &SelfAttention| -> Result<SelfAttention> {
-            Ok(SelfAttention {
-                qkv: linear(&a.qkv)?,
-                out: linear(&a.out)?,
-                heads: a.heads,
-                scale: a.scale,
-            })
-        };
-        let (_, emb, layers, _) = model.into_parts();
-        let encoder = layers
-            .encoder
-            .iter()
-            .map(|l| {
-                Ok(EncoderLayer {
-                    self_attn: self_attn(&l.self_attn)?,
-                    self_attn_norm: norm(&l.self_attn_norm)?,
-                    fc1: linear(&l.fc1)?,
-                    fc2: linear(&l.fc2)?,
-                    final_norm: norm(&l.final_norm)?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let decoder = layers
-            .decoder
-            .iter()
-            .map(|l| {
-                let cross = &l.cross_attn;
-                Ok(DecoderLayer {
-                    self_attn: self_attn(&l.self_attn)?,
-                    self_attn_norm: norm(&l.self_attn_norm)?,
-                    cross_attn: CrossAttention {
-                        q: linear(&cross.q)?,
-                        kv: linear(&cross.kv)?,
-                        out: linear(&cross.out)?,
-                        heads: cross.heads,
-                        scale: cross.scale,
-                    },
-                    cross_attn_norm: norm(&l.cross_attn_norm)?,
-                    fc1: linear(&l.fc1)?,
-                    fc2: linear(&l.fc2)?,
-                    final_norm: norm(&l.final_norm)?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let w = Checkpoint::new(tensors, prefix, device).with_dtype(dtype);
+        let (emb, lm_head) = load_embeddings(cfg, &w, device)?;
+        let (encoder, decoder) = load_layers(cfg, &w)?;
         Ok(Self {
             cfg: cfg.clone(),
-            emb: Embeddings {
-                encoder: cast(&emb.encoder)?,
-                decoder: cast(&emb.decoder)?,
-                // Added to the f32 logits.
-                final_logits_bias: emb.final_logits_bias.to_device(device)?,
-                encoder_positions: cast(&emb.encoder_positions)?,
-                decoder_positions: cast(&emb.decoder_positions)?,
-                scale: emb.scale,
-            },
+            emb,
             layers: Layers {
-                lm_head: cast(&layers.lm_head)?,
+                lm_head,
                 encoder,
                 decoder,
             },
             device: device.clone(),
-            compute,
+            dtype,
         })
-    }
-
-    /// The type weights and activations are in.
-    fn dtype(&self) -> DType {
-        match self.compute {
-            ComputeType::F16 => DType::F16,
-            ComputeType::BF16 => DType::BF16,
-            _ => DType::F32,
-        }
     }
 
     /// The parts, for the CPU backend to pack.
@@ -648,7 +569,11 @@ impl MarianBackend for TensorMarian {
     }
 
     fn compute_type(&self) -> ComputeType {
-        self.compute
+        match self.dtype {
+            DType::F16 => ComputeType::F16,
+            DType::BF16 => ComputeType::BF16,
+            _ => ComputeType::F32,
+        }
     }
 
     fn run_encoder(&self, rows: &[Vec<u32>]) -> Result<TensorEncoded> {
@@ -663,8 +588,7 @@ impl MarianBackend for TensorMarian {
             bias.extend(std::iter::repeat_n(f32::NEG_INFINITY, s - row.len()));
         }
         let ids = Tensor::from_vec(ids, (n, s), &self.device)?;
-        let pad_bias =
-            Tensor::from_vec(bias, (n, 1, 1, s), &self.device)?.to_dtype(self.dtype())?;
+        let pad_bias = Tensor::from_vec(bias, (n, 1, 1, s), &self.device)?.to_dtype(self.dtype)?;
 
         let embedded = self
             .emb

@@ -197,7 +197,8 @@ impl Translator {
         let tokenizer = MarianTokenizer::from_dir(&files.folder)?;
         let (weights_name, weights_path) = files.weights.clone();
         let tensors = with_refetch(repo, weights_name, weights_path, |p| {
-            Ok(weights::read_tensors(p, device)?)
+            // Read on the host: the model casts each tensor to its type before moving it.
+            Ok(weights::read_tensors(p, &Device::Cpu)?)
         })?;
         let model = MarianModel::with_backend(&config, tensors, device, compute, kind)?;
         check_vocab_sizes(&model, &tokenizer)?;

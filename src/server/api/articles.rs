@@ -27,14 +27,15 @@ pub struct ArticleInput {
     /// `YYYY-MM-DD` or RFC 3339.
     pub published_at: Option<String>,
     pub url: Option<String>,
-    /// The fields that were not article fields (reported, not used).
+    /// The fields that were not article fields (reported, not used; `skip` keeps it out of
+    /// the OpenAPI schema).
     #[serde(skip)]
     pub ignored: Vec<String>,
 }
 
 /// The article fields, once aliases are resolved and unknown fields set aside.
+/// The article fields, once aliases are resolved and unknown fields set aside.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct ArticleFields {
     id: String,
     title: Option<String>,
@@ -42,27 +43,28 @@ struct ArticleFields {
     lang: Option<String>,
     published_at: Option<String>,
     url: Option<String>,
-    beam: Option<usize>,
 }
 
-/// Reads an article object by the one schema ([`schema::normalize`]), also taking `extra`.
-fn article_fields(
-    mut object: Map<String, Value>,
-    extra: &[&str],
-) -> Result<(ArticleFields, Vec<String>), String> {
-    let ignored = schema::normalize(&mut object, extra)?;
-    // In the API's words, naming the field (the caller's path is put in front of it).
-    let fields = serde_path_to_error::deserialize(Value::Object(object))
-        .map_err(|e| crate::server::extract::shape_message(&e))?;
-    Ok((fields, ignored))
-}
-
-impl TryFrom<Map<String, Value>> for ArticleInput {
-    type Error = String;
-
-    fn try_from(object: Map<String, Value>) -> Result<Self, String> {
-        let (f, ignored) = article_fields(object, &[])?;
-        Ok(Self {
+impl ArticleInput {
+    /// Reads an article object by the one schema ([`schema::normalize`]), and the `extra`
+    /// fields (read as `T`) an endpoint takes beside the article's. Errors are in the API's
+    /// words, naming the field (the caller's path is put in front of it).
+    fn read<T: serde::de::DeserializeOwned>(
+        mut object: Map<String, Value>,
+        extra: &[&str],
+    ) -> Result<(Self, T), String> {
+        let ignored = schema::normalize(&mut object, extra)?;
+        let extras: Map<String, Value> = extra
+            .iter()
+            .filter_map(|k| object.remove(*k).map(|v| (k.to_string(), v)))
+            .collect();
+        let words = |e: serde_path_to_error::Error<serde_json::Error>| {
+            crate::server::extract::shape_message(&e)
+        };
+        let f: ArticleFields =
+            serde_path_to_error::deserialize(Value::Object(object)).map_err(words)?;
+        let extras = serde_path_to_error::deserialize(Value::Object(extras)).map_err(words)?;
+        let article = Self {
             id: f.id,
             title: f.title,
             text: f.text,
@@ -70,7 +72,17 @@ impl TryFrom<Map<String, Value>> for ArticleInput {
             published_at: f.published_at,
             url: f.url,
             ignored,
-        })
+        };
+        Ok((article, extras))
+    }
+}
+
+impl TryFrom<Map<String, Value>> for ArticleInput {
+    type Error = String;
+
+    fn try_from(object: Map<String, Value>) -> Result<Self, String> {
+        let (article, serde::de::IgnoredAny) = Self::read(object, &[])?;
+        Ok(article)
     }
 }
 
@@ -275,39 +287,26 @@ impl From<SentenceMap> for AlignSentence {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(try_from = "Map<String, Value>")]
 pub struct IngestRequest {
-    /// Unique across the online grouping (409 when it is already grouped).
-    pub id: String,
-    /// The page text; boilerplate lines are removed before translation.
-    pub text: String,
-    pub title: Option<String>,
-    /// Declared language (ISO 639-1); wins over detection.
-    pub lang: Option<String>,
-    /// `YYYY-MM-DD` or RFC 3339.
-    pub published_at: Option<String>,
-    pub url: Option<String>,
+    /// Its `id` is unique across the online grouping (409 when it is already grouped).
+    #[serde(flatten)]
+    pub article: ArticleInput,
     /// Beam width (1 is greedy), at most the server's `--max-beam`.
     #[schema(minimum = 1)]
     pub beam: Option<usize>,
-    /// The fields that were not article fields (reported, not used).
-    #[serde(skip)]
-    pub ignored: Vec<String>,
+}
+
+/// What `POST /v1/articles` takes beside the article.
+#[derive(Deserialize)]
+struct IngestExtras {
+    beam: Option<usize>,
 }
 
 impl TryFrom<Map<String, Value>> for IngestRequest {
     type Error = String;
 
     fn try_from(object: Map<String, Value>) -> Result<Self, String> {
-        let (f, ignored) = article_fields(object, &["beam"])?;
-        Ok(Self {
-            id: f.id,
-            text: f.text,
-            title: f.title,
-            lang: f.lang,
-            published_at: f.published_at,
-            url: f.url,
-            beam: f.beam,
-            ignored,
-        })
+        let (article, IngestExtras { beam }) = ArticleInput::read(object, &["beam"])?;
+        Ok(Self { article, beam })
     }
 }
 

@@ -17,6 +17,16 @@ pub enum OneOrMany {
     Many(Vec<String>),
 }
 
+impl OneOrMany {
+    /// The texts, and whether one text was given (not a list).
+    pub fn into_texts(self) -> (Vec<String>, bool) {
+        match self {
+            OneOrMany::One(s) => (vec![s], true),
+            OneOrMany::Many(v) => (v, false),
+        }
+    }
+}
+
 /// `POST /translate`.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct LibreTranslateRequest {

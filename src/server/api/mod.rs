@@ -27,8 +27,8 @@ pub struct ErrorBody {
     pub error: String,
     /// Machine-readable kind: `malformed_request`, `invalid_request`, `unsupported_language`,
     /// `unauthorized`, `payload_too_large`, `unsupported_media_type`, `not_found`,
-    /// `method_not_allowed`, `conflict`, `overloaded`, `model_unavailable`, `shutting_down`,
-    /// `not_ready` or `internal`.
+    /// `too_long`, `method_not_allowed`, `conflict`, `overloaded`, `model_unavailable`,
+    /// `shutting_down`, `not_ready`, `no_models` or `internal`.
     #[serde(rename = "type")]
     pub kind: String,
 }

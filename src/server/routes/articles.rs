@@ -46,15 +46,8 @@ pub(crate) async fn ingest_article(
     Payload(req): Payload<IngestRequest>,
 ) -> Result<Response, ApiError> {
     check_beam(&state, req.beam)?;
-    let warnings = ignored_warnings([(req.id.as_str(), req.ignored.as_slice())]);
-    let article = Article {
-        id: req.id,
-        title: req.title,
-        text: req.text,
-        lang: req.lang,
-        published_at: req.published_at,
-        url: req.url,
-    };
+    let warnings = ignored_warnings([(req.article.id.as_str(), req.article.ignored.as_slice())]);
+    let article = Article::from(req.article);
     check_article(&state, &article, 0)?;
     let already = state
         .online

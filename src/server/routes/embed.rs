@@ -8,11 +8,11 @@ use axum::Json;
 
 use super::validate::{check_texts, one_or_many};
 use crate::engine::EmbedKind;
+use crate::group::normalize;
 use crate::server::api::embeddings::{
     OpenAiEmbedding, OpenAiEmbeddingsRequest, OpenAiEmbeddingsResponse, OpenAiUsage,
     TeiEmbedRequest,
 };
-use crate::server::api::libre::OneOrMany;
 use crate::server::api::translate::{EmbedResponse, TextsRequest};
 use crate::server::api::{BodyErrors, ErrorBody};
 use crate::server::errors::ApiError;
@@ -37,10 +37,7 @@ pub(crate) async fn embed(
     check_texts(&state, &texts)?;
     let (vectors, model) = state.engine.embed(texts, EmbedKind::Sentences).await?;
     let dim = vectors.first().map_or(0, Vec::len);
-    let embeddings = vectors
-        .into_iter()
-        .map(|v| v.into_iter().map(f64::from).collect())
-        .collect();
+    let embeddings = vectors.into_iter().map(wire).collect();
     Ok(Json(EmbedResponse {
         dim,
         embeddings,
@@ -66,10 +63,7 @@ pub(crate) async fn tei_embed(
     State(state): State<Arc<AppState>>,
     Payload(req): Payload<TeiEmbedRequest>,
 ) -> Result<Json<Vec<Vec<f64>>>, ApiError> {
-    let texts = match req.inputs {
-        OneOrMany::One(t) => vec![t],
-        OneOrMany::Many(ts) => ts,
-    };
+    let (texts, _) = req.inputs.into_texts();
     check_texts(&state, &texts)?;
     let kind = if req.truncate {
         EmbedKind::Sentences
@@ -80,7 +74,7 @@ pub(crate) async fn tei_embed(
     Ok(Json(
         vectors
             .into_iter()
-            .map(|v| wire(if req.normalize { unit(v) } else { v }))
+            .map(|v| wire(if req.normalize { normalize(&v) } else { v }))
             .collect(),
     ))
 }
@@ -115,10 +109,7 @@ pub(crate) async fn openai_embeddings(
             "\"dimensions\" is not supported: the model's own dimension is returned",
         ));
     }
-    let texts = match req.input {
-        OneOrMany::One(t) => vec![t],
-        OneOrMany::Many(ts) => ts,
-    };
+    let (texts, _) = req.input.into_texts();
     check_texts(&state, &texts)?;
     let (embedded, model) = state.engine.embed_counted(texts, EmbedKind::Strict).await?;
     let data = embedded
@@ -140,15 +131,6 @@ pub(crate) async fn openai_embeddings(
             total_tokens: embedded.tokens,
         },
     }))
-}
-
-/// `v` scaled to unit length (a zero vector stays zero).
-fn unit(mut v: Vec<f32>) -> Vec<f32> {
-    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if norm > 0.0 {
-        v.iter_mut().for_each(|x| *x /= norm);
-    }
-    v
 }
 
 fn wire(v: Vec<f32>) -> Vec<f64> {

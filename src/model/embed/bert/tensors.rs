@@ -55,6 +55,8 @@ pub(super) struct TensorBert {
 fn masked(dtype: DType) -> f64 {
     match dtype {
         DType::F16 => -65504.0,
+        // bf16 has f32's range but fewer digits: f32::MIN would round to -inf.
+        DType::BF16 => -3.389_531_389_251_535_5e38,
         _ => f64::from(MASKED),
     }
 }
@@ -62,16 +64,19 @@ fn masked(dtype: DType) -> f64 {
 impl TensorBert {
     /// Reads the layers from a checkpoint's tensors; finds the prefix from the word embedding
     /// table's name, so that checkpoints of the bare model and of task models
-    /// (`bert.embeddings...`) both load.
+    /// (`bert.embeddings...`) both load. Weights and activations are `dtype` (f16 or bf16 on a
+    /// GPU): candle's softmax and layer-norm kernels accumulate in f32 whatever the type, and
+    /// the hidden states come out as f32.
     pub fn new(
         cfg: &EncoderConfig,
         tensors: HashMap<String, Tensor>,
         device: &Device,
+        dtype: DType,
     ) -> Result<Self> {
         const ANCHOR: &str = "embeddings.word_embeddings.weight";
         let prefix = Checkpoint::prefix_of(&tensors, ANCHOR)
             .ok_or_else(|| EmbedError::Weights(format!("the weights have no `{ANCHOR}` tensor")))?;
-        let w = Checkpoint::new(tensors, prefix, device);
+        let w = Checkpoint::new(tensors, prefix, device).with_dtype(dtype);
         let d = cfg.hidden_size;
         let eps = cfg.layer_norm_eps;
         let word = w.get(ANCHOR, &[cfg.vocab_size, d])?;
@@ -108,48 +113,6 @@ impl TensorBert {
             layers,
             head_dim: cfg.hidden_size / cfg.num_attention_heads,
             device: device.clone(),
-        })
-    }
-
-    /// The same encoder with weights and activations in `dtype` (f16 or bf16 on a GPU):
-    /// candle's softmax and layer-norm kernels accumulate in f32 whatever the type, and the
-    /// hidden states come out as f32.
-    pub fn to_dtype(&self, dtype: DType) -> Result<Self> {
-        let t = |x: &Tensor| -> Result<Tensor> { Ok(x.to_dtype(dtype)?) };
-        let linear = |l: &Linear| -> Result<Linear> {
-            Ok(Linear::new(t(l.weight())?, l.bias().map(t).transpose()?))
-        };
-        let norm = |n: &LayerNorm| -> Result<LayerNorm> {
-            let bias = n
-                .bias()
-                .ok_or_else(|| EmbedError::Weights("a layer norm without a bias".into()))?;
-            Ok(LayerNorm::new(t(n.weight())?, t(bias)?, n.eps()))
-        };
-        let layers = self
-            .layers
-            .iter()
-            .map(|l| {
-                Ok(Layer {
-                    query: linear(&l.query)?,
-                    key: linear(&l.key)?,
-                    value: linear(&l.value)?,
-                    attn_out: linear(&l.attn_out)?,
-                    attn_norm: norm(&l.attn_norm)?,
-                    intermediate: linear(&l.intermediate)?,
-                    output: linear(&l.output)?,
-                    out_norm: norm(&l.out_norm)?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Self {
-            cfg: self.cfg.clone(),
-            word: t(&self.word)?,
-            position: t(&self.position)?,
-            token_type: t(&self.token_type)?,
-            embed_norm: norm(&self.embed_norm)?,
-            layers,
-            head_dim: self.head_dim,
-            device: self.device.clone(),
         })
     }
 
