@@ -413,18 +413,19 @@ fn bad_inputs_get_the_right_status_and_body() {
 fn overload_is_refused_with_429_and_the_server_recovers() {
     let mut cfg = fixture_config();
     cfg.max_concurrent_requests = 1;
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    cfg.hold_route = Some(gate.clone());
     let server = TestServer::start(cfg);
-    let body = json!({"text": GERMAN[0], "source": "de", "beam": 1}).to_string();
-    let held = HeldRequest::open(server.addr, "/v1/translate", &body);
-    server.wait_in_flight(1.0);
+    let held = server.hold_slot(&[]);
     let a = server.post("/v1/detect", &json!({"text": GERMAN[1]}));
     assert_error(&a, 429, "overloaded");
     assert_eq!(a.header("retry-after"), Some("1"));
     // Health and metrics stay reachable while overloaded.
     assert_eq!(server.get("/health").0, 200);
-    let (status, text) = held.finish();
-    assert_eq!(status, 200, "{text}");
-    let a = server.post("/v1/translate", &serde_json::from_str(&body).unwrap());
+    gate.add_permits(1);
+    assert_eq!(held.join().unwrap(), 204);
+    let body = json!({"text": GERMAN[0], "source": "de", "beam": 1});
+    let a = server.post("/v1/translate", &body);
     assert_eq!(a.status, 200);
     assert_eq!(
         server.metric("tidings_http_requests_total{route=\"/v1/detect\",status=\"429\"}"),
@@ -512,8 +513,9 @@ fn api_key_is_required_where_configured() {
 fn shutdown_finishes_requests_in_flight() {
     let server = TestServer::start(fixture_config());
     let body = json!({"texts": GERMAN, "source": "de", "beam": 2}).to_string();
+    // Still sending its body: being read, so the shutdown must wait for it.
     let held = HeldRequest::open(server.addr, "/v1/translate", &body);
-    server.wait_in_flight(1.0);
+    server.wait_metric("tidings_http_reading_requests", 1.0);
     let addr = server.addr;
     server.shutdown.trigger();
     let (status, text) = held.finish();

@@ -6,7 +6,7 @@
 #[path = "support/server_harness.rs"]
 mod harness;
 
-use harness::{assert_error, fixture_config, root, HeldRequest, TestServer, GERMAN, RUSSIAN};
+use harness::{assert_error, fixture_config, root, TestServer, GERMAN, RUSSIAN};
 use serde_json::{json, Value};
 use tidings::model::hub::ModelSource;
 
@@ -301,12 +301,12 @@ fn cors_preflight_needs_no_key_and_no_slot() {
     cfg.api_key = Some("s3cret".into());
     cfg.max_concurrent_requests = 1;
     cfg.cors_origins = vec!["https://app.example".into()];
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    cfg.hold_route = Some(gate.clone());
     let server = TestServer::start(cfg);
     let body = json!({"text": GERMAN[0], "source": "de", "beam": 1}).to_string();
-    // The one slot is taken by a request whose body is still coming.
-    let lt = json!({"q": GERMAN[0], "source": "de", "target": "en", "api_key": "s3cret"});
-    let held = HeldRequest::open(server.addr, "/translate", &lt.to_string());
-    server.wait_in_flight(1.0);
+    // The one slot is taken.
+    let held = server.hold_slot(&[("x-api-key", "s3cret")]);
     let preflight = [
         ("origin", "https://app.example"),
         ("access-control-request-method", "POST"),
@@ -327,7 +327,8 @@ fn cors_preflight_needs_no_key_and_no_slot() {
         let headers = a.header("access-control-allow-headers").unwrap();
         assert!(headers.contains("authorization") && headers.contains("content-type"));
     }
-    assert_eq!(held.finish().0, 200);
+    gate.add_permits(1);
+    assert_eq!(held.join().unwrap(), 204);
     // Answers carry the header for an allowed origin, not for another.
     let a = server.post_raw(
         "/v1/translate",

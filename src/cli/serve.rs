@@ -73,6 +73,14 @@ pub struct ServeArgs {
     /// Texts (or articles) per request (422 beyond).
     #[arg(long, env = "TIDINGS_MAX_ITEMS", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
     max_items: u32,
+    /// Seconds a client has to send a request's head, and then its body (408 beyond, and the
+    /// connection closed); an idle kept-alive connection is closed after as long.
+    #[arg(long, env = "TIDINGS_READ_TIMEOUT", value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
+    read_timeout: u32,
+    /// Seconds a shutdown (SIGTERM, Ctrl-C) waits for the requests in flight before closing
+    /// their connections.
+    #[arg(long, env = "TIDINGS_SHUTDOWN_TIMEOUT", value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(0..))]
+    shutdown_timeout: u32,
     /// Require this key (Authorization: Bearer KEY, X-API-Key, or api_key in the body).
     #[arg(
         long,
@@ -142,6 +150,8 @@ fn config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
     cfg.max_body_bytes = args.max_body_bytes as usize;
     cfg.max_chars = args.max_chars as usize;
     cfg.max_items = args.max_items as usize;
+    cfg.read_timeout = std::time::Duration::from_secs(args.read_timeout.into());
+    cfg.shutdown_timeout = std::time::Duration::from_secs(args.shutdown_timeout.into());
     cfg.api_key = match (&args.api_key, &args.api_key_file) {
         (Some(k), _) => Some(k.trim().to_string()),
         (None, Some(f)) => {
@@ -177,7 +187,7 @@ pub fn run(args: ServeArgs, quiet: bool) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(async move {
+    let served = runtime.block_on(async move {
         let addr = format!("{}:{}", args.host, args.port);
         let listener = tokio::net::TcpListener::bind(&addr)
             .await
@@ -197,8 +207,12 @@ pub fn run(args: ServeArgs, quiet: bool) -> anyhow::Result<()> {
             );
         }
         serve(listener, cfg, shutdown).await?;
-        Ok(())
-    })
+        anyhow::Ok(())
+    });
+    // Work the answers no longer wait for (a model batch on a blocking thread) must not hold
+    // the exit past the shutdown deadline.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    served
 }
 
 /// Ctrl-C, or SIGTERM on Unix.

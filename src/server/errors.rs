@@ -121,6 +121,27 @@ impl ApiError {
         )
     }
 
+    /// The client did not send its request in time (408); the connection is closed after it.
+    pub fn request_timeout(what: &str, limit: std::time::Duration) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!(
+                "the request {what} did not arrive within {} s; send it at once",
+                limit.as_secs_f64()
+            ),
+        )
+    }
+
+    /// The body is larger than the server accepts (413).
+    pub fn payload_too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the request body is larger than the {limit} bytes this server accepts"),
+        )
+    }
+
     pub fn shutting_down() -> Self {
         let mut e = Self::new(
             StatusCode::SERVICE_UNAVAILABLE,

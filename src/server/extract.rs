@@ -72,14 +72,7 @@ where
         let kind = body_kind(req.headers())?;
         let bytes = Bytes::from_request(req, state).await.map_err(|r| {
             if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    format!(
-                        "the request body is larger than the {} bytes this server accepts",
-                        state.cfg.max_body_bytes
-                    ),
-                )
+                ApiError::payload_too_large(state.cfg.max_body_bytes)
             } else {
                 ApiError::malformed("the request body could not be read")
             }
@@ -91,6 +84,16 @@ where
         };
         from_value(value).map(Payload)
     }
+}
+
+/// The `api_key` a LibreTranslate client put in a body already read, if any (JSON or form).
+pub(crate) fn body_api_key(headers: &HeaderMap, bytes: &[u8]) -> Option<String> {
+    let value = match body_kind(headers).ok()? {
+        BodyKind::Json => serde_json::from_slice::<Value>(bytes).ok()?,
+        BodyKind::Form => parse_form(bytes).ok()?,
+        BodyKind::Multipart(boundary) => parse_multipart(bytes, &boundary).ok()?,
+    };
+    value.get("api_key")?.as_str().map(str::to_string)
 }
 
 /// Every request body is an object (serde would also take a struct's fields from an array).

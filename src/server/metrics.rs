@@ -75,6 +75,12 @@ pub struct Metrics {
     /// Sentences waiting in the model queues (not yet in a batch).
     pub queue_depth: AtomicI64,
     pub in_flight: AtomicI64,
+    /// Requests whose body is being received (they hold no concurrency slot yet).
+    pub reading: AtomicI64,
+    /// Client connections open.
+    pub connections: AtomicI64,
+    /// Connections closed because a request head did not arrive in time.
+    pub header_timeouts: AtomicU64,
     pub batches: AtomicU64,
     pub generated_tokens: AtomicU64,
     pub inference_micros: AtomicU64,
@@ -94,6 +100,9 @@ impl Default for Metrics {
             batch_size: Histogram::new(BATCH_BUCKETS),
             queue_depth: AtomicI64::new(0),
             in_flight: AtomicI64::new(0),
+            reading: AtomicI64::new(0),
+            connections: AtomicI64::new(0),
+            header_timeouts: AtomicU64::new(0),
             batches: AtomicU64::new(0),
             generated_tokens: AtomicU64::new(0),
             inference_micros: AtomicU64::new(0),
@@ -165,7 +174,7 @@ impl Metrics {
         out.push_str("# TYPE tidings_batch_size histogram\n");
         self.batch_size.write(&mut out, "tidings_batch_size", "");
 
-        let gauges: [(&str, &str, i64); 3] = [
+        let gauges: [(&str, &str, i64); 5] = [
             (
                 "tidings_queue_depth",
                 "Sentences waiting for a model batch.",
@@ -175,6 +184,16 @@ impl Metrics {
                 "tidings_http_in_flight_requests",
                 "Requests being served (health, readiness and metrics excluded).",
                 self.in_flight.load(Ordering::Relaxed),
+            ),
+            (
+                "tidings_http_reading_requests",
+                "Requests whose body is still arriving (they hold no slot).",
+                self.reading.load(Ordering::Relaxed),
+            ),
+            (
+                "tidings_http_open_connections",
+                "Client connections open.",
+                self.connections.load(Ordering::Relaxed),
             ),
             (
                 "tidings_loaded_models",
@@ -187,7 +206,7 @@ impl Metrics {
         }
         let tokens = self.generated_tokens.load(Ordering::Relaxed);
         let secs = self.inference_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let counters: [(&str, &str, String); 7] = [
+        let counters: [(&str, &str, String); 8] = [
             (
                 "tidings_generated_tokens_total",
                 "Target tokens generated.",
@@ -217,6 +236,11 @@ impl Metrics {
                 "tidings_cancelled_sentences_total",
                 "Queued sentences skipped because their client went away.",
                 self.cancelled_sentences.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "tidings_http_header_timeouts_total",
+                "Connections closed because a request head did not arrive in time.",
+                self.header_timeouts.load(Ordering::Relaxed).to_string(),
             ),
             (
                 "tidings_panics_total",

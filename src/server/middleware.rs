@@ -1,5 +1,9 @@
-//! The layers around every handler: request id, tracing span, latency metric and panic
-//! containment ([`track`]); load shedding ([`limit`]); the API key for `/v1` ([`auth`]).
+//! The layers around every handler, outermost first: request id, tracing span, latency metric
+//! and panic containment ([`track`]); reading the whole body under a time and size limit
+//! ([`read_body`]); load shedding ([`limit`]); the API key for `/v1` ([`auth`]).
+//!
+//! A slow client therefore never holds a concurrency slot: the slot is taken once the request
+//! is read and its key checked, and released when the answer is ready.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -8,6 +12,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use axum::body::{Body, Bytes};
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
@@ -130,13 +135,81 @@ impl Drop for InFlight {
     }
 }
 
+/// The body of a request, read whole by [`read_body`] (also left in the request's extensions,
+/// so later layers can look into it without reading it again).
+#[derive(Clone)]
+pub(crate) struct ReadBody(pub Bytes);
+
+/// Counts a request as being read for as long as this lives.
+struct Reading(Arc<Metrics>);
+impl Drop for Reading {
+    fn drop(&mut self) {
+        self.0.reading.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Reads the whole body within `--read-timeout` and `--max-body-bytes`, before any slot is
+/// taken: 408 when it does not arrive in time, 413 when it is too large, and the connection is
+/// closed after either (the rest of the body is never read).
+pub(crate) async fn read_body(
+    State(state): State<Arc<AppState>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let limit = state.cfg.max_body_bytes;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return closing(ApiError::payload_too_large(limit).into_response());
+    }
+    let (parts, body) = req.into_parts();
+    state.metrics.reading.fetch_add(1, Ordering::Relaxed);
+    let reading = Reading(state.metrics.clone());
+    let read = tokio::time::timeout(
+        state.cfg.read_timeout,
+        http_body_util::BodyExt::collect(http_body_util::Limited::new(body, limit)),
+    )
+    .await;
+    drop(reading);
+    let bytes = match read {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            return closing(ApiError::payload_too_large(limit).into_response())
+        }
+        Ok(Err(_)) => {
+            return closing(
+                ApiError::malformed("the request body could not be read").into_response(),
+            )
+        }
+        Err(_) => {
+            return closing(
+                ApiError::request_timeout("body", state.cfg.read_timeout).into_response(),
+            )
+        }
+    };
+    let mut req = Request::from_parts(parts, Body::from(bytes.clone()));
+    req.extensions_mut().insert(ReadBody(bytes));
+    next.run(req).await
+}
+
+/// Marks a response as the connection's last.
+fn closing(mut resp: Response) -> Response {
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
 /// Load shedding: more than `max_concurrent_requests` at once are answered 429 at once.
+/// Requests without a valid key take no slot: they are refused further in, at no cost.
 pub(crate) async fn limit(
     State(state): State<Arc<AppState>>,
     req: Request,
     next: Next,
 ) -> Response {
-    if is_operational(req.uri().path()) {
+    if is_operational(req.uri().path()) || !keyed(&state, &req) {
         return next.run(req).await;
     }
     let Ok(permit) = state.limiter.clone().try_acquire_owned() else {
@@ -147,6 +220,19 @@ pub(crate) async fn limit(
     let resp = next.run(req).await;
     drop(permit);
     resp
+}
+
+/// Whether a request carries the API key (when one is set): in a header, or as LibreTranslate
+/// clients send it, in the body.
+fn keyed(state: &AppState, req: &Request) -> bool {
+    if state.authorized(req.headers(), None) {
+        return true;
+    }
+    let key = req
+        .extensions()
+        .get::<ReadBody>()
+        .and_then(|b| super::extract::body_api_key(req.headers(), &b.0));
+    state.authorized(req.headers(), key.as_deref())
 }
 
 /// `/v1/*` needs the API key (when one is set) in a header.

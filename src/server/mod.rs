@@ -15,6 +15,7 @@
 //!   parsing, the error shape, the Prometheus metrics.
 
 pub mod api;
+mod connections;
 pub mod errors;
 mod extract;
 mod forms;
@@ -28,6 +29,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::{watch, Semaphore};
 
@@ -65,6 +67,11 @@ pub struct ServerConfig {
     /// Largest beam a request may ask for.
     pub max_beam: usize,
     pub api_key: Option<String>,
+    /// How long a client may take to send a request's head, and then its body (408 and the
+    /// connection closed beyond); also how long an idle kept-alive connection stays open.
+    pub read_timeout: Duration,
+    /// How long a shutdown waits for the requests in flight before closing their connections.
+    pub shutdown_timeout: Duration,
     /// Origins browsers may call from (CORS); `*` allows any; empty: no CORS headers.
     pub cors_origins: Vec<String>,
     /// SQLite store for the online grouping; `None` keeps it in memory.
@@ -78,6 +85,10 @@ pub struct ServerConfig {
     /// Adds `GET /v1/_panic`, which panics, to test that a panic costs one request only.
     #[doc(hidden)]
     pub panic_route: bool,
+    /// Adds `GET /v1/_hold`, which holds its concurrency slot until it gets a permit from this
+    /// semaphore, to test load shedding without racing a model.
+    #[doc(hidden)]
+    pub hold_route: Option<Arc<Semaphore>>,
 }
 
 impl ServerConfig {
@@ -97,6 +108,8 @@ impl ServerConfig {
             max_items: 128,
             max_beam: 8,
             api_key: None,
+            read_timeout: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(30),
             cors_origins: Vec::new(),
             store: None,
             device: DeviceChoice::Cpu,
@@ -104,6 +117,7 @@ impl ServerConfig {
             hub: HubOptions::default(),
             cluster: ClusterOptions::default(),
             panic_route: false,
+            hold_route: None,
         }
     }
 }
@@ -224,7 +238,8 @@ fn open_online(cfg: &ServerConfig) -> Result<(Arc<dyn Store>, OnlineGroups), Ser
 }
 
 /// Serve on `listener` until `shutdown` is triggered; then stop accepting, finish the requests
-/// in flight, and return. Model workers stop once their queues are empty.
+/// in flight (closing the connections still open after `shutdown_timeout`), and return. Model
+/// workers stop once their queues are empty.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     config: ServerConfig,
@@ -233,6 +248,11 @@ pub async fn serve(
     if config.max_concurrent_requests == 0 || config.max_items == 0 || config.max_chars == 0 {
         return Err(ServerError::Config(
             "--max-concurrent-requests, --max-items and --max-chars must be at least 1".into(),
+        ));
+    }
+    if config.read_timeout.is_zero() {
+        return Err(ServerError::Config(
+            "--read-timeout must be more than 0 seconds".into(),
         ));
     }
     let cors = routes::cors_layer(&config.cors_origins)?;
@@ -292,14 +312,16 @@ pub async fn serve(
         app = app.layer(cors);
     }
     let st = state.clone();
-    let signal = async move {
+    let stopping = async move {
         shutdown.wait().await;
         st.ready.store(false, Ordering::Relaxed);
         tracing::info!("shutting down: finishing requests in flight");
     };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(signal)
-        .await?;
+    let timeouts = connections::Timeouts {
+        read: state.cfg.read_timeout,
+        shutdown: state.cfg.shutdown_timeout,
+    };
+    connections::serve(listener, app, timeouts, state.metrics.clone(), stopping).await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -166,13 +166,37 @@ impl TestServer {
 
     /// Wait (bounded) until the in-flight gauge reaches `n`.
     pub fn wait_in_flight(&self, n: f64) {
-        for _ in 0..400 {
-            if self.metric("tidings_http_in_flight_requests") >= n {
+        self.wait_metric("tidings_http_in_flight_requests", n);
+    }
+
+    /// Wait (bounded: 20 s) until a metric reaches `n`.
+    pub fn wait_metric(&self, name: &str, n: f64) {
+        for _ in 0..2000 {
+            if self.metric(name) >= n {
                 return;
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        panic!("the server never had {n} requests in flight");
+        panic!("{name} never reached {n}");
+    }
+
+    /// Start `GET /v1/_hold` (the config needs `hold_route`) and wait until it holds its slot.
+    pub fn hold_slot(&self, headers: &[(&str, &str)]) -> std::thread::JoinHandle<u16> {
+        let before = self.metric("tidings_http_in_flight_requests");
+        let url = self.url("/v1/_hold");
+        let headers: Vec<(String, String)> = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let held = std::thread::spawn(move || {
+            let mut req = agent().get(&url);
+            for (k, v) in &headers {
+                req = req.header(k, v);
+            }
+            req.call().map(|r| r.status().as_u16()).unwrap_or(0)
+        });
+        self.wait_in_flight(before + 1.0);
+        held
     }
 
     /// Trigger shutdown and wait for `serve` to return.

@@ -26,7 +26,7 @@ pub struct ErrorBody {
     /// What went wrong, for people.
     pub error: String,
     /// Machine-readable kind: `malformed_request`, `invalid_request`, `unsupported_language`,
-    /// `unauthorized`, `payload_too_large`, `unsupported_media_type`, `not_found`,
+    /// `unauthorized`, `request_timeout`, `payload_too_large`, `unsupported_media_type`, `not_found`,
     /// `too_long`, `method_not_allowed`, `conflict`, `overloaded`, `model_unavailable`,
     /// `shutting_down`, `not_ready`, `no_models` or `internal`.
     #[serde(rename = "type")]
@@ -89,6 +89,9 @@ pub enum BodyErrors {
     /// Missing or wrong API key.
     #[response(status = 401)]
     Unauthorized(ErrorBody),
+    /// The body did not arrive within `--read-timeout` (the connection is then closed).
+    #[response(status = 408)]
+    Timeout(ErrorBody),
     /// The body is larger than `--max-body-bytes`.
     #[response(status = 413)]
     TooLarge(ErrorBody),

@@ -23,7 +23,8 @@ use axum::Router;
 
 use super::{libre, middleware, openapi, AppState};
 
-/// Every route, behind the request tracking, load shedding and (for `/v1`) key layers.
+/// Every route, behind the request tracking, body reading, load shedding and (for `/v1`) key
+/// layers (the last `.layer` is the outermost).
 pub(crate) fn router(state: Arc<AppState>) -> Router {
     let mut v1 = Router::new()
         .route("/v1/translate", post(translate::translate))
@@ -40,6 +41,9 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
     if state.cfg.panic_route {
         v1 = v1.route("/v1/_panic", get(ops::panic_now));
     }
+    if state.cfg.hold_route.is_some() {
+        v1 = v1.route("/v1/_hold", get(ops::hold));
+    }
     let v1 = v1.route_layer(from_fn_with_state(state.clone(), middleware::auth));
     Router::new()
         .merge(v1)
@@ -54,6 +58,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .fallback(ops::not_found)
         .layer(DefaultBodyLimit::max(state.cfg.max_body_bytes))
         .layer(from_fn_with_state(state.clone(), middleware::limit))
+        .layer(from_fn_with_state(state.clone(), middleware::read_body))
         .layer(from_fn_with_state(state.clone(), middleware::track))
         .with_state(state)
 }

@@ -97,3 +97,13 @@ pub(crate) async fn not_found() -> ApiError {
 pub(crate) async fn panic_now() -> Response {
     panic!("test panic requested");
 }
+
+/// Holds its concurrency slot until the test that configured the route releases a permit.
+pub(crate) async fn hold(State(state): State<Arc<AppState>>) -> Response {
+    if let Some(gate) = &state.cfg.hold_route {
+        if let Ok(permit) = gate.acquire().await {
+            permit.forget();
+        }
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
