@@ -53,6 +53,8 @@ fn options(threshold: Option<f32>) -> AlignOptions {
             progress: false,
         },
         refresh: false,
+        lease: tidings::app::align::DEFAULT_LEASE,
+        claim_size: tidings::app::align::DEFAULT_CLAIM_SIZE,
     }
 }
 

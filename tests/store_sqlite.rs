@@ -6,6 +6,7 @@
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use tidings::store::sqlite::{SqliteStore, APPLICATION_ID, SCHEMA_VERSION};
 use tidings::store::{default_store_path, sha256_hex, ArticleResult, EventInfo, Store, StoreError};
@@ -199,7 +200,7 @@ fn open_picks_sqlite_for_paths_and_refuses_unknown_schemes() {
     assert!(path.is_file());
     assert_eq!(tidings::store::open_in_memory().unwrap().path(), ":memory:");
 
-    for location in ["postgres://user@localhost/tidings", "PostgreSQL://db/x"] {
+    for location in ["mysql://user@localhost/tidings", "Redis://db/x"] {
         match tidings::store::open(location).unwrap_err() {
             StoreError::Unsupported {
                 location: l,
@@ -217,9 +218,33 @@ fn open_picks_sqlite_for_paths_and_refuses_unknown_schemes() {
     assert!(dir.path().join("weird:").join("name.sqlite").is_file());
 }
 
-/// Writes rows the way tidings 0.1 (schema version 1, JSON text) did, straight into the file.
+/// The tables of schema version 1 (tidings 0.1), as it created them.
+const VERSION_1_SCHEMA: &str = "
+CREATE TABLE translations (model TEXT NOT NULL, revision TEXT NOT NULL,
+    sentence_sha256 BLOB NOT NULL, translation TEXT NOT NULL,
+    PRIMARY KEY (model, revision, sentence_sha256)) WITHOUT ROWID;
+CREATE TABLE embeddings (model TEXT NOT NULL, text_sha256 BLOB NOT NULL, vector BLOB NOT NULL,
+    PRIMARY KEY (model, text_sha256)) WITHOUT ROWID;
+CREATE TABLE articles (id TEXT PRIMARY KEY, content_hash TEXT NOT NULL, result TEXT NOT NULL,
+    done_at INTEGER NOT NULL);
+CREATE TABLE event_runs (run TEXT PRIMARY KEY, events TEXT NOT NULL, saved_at INTEGER NOT NULL);
+CREATE TABLE online_state (id INTEGER PRIMARY KEY CHECK (id = 1), state TEXT NOT NULL,
+    saved_at INTEGER NOT NULL);
+CREATE TABLE events (id INTEGER PRIMARY KEY, info TEXT, created_at INTEGER NOT NULL);
+CREATE TABLE event_members (article_id TEXT PRIMARY KEY,
+    event_id INTEGER NOT NULL REFERENCES events(id), similarity REAL NOT NULL,
+    added_at INTEGER NOT NULL);
+CREATE INDEX event_members_by_event ON event_members(event_id);
+";
+
+/// Writes a version 1 store with rows the way tidings 0.1 (JSON text) did, straight into the
+/// file.
 fn write_version_1_rows(path: &Path) {
     let raw = rusqlite::Connection::open(path).unwrap();
+    raw.execute_batch(VERSION_1_SCHEMA).unwrap();
+    raw.pragma_update(None, "application_id", APPLICATION_ID)
+        .unwrap();
+    raw.pragma_update(None, "user_version", 1).unwrap();
     let article = serde_json::json!({
         "id": "old", "lang": "fr", "confidence": 0.5, "title": "Séisme", "title_en": "Quake",
         "translation": "A quake.", "models": ["fr=opus-mt-fr-en@rev"], "published_day": 19000,
@@ -250,7 +275,6 @@ fn write_version_1_rows(path: &Path) {
 fn a_version_1_file_reads_through_the_typed_records() {
     let dir = temp_dir();
     let path = dir.path().join("v1.sqlite");
-    drop(SqliteStore::open(&path).unwrap());
     write_version_1_rows(&path);
     let raw = rusqlite::Connection::open(&path).unwrap();
     let version: i64 = raw
@@ -284,6 +308,32 @@ fn a_version_1_file_reads_through_the_typed_records() {
     assert_eq!(
         store.load_online_state().unwrap().as_deref(),
         Some("{\"v\":1}")
+    );
+    // Migrated to this version: its leases work, and the file says so.
+    let claimed = store
+        .claim_articles(
+            "w",
+            &[("new".into(), "h".into())],
+            Duration::from_secs(60),
+            1,
+        )
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    store.put_article("old", "h", &old).unwrap();
+    drop(store);
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = raw
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    let commits: i64 = raw
+        .query_row("SELECT commits FROM articles WHERE id = 'old'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(
+        commits, 2,
+        "the old row counts as one commit, the new one adds one"
     );
 }
 

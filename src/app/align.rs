@@ -9,6 +9,7 @@ use candle_core::Device;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::claims;
 use super::workflow::{self, StageError, Workflow};
 pub use super::workflow::{Progress, Silent};
 use crate::engine::manifest::Manifest;
@@ -63,6 +64,29 @@ pub struct AlignOptions {
     pub hub: HubOptions,
     /// Redo every article, even those the store has finished the same way.
     pub refresh: bool,
+    /// How long a claim on articles lasts unless renewed (processes sharing a store split the
+    /// input by claims; a process that dies loses its claims when they run out).
+    pub lease: std::time::Duration,
+    /// Articles claimed at a time when the store is shared (PostgreSQL); a local store's
+    /// process claims all it can at once.
+    pub claim_size: usize,
+}
+
+/// A claim's lease unless told otherwise: long enough for a share on a slow CPU, short enough
+/// that a killed worker's articles are soon taken over.
+pub const DEFAULT_LEASE: std::time::Duration = std::time::Duration::from_secs(60);
+/// Articles claimed at a time on a shared store: enough for full batches, few enough to spread.
+pub const DEFAULT_CLAIM_SIZE: usize = 32;
+
+/// Where a run's articles came from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AlignStats {
+    /// Translated and embedded by this process.
+    pub computed: usize,
+    /// Finished by an earlier run, or by another process during this one.
+    pub reused: usize,
+    /// Of `computed`: claimed from another process whose lease ran out.
+    pub taken_over: usize,
 }
 
 // The records the store keeps; defined there so the store depends on nothing above it.
@@ -74,6 +98,9 @@ pub struct AlignOutput {
     pub articles: Vec<ArticleResult>,
     /// Articles that could not be processed, with the reason; the rest of the run went on.
     pub skipped: Vec<Skipped>,
+    /// How the work was shared (not part of the output document).
+    #[serde(skip)]
+    pub stats: AlignStats,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -156,7 +183,9 @@ impl AlignOptions {
 
 /// Run the whole pipeline over `articles` with the models of `engine`. Finished articles found
 /// in `store` (same content) are reused; each newly finished article is committed to the store
-/// immediately.
+/// immediately. Processes running this over the same input and store split the work: each
+/// claims a share of the articles nobody has done or holds, does it, and claims again; at the
+/// end every process groups all the articles, so they all print the same events.
 pub fn align(
     articles: &[Article],
     engine: &Engine,
@@ -167,6 +196,7 @@ pub fn align(
     let recipe = recipe(engine, opts);
     let hashes: Vec<String> = articles.iter().map(|a| article_key(a, &recipe)).collect();
     let mut skipped = Vec::new();
+    let mut stats = AlignStats::default();
 
     // 1. Reuse what an earlier run finished the same way (unless asked to redo everything).
     let mut results = if opts.refresh {
@@ -174,81 +204,41 @@ pub fn align(
     } else {
         reuse_done(articles, &hashes, store)?
     };
+    stats.reused = results.iter().filter(|r| r.is_some()).count();
     let todo: Vec<usize> = (0..articles.len())
         .filter(|&i| results[i].is_none())
         .collect();
 
-    // 2. Prepare.
-    progress.stage("preparing", todo.len());
-    let mut prepared: BTreeMap<usize, Prepared> = BTreeMap::new();
-    for &i in &todo {
-        let p = prepare(&articles[i]);
-        if p.paragraphs.is_empty() {
-            skip(
-                &mut skipped,
-                &articles[i],
-                "no text left after cleaning".into(),
-            );
-        } else {
-            prepared.insert(i, p);
-        }
-        progress.advance(1);
-    }
-
-    // 3. Route, then translate language by language: all sentences of one language form one
-    //    job, deduplicated, cached per (model, revision, sentence), batched by the engine.
-    let (per_lang, unroutable) = workflow::route(&prepared, engine, opts.embed_source);
-    for (i, e) in unroutable {
-        prepared.remove(&i);
-        let reason = format!(
-            "{e} (article {}). Add one with --model LANG=HUB_ID|DIR",
-            articles[i].id
-        );
-        skip(&mut skipped, &articles[i], reason);
-    }
-    for (lang, work) in &per_lang {
-        if engine.router().uses_fallback(lang) {
-            if let Ok(source) = engine.router().source_for(lang) {
-                progress.notice(&format!(
-                    "no model of its own for \"{lang}\" ({} article{}); using the fallback model {source}",
-                    work.articles.len(),
-                    if work.articles.len() == 1 { "" } else { "s" }
-                ));
-            }
-        }
-    }
-    let flow = Workflow {
+    let work = Work {
+        articles,
+        hashes: &hashes,
         engine,
+        opts,
         store,
-        embed_source: opts.embed_source,
-        generation: opts.generation(),
-        chunk: opts.translate.batch_size.max(1) * 8,
     };
-    progress.stage(
-        "translating",
-        per_lang.values().map(|w| w.sentences.len()).sum(),
-    );
-    let translations = flow.translate(&per_lang, progress)?;
-    // A model that cannot be loaded costs the articles that need it, not the whole run.
-    for (lang, reason) in &translations.failed {
-        for &i in &per_lang[lang].articles {
-            if prepared.remove(&i).is_some() {
-                skip(&mut skipped, &articles[i], reason.clone());
-            }
+    if opts.refresh {
+        // Redo everything here, whatever others hold: no claims.
+        let done = work.stages(&todo, progress)?;
+        stats.computed = done.results.len();
+        for (i, r) in done.results {
+            results[i] = Some(r);
         }
-    }
-
-    // 4. Assemble English text, embed, commit each article.
-    progress.stage("embedding", prepared.len());
-    engine
-        .load_embedder_blocking()
-        .map_err(PipelineError::LoadEmbedder)?;
-    for (&i, p) in &prepared {
-        let mut result = workflow::assemble(&articles[i], p, &translations, opts.embed_source);
-        flow.embed(&mut result)?;
-        store.put_article(&p.id, &hashes[i], &result)?;
-        results[i] = Some(result);
-        progress.advance(1);
+        skipped.extend(done.skipped.into_iter().map(|(_, s)| s));
+    } else {
+        let share = if store.shared() {
+            opts.claim_size.max(1)
+        } else {
+            usize::MAX
+        };
+        claims::share_out(
+            &work,
+            todo,
+            share,
+            &mut results,
+            &mut skipped,
+            &mut stats,
+            progress,
+        )?;
     }
 
     // 5. Group and explain.
@@ -258,14 +248,120 @@ pub fn align(
         events,
         articles: done,
         skipped,
+        stats,
     })
 }
 
-fn skip(skipped: &mut Vec<Skipped>, article: &Article, reason: String) {
-    skipped.push(Skipped {
-        id: article.id.clone(),
-        reason,
-    });
+/// What the stages of one share produced: finished articles and skipped ones, by input position.
+pub(crate) struct Done {
+    pub results: Vec<(usize, ArticleResult)>,
+    pub skipped: Vec<(usize, Skipped)>,
+}
+
+/// One run's input and settings, for doing shares of it.
+pub(crate) struct Work<'a> {
+    pub articles: &'a [Article],
+    pub hashes: &'a [String],
+    pub engine: &'a Engine,
+    pub opts: &'a AlignOptions,
+    pub store: &'a dyn Store,
+}
+
+impl Work<'_> {
+    /// Stages 2 to 4 for the articles at `todo`: prepare, translate, embed, commit each.
+    pub(crate) fn stages(&self, todo: &[usize], progress: &mut dyn Progress) -> Result<Done> {
+        let (articles, engine, opts, store) = (self.articles, self.engine, self.opts, self.store);
+        let mut done = Done {
+            results: Vec::new(),
+            skipped: Vec::new(),
+        };
+        // 2. Prepare.
+        progress.stage("preparing", todo.len());
+        let mut prepared: BTreeMap<usize, Prepared> = BTreeMap::new();
+        for &i in todo {
+            let p = prepare(&articles[i]);
+            if p.paragraphs.is_empty() {
+                skip(
+                    &mut done.skipped,
+                    i,
+                    &articles[i],
+                    "no text left after cleaning".into(),
+                );
+            } else {
+                prepared.insert(i, p);
+            }
+            progress.advance(1);
+        }
+
+        // 3. Route, then translate language by language: all sentences of one language form one
+        //    job, deduplicated, cached per (model, revision, sentence), batched by the engine.
+        let (per_lang, unroutable) = workflow::route(&prepared, engine, opts.embed_source);
+        for (i, e) in unroutable {
+            prepared.remove(&i);
+            let reason = format!(
+                "{e} (article {}). Add one with --model LANG=HUB_ID|DIR",
+                articles[i].id
+            );
+            skip(&mut done.skipped, i, &articles[i], reason);
+        }
+        for (lang, work) in &per_lang {
+            if engine.router().uses_fallback(lang) {
+                if let Ok(source) = engine.router().source_for(lang) {
+                    progress.notice(&format!(
+                        "no model of its own for \"{lang}\" ({} article{}); using the fallback model {source}",
+                        work.articles.len(),
+                        if work.articles.len() == 1 { "" } else { "s" }
+                    ));
+                }
+            }
+        }
+        let flow = Workflow {
+            engine,
+            store,
+            embed_source: opts.embed_source,
+            generation: opts.generation(),
+            chunk: opts.translate.batch_size.max(1) * 8,
+        };
+        progress.stage(
+            "translating",
+            per_lang.values().map(|w| w.sentences.len()).sum(),
+        );
+        let translations = flow.translate(&per_lang, progress)?;
+        // A model that cannot be loaded costs the articles that need it, not the whole run.
+        for (lang, reason) in &translations.failed {
+            for &i in &per_lang[lang].articles {
+                if prepared.remove(&i).is_some() {
+                    skip(&mut done.skipped, i, &articles[i], reason.clone());
+                }
+            }
+        }
+
+        // 4. Assemble English text, embed, commit each article.
+        progress.stage("embedding", prepared.len());
+        if !prepared.is_empty() {
+            engine
+                .load_embedder_blocking()
+                .map_err(PipelineError::LoadEmbedder)?;
+        }
+        for (&i, p) in &prepared {
+            let mut result = workflow::assemble(&articles[i], p, &translations, opts.embed_source);
+            flow.embed(&mut result)?;
+            store.put_article(&p.id, &self.hashes[i], &result)?;
+            done.results.push((i, result));
+            progress.advance(1);
+        }
+        Ok(done)
+    }
+}
+
+fn skip(skipped: &mut Vec<(usize, Skipped)>, i: usize, article: &Article, reason: String) {
+    skipped.push((
+        i,
+        Skipped {
+            id: article.id.clone(),
+            reason,
+        },
+    ));
 }
 
 /// The stored results of articles an earlier run finished with the same content.

@@ -1,13 +1,15 @@
 //! The online grouping: articles arrive one at a time (the server's `/v1/articles`), each joins
 //! the nearest event or opens a new one, and the store keeps the grouping across restarts. The
 //! grouper state and the store change together: an assignment is made on a copy and kept only
-//! once the store has it.
+//! once the store has it. Several processes may share one store (server replicas): every
+//! assignment is made under the store's lock, starting from the state the last one stored, so
+//! the replicas group as one server would.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::group::{Assignment, ClusterError, ClusterOptions, OnlineGrouper};
-use crate::store::{EventInfo, EventRecord, Store, StoreError};
+use crate::store::{EventInfo, EventRecord, OnlineAssign, OnlineDecision, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OnlineError {
@@ -34,13 +36,17 @@ pub struct Joined {
 pub struct OnlineGroups {
     store: Arc<dyn Store>,
     grouper: OnlineGrouper,
-    /// Article id -> event id, for articles already grouped.
+    /// The stored state's version `grouper` is (0: none stored yet).
+    version: i64,
+    /// Article id -> event id, for articles already grouped (by this process, or stored when
+    /// it opened; the store has the last word).
     known: HashMap<String, i64>,
 }
 
 impl OnlineGroups {
     /// The grouping the store holds, or a new one with `options` (blocking).
     pub fn open(store: Arc<dyn Store>, options: ClusterOptions) -> Result<Self, OnlineError> {
+        let version = store.online_state_version()?;
         let grouper = match store.load_online_state()? {
             Some(json) => OnlineGrouper::from_json(&json).map_err(OnlineError::State)?,
             None => OnlineGrouper::new(options).map_err(OnlineError::State)?,
@@ -56,6 +62,7 @@ impl OnlineGroups {
         Ok(Self {
             store,
             grouper,
+            version,
             known,
         })
     }
@@ -79,20 +86,66 @@ impl OnlineGroups {
                 event,
             });
         }
-        // Assign on a copy: the state only changes once the store has it.
-        let mut grouper = self.grouper.clone();
-        let a = grouper.assign(vector, day).map_err(OnlineError::Group)?;
-        let event_id = a.event as i64 + 1;
-        self.store
-            .record_online_assignment(event_id, id, a.similarity, &grouper.to_json())?;
-        if a.created {
-            let info = EventInfo {
-                title: Some(title.to_string()),
-                first_article: Some(id.to_string()),
+        // Assign on a copy of the stored state: it only becomes ours once the store has it.
+        let mut failure: Option<OnlineError> = None;
+        let mut made: Option<(OnlineGrouper, crate::group::Assignment, i64)> = None;
+        let mut decide = |stored: crate::store::StoredState<'_>, taken: Option<i64>| {
+            if let Some(event) = taken {
+                failure = Some(OnlineError::AlreadyGrouped {
+                    id: id.to_string(),
+                    event,
+                });
+                return Ok(None);
+            }
+            let (mut grouper, version) = match stored {
+                Some((json, v)) if v != self.version => match OnlineGrouper::from_json(json) {
+                    Ok(g) => (g, v),
+                    Err(e) => {
+                        failure = Some(OnlineError::State(e));
+                        return Ok(None);
+                    }
+                },
+                stored => (self.grouper.clone(), stored.map_or(0, |(_, v)| v)),
             };
-            self.store.set_event_info(event_id, &info)?;
+            let a = match grouper.assign(vector, day) {
+                Ok(a) => a,
+                Err(e) => {
+                    failure = Some(OnlineError::Group(e));
+                    return Ok(None);
+                }
+            };
+            let event_id = a.event as i64 + 1;
+            let decision = OnlineDecision {
+                event_id,
+                similarity: a.similarity,
+                state: grouper.to_json(),
+                info: a.created.then(|| EventInfo {
+                    title: Some(title.to_string()),
+                    first_article: Some(id.to_string()),
+                }),
+            };
+            made = Some((grouper, a, version + 1));
+            Ok(Some(decision))
+        };
+        self.store.assign_online(&mut OnlineAssign {
+            article_id: id,
+            decide: &mut decide,
+        })?;
+        if let Some(e) = failure {
+            if let OnlineError::AlreadyGrouped { event, .. } = &e {
+                self.known.insert(id.to_string(), *event);
+            }
+            return Err(e);
         }
+        let Some((grouper, a, version)) = made else {
+            return Err(OnlineError::Store(StoreError::Postgres {
+                location: self.store.path().to_string(),
+                detail: "the assignment was not recorded".into(),
+            }));
+        };
+        let event_id = a.event as i64 + 1;
         self.grouper = grouper;
+        self.version = version;
         self.known.insert(id.to_string(), event_id);
         Ok(Joined {
             assignment: a,

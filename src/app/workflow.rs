@@ -161,10 +161,11 @@ impl Workflow<'_> {
                 }
             };
             out.models.insert(lang.clone(), model.cache_key.clone());
+            let revision = model.cache_revision(&self.generation);
             let sentences: Vec<&str> = work.sentences.iter().map(String::as_str).collect();
-            let cached =
-                self.store
-                    .get_translations(&model.cache_key, &model.commit, &sentences)?;
+            let cached = self
+                .store
+                .get_translations(&model.cache_key, &revision, &sentences)?;
             let mut missing = Vec::new();
             for (s, hit) in work.sentences.iter().zip(cached) {
                 match hit {
@@ -187,7 +188,7 @@ impl Workflow<'_> {
                 out.inference += done.inference;
                 let pairs: Vec<(String, String)> = chunk.iter().cloned().zip(done.texts).collect();
                 self.store
-                    .put_translations(&model.cache_key, &model.commit, &pairs)?;
+                    .put_translations(&model.cache_key, &revision, &pairs)?;
                 for (s, t) in pairs {
                     out.text.insert((lang.clone(), s), t);
                 }

@@ -109,12 +109,15 @@ INPUT is a folder of .txt articles (first line = title), a .jsonl file with one
 {\"id\",\"text\",\"title\"?,\"lang\"?,\"published_at\"?,\"url\"?} per line, or - for JSONL on stdin.
 
 Every article ends up in exactly one event. Results are stored as each article finishes
-(--store), so an interrupted run started again redoes nothing it finished.
+(--store), so an interrupted run started again redoes nothing it finished. Several processes
+(on one machine or many) given the same input and a postgres:// --store split the articles
+between them and all print the same events.
 
 Examples:
   tidings align seeds/
   tidings align news.jsonl --format table --threshold 0.6
-  tidings align seeds/ --model de=./opus-mt-de-en --embed-model ./all-MiniLM-L6-v2 --plot events.svg";
+  tidings align seeds/ --model de=./opus-mt-de-en --embed-model ./all-MiniLM-L6-v2 --plot events.svg
+  tidings align news.jsonl --store postgres://tidings:secret@db.example/tidings   # on each machine";
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = ALIGN_HELP)]
@@ -148,9 +151,17 @@ pub struct AlignArgs {
     /// model, --embed-source); otherwise it is redone, reusing cached sentence translations.
     #[arg(long)]
     refresh: bool,
-    /// SQLite store for caches and results (default: the user's data folder).
-    #[arg(long, value_name = "PATH", env = "TIDINGS_STORE")]
+    /// Store for caches and results: an SQLite file (default: in the user's data folder) or a
+    /// postgres://USER:PASSWORD@HOST/DATABASE URL shared by many processes and machines.
+    #[arg(long, value_name = "PATH|URL", env = "TIDINGS_STORE")]
     store: Option<PathBuf>,
+    /// Seconds a process's claim on its share of the articles lasts unless renewed; a process
+    /// that stops (or is killed) loses its share to the others after this long.
+    #[arg(long, value_name = "SECS", env = "TIDINGS_LEASE", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=86_400))]
+    lease: u32,
+    /// Articles a process claims at a time from a shared (PostgreSQL) store.
+    #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    claim_size: u32,
     /// Also draw the articles in 2-D by event and the similarity heatmap (SVG), written like
     /// --out.
     #[arg(long, value_name = "FILE.svg|-")]
@@ -234,6 +245,8 @@ pub fn align(args: AlignArgs, quiet: bool) -> anyhow::Result<()> {
         cluster,
         hub: args.source.hub_options(quiet),
         refresh: args.refresh,
+        lease: std::time::Duration::from_secs(args.lease.into()),
+        claim_size: args.claim_size as usize,
     };
     let loaded = read_articles(&args.input)?;
     for p in &loaded.problems {
@@ -259,6 +272,16 @@ pub fn align(args: AlignArgs, quiet: bool) -> anyhow::Result<()> {
     bars.bar.finish_and_clear();
     for s in &output.skipped {
         eprintln!("warning: article {}: {} (skipped)", s.id, s.reason);
+    }
+    if !quiet {
+        let st = &output.stats;
+        eprintln!(
+            "{} articles: {} done here ({} taken over from stopped processes), {} already in the store",
+            output.articles.len(),
+            st.computed,
+            st.taken_over,
+            st.reused
+        );
     }
     let rendered = render(&output, args.format)?;
     write_output(&args.out, rendered.as_bytes()).with_context(|| cannot_write(&args.out))?;

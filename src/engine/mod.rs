@@ -129,6 +129,22 @@ pub struct LoadedModel {
     pub cache_key: String,
 }
 
+impl LoadedModel {
+    /// The revision part of a cache key for outputs made with `generation`: the commit, plus the
+    /// beam and length settings when they are not the model's own (they change the output).
+    pub fn cache_revision(&self, generation: &Generation) -> String {
+        match (generation.num_beams, generation.max_new_tokens) {
+            (None, None) => self.commit.clone(),
+            (beams, max_new) => format!(
+                "{} beams={} max_new={}",
+                self.commit,
+                beams.map_or("default".into(), |b| b.to_string()),
+                max_new.map_or("default".into(), |m| m.to_string())
+            ),
+        }
+    }
+}
+
 /// The result of one translation job.
 #[derive(Debug, Clone)]
 pub struct Translated {

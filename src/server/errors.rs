@@ -142,6 +142,17 @@ impl ApiError {
         )
     }
 
+    /// The store cannot be reached (the database is down): 503, worth retrying.
+    pub fn store_unavailable(message: impl Into<String>) -> Self {
+        let mut e = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            public_message(&message.into()),
+        );
+        e.retry_after = Some(5);
+        e
+    }
+
     pub fn shutting_down() -> Self {
         let mut e = Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -303,5 +314,16 @@ mod tests {
             "could not reach the Hub at https://huggingface.co (timeout)"
         );
         assert_eq!(public_message("model org/m is gone"), "model org/m is gone");
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        if e.is_unavailable() {
+            tracing::warn!("{e}");
+            ApiError::store_unavailable(e.to_string())
+        } else {
+            ApiError::internal(e.to_string())
+        }
     }
 }

@@ -81,6 +81,9 @@ pub struct Metrics {
     pub connections: AtomicI64,
     /// Connections closed because a request head did not arrive in time.
     pub header_timeouts: AtomicU64,
+    /// Sentences answered from the translation cache, and those that needed a model.
+    pub cache_hits: AtomicU64,
+    pub cache_misses: AtomicU64,
     pub batches: AtomicU64,
     pub generated_tokens: AtomicU64,
     pub inference_micros: AtomicU64,
@@ -103,6 +106,8 @@ impl Default for Metrics {
             reading: AtomicI64::new(0),
             connections: AtomicI64::new(0),
             header_timeouts: AtomicU64::new(0),
+            cache_hits: AtomicU64::new(0),
+            cache_misses: AtomicU64::new(0),
             batches: AtomicU64::new(0),
             generated_tokens: AtomicU64::new(0),
             inference_micros: AtomicU64::new(0),
@@ -206,7 +211,17 @@ impl Metrics {
         }
         let tokens = self.generated_tokens.load(Ordering::Relaxed);
         let secs = self.inference_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let counters: [(&str, &str, String); 8] = [
+        let counters: [(&str, &str, String); 10] = [
+            (
+                "tidings_translation_cache_hits_total",
+                "Sentences answered from the translation cache (any process's work).",
+                self.cache_hits.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "tidings_translation_cache_misses_total",
+                "Sentences the cache did not have, translated by a model.",
+                self.cache_misses.load(Ordering::Relaxed).to_string(),
+            ),
             (
                 "tidings_generated_tokens_total",
                 "Target tokens generated.",

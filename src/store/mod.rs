@@ -2,13 +2,15 @@
 //!
 //! This file owns the interface: the [`Store`] trait every backend implements, its error
 //! [`StoreError`], and [`open`], which picks the backend from a location. The records it keeps
-//! are typed ([`records`]); the one backend today is SQLite ([`sqlite`]).
+//! are typed ([`records`]); the backends are SQLite ([`sqlite`], one file, the default) and
+//! PostgreSQL ([`postgres`], one database shared by many processes and machines).
 //!
 //! Every write is its own transaction (or one transaction per batch), committed before the call
 //! returns, so a run that is killed loses at most the article it was working on, and a run
 //! started again finds every finished article with [`Store::get_done_article`]. A store is
 //! `Send + Sync`: share one `Arc<dyn Store>` between threads.
 
+pub mod postgres;
 pub mod records;
 pub mod sqlite;
 
@@ -16,13 +18,49 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+pub use postgres::PostgresStore;
 pub use records::{
     ArticleResult, Event, EventInfo, EventMember, EventRecord, EventSummary, Member, SentenceMap,
 };
 pub use sqlite::SqliteStore;
+
+/// An article a worker claimed (see [`Store::claim_articles`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub id: String,
+    /// Another worker held it before and its lease ran out (it stopped, or was killed).
+    pub taken_over: bool,
+}
+
+/// What an online assignment records (see [`Store::assign_online`]).
+#[derive(Debug, Clone)]
+pub struct OnlineDecision {
+    pub event_id: i64,
+    pub similarity: f32,
+    /// The grouper state after the assignment.
+    pub state: String,
+    /// Info for a new event.
+    pub info: Option<EventInfo>,
+}
+
+/// The stored grouper state, if any: the document and its version.
+pub type StoredState<'s> = Option<(&'s str, i64)>;
+
+/// One online assignment, made under the store's lock so that processes sharing the store take
+/// turns: `decide` gets the stored grouper state and the event `article_id` is already in (if
+/// any), and says what to record (`None`: nothing).
+pub struct OnlineAssign<'a> {
+    pub article_id: &'a str,
+    #[allow(clippy::type_complexity)]
+    pub decide: &'a mut dyn FnMut(
+        StoredState<'_>,
+        Option<i64>,
+    ) -> Result<Option<OnlineDecision>, StoreError>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -63,8 +101,49 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
-    #[error("{location}: this tidings has no store backend for {scheme}:// locations; give a file path for an SQLite store")]
+    #[error("{location}: this tidings has no store backend for {scheme}:// locations; give a file path for an SQLite store or a postgres:// URL")]
     Unsupported { location: String, scheme: String },
+    #[error("{location} is not a valid PostgreSQL URL ({detail}); write postgres://USER:PASSWORD@HOST:PORT/DATABASE")]
+    BadUrl { location: String, detail: String },
+    #[error("PostgreSQL at {location} refused the login ({detail}); check the user and password in the URL")]
+    Login { location: String, detail: String },
+    #[error("PostgreSQL at {location}: {detail}; create it first (createdb NAME) or name another database in the URL")]
+    NoDatabase { location: String, detail: String },
+    #[error(
+        "the store {location} is unavailable ({detail}); is the database running and reachable?"
+    )]
+    Unavailable { location: String, detail: String },
+    #[error("store {location}: {detail}")]
+    Postgres { location: String, detail: String },
+}
+
+impl StoreError {
+    /// The store cannot be reached now (the database is down or the network is): worth
+    /// retrying, as opposed to an error in what was asked.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable { .. })
+    }
+}
+
+/// Little-endian f32s from a stored blob.
+pub(crate) fn decode_vector(
+    location: &str,
+    model: &str,
+    blob: &[u8],
+) -> Result<Vec<f32>, StoreError> {
+    if !blob.len().is_multiple_of(4) {
+        return Err(StoreError::Corrupt {
+            path: location.into(),
+            detail: format!(
+                "an embedding of model {model:?} has {} bytes, not a whole number of f32",
+                blob.len()
+            ),
+        });
+    }
+    Ok(blob
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
 }
 
 /// The store interface. Object safe: callers hold an `Arc<dyn Store>` (see [`open`]) and do
@@ -73,8 +152,19 @@ pub enum StoreError {
 /// Keys are exact strings (whitespace included); the caches key on model (and revision) plus
 /// the SHA-256 of the text. Every method that writes has committed when it returns.
 pub trait Store: Send + Sync + fmt::Debug {
-    /// Where the store lives, as given when opened (`:memory:` for an in-memory store).
+    /// Where the store lives, as given when opened (`:memory:` for an in-memory store; a URL
+    /// without its password).
     fn path(&self) -> &str;
+
+    /// Answers once the store can be used now (a database round trip; cheap).
+    fn check(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Whether other machines may share the store (work is then split in smaller claims).
+    fn shared(&self) -> bool {
+        false
+    }
 
     // ---- translation cache ----
 
@@ -143,6 +233,32 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Ids of all finished articles, sorted.
     fn done_article_ids(&self) -> Result<Vec<String>, StoreError>;
 
+    // ---- leases, for workers that split one input ----
+
+    /// Claims for `worker`, for `lease`, up to `max` of `candidates` (article id, content hash),
+    /// in order: those not done for that hash, not settled as skipped, and not under another
+    /// worker's live lease. A claim whose lease ran out is taken over. Claiming again what the
+    /// worker holds renews it.
+    fn claim_articles(
+        &self,
+        worker: &str,
+        candidates: &[(String, String)],
+        lease: Duration,
+        max: usize,
+    ) -> Result<Vec<Claim>, StoreError>;
+
+    /// Extends every lease `worker` holds by `lease` from now.
+    fn renew_claims(&self, worker: &str, lease: Duration) -> Result<(), StoreError>;
+
+    /// Settles an article that cannot be done (no text, no model), so no worker claims it again.
+    fn skip_claimed(&self, id: &str, content_hash: &str, reason: &str) -> Result<(), StoreError>;
+
+    /// Why an article was settled as skipped, if it was.
+    fn skipped_reason(&self, id: &str, content_hash: &str) -> Result<Option<String>, StoreError>;
+
+    /// Gives up the leases `worker` still holds.
+    fn release_claims(&self, worker: &str) -> Result<(), StoreError>;
+
     // ---- batch grouping results ----
 
     /// Saves (or replaces) the events of a named run.
@@ -162,6 +278,14 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// The last saved online grouper state.
     fn load_online_state(&self) -> Result<Option<String>, StoreError>;
+
+    /// How many times the online state was saved (0: never); another process's assignment
+    /// raises it.
+    fn online_state_version(&self) -> Result<i64, StoreError>;
+
+    /// Makes one online assignment under the store's lock (see [`OnlineAssign`]): the
+    /// membership, the new state and a new event's info are recorded in one transaction.
+    fn assign_online(&self, assign: &mut OnlineAssign<'_>) -> Result<(), StoreError>;
 
     /// Puts an article into an event (created if new); an article is in one event at a time.
     fn add_event_member(
@@ -192,11 +316,14 @@ pub trait Store: Send + Sync + fmt::Debug {
 }
 
 /// Opens the store at `location`, creating it if needed. A file path is an SQLite store (its
-/// folder is created too); `scheme://…` locations are reserved for server backends, none of
-/// which this build has.
+/// folder is created too); a `postgres://` (or `postgresql://`) URL a PostgreSQL database.
 pub fn open(location: impl AsRef<Path>) -> Result<Arc<dyn Store>, StoreError> {
     let location = location.as_ref();
     if let Some(scheme) = url_scheme(location) {
+        if scheme == "postgres" || scheme == "postgresql" {
+            let url = location.to_str().unwrap_or_default();
+            return Ok(Arc::new(PostgresStore::open(url)?));
+        }
         return Err(StoreError::Unsupported {
             location: location.display().to_string(),
             scheme,

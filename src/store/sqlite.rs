@@ -11,7 +11,7 @@ mod migrate;
 use std::fs;
 use std::path::Path;
 use std::sync::{Mutex, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 use serde::de::DeserializeOwned;
@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 pub use migrate::{APPLICATION_ID, SCHEMA_VERSION};
 
 use super::records::{ArticleResult, Event, EventInfo, EventMember, EventRecord, EventSummary};
-use super::{Store, StoreError};
+use super::{Claim, OnlineAssign, Store, StoreError};
 
 /// A store in one SQLite file.
 pub struct SqliteStore {
@@ -45,6 +45,16 @@ fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 impl SqliteStore {
@@ -196,20 +206,7 @@ impl Store for SqliteStore {
             .optional()
         })?;
         let Some(blob) = blob else { return Ok(None) };
-        if blob.len() % 4 != 0 {
-            return Err(StoreError::Corrupt {
-                path: self.path.clone(),
-                detail: format!(
-                    "an embedding of model {model:?} has {} bytes, not a whole number of f32",
-                    blob.len()
-                ),
-            });
-        }
-        Ok(Some(
-            blob.chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-        ))
+        super::decode_vector(&self.path, model, &blob).map(Some)
     }
 
     fn put_embeddings(&self, model: &str, items: &[(&str, &[f32])]) -> Result<(), StoreError> {
@@ -237,12 +234,21 @@ impl Store for SqliteStore {
     ) -> Result<(), StoreError> {
         let json = self.encode(&format!("the result of article {id}"), result)?;
         self.with(|conn| {
-            conn.prepare_cached(
-                "INSERT OR REPLACE INTO articles (id, content_hash, result, done_at)
-                 VALUES (?1, ?2, ?3, ?4)",
+            let tx = conn.transaction()?;
+            tx.prepare_cached(
+                "INSERT INTO articles (id, content_hash, result, done_at, commits)
+                 VALUES (?1, ?2, ?3, ?4, 1)
+                 ON CONFLICT(id) DO UPDATE SET content_hash = excluded.content_hash,
+                     result = excluded.result, done_at = excluded.done_at,
+                     commits = articles.commits + 1",
             )?
-            .execute(params![id, content_hash, json, now()])
-            .map(|_| ())
+            .execute(params![id, content_hash, json, now()])?;
+            // Done: the lease (whoever holds it) has nothing left to guard.
+            tx.execute(
+                "DELETE FROM claims WHERE article_id = ?1 AND content_hash = ?2",
+                params![id, content_hash],
+            )?;
+            tx.commit()
         })
     }
 
@@ -268,6 +274,97 @@ impl Store for SqliteStore {
 
     fn done_article_ids(&self) -> Result<Vec<String>, StoreError> {
         self.strings("SELECT id FROM articles ORDER BY id", [])
+    }
+
+    fn claim_articles(
+        &self,
+        worker: &str,
+        candidates: &[(String, String)],
+        lease: Duration,
+        max: usize,
+    ) -> Result<Vec<Claim>, StoreError> {
+        self.with(|conn| {
+            // Under the write lock: two processes on one file never claim the same article.
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let now = now_ms();
+            let mut claimed = Vec::new();
+            {
+                let mut st = tx.prepare_cached(
+                    "INSERT INTO claims AS c (article_id, content_hash, worker, expires_ms)
+                     SELECT ?1, ?2, ?3, ?4
+                     WHERE NOT EXISTS
+                         (SELECT 1 FROM articles WHERE id = ?1 AND content_hash = ?2)
+                     ON CONFLICT (article_id, content_hash) DO UPDATE
+                         SET worker = excluded.worker, expires_ms = excluded.expires_ms,
+                             attempts = c.attempts + (c.worker <> excluded.worker)
+                         WHERE c.skipped IS NULL AND (c.worker = excluded.worker OR c.expires_ms < ?5)
+                     RETURNING attempts",
+                )?;
+                for (id, hash) in candidates {
+                    if claimed.len() >= max {
+                        break;
+                    }
+                    let attempts: Option<i64> = st
+                        .query_row(
+                            params![id, hash, worker, now.saturating_add(millis(lease)), now],
+                            |r| r.get(0),
+                        )
+                        .optional()?;
+                    if let Some(attempts) = attempts {
+                        claimed.push(Claim {
+                            id: id.clone(),
+                            taken_over: attempts > 1,
+                        });
+                    }
+                }
+            }
+            tx.commit()?;
+            Ok(claimed)
+        })
+    }
+
+    fn renew_claims(&self, worker: &str, lease: Duration) -> Result<(), StoreError> {
+        self.with(|conn| {
+            conn.execute(
+                "UPDATE claims SET expires_ms = ?2 WHERE worker = ?1 AND skipped IS NULL",
+                params![worker, now_ms().saturating_add(millis(lease))],
+            )
+            .map(|_| ())
+        })
+    }
+
+    fn skip_claimed(&self, id: &str, content_hash: &str, reason: &str) -> Result<(), StoreError> {
+        self.with(|conn| {
+            conn.execute(
+                "INSERT INTO claims (article_id, content_hash, worker, expires_ms, skipped)
+                 VALUES (?1, ?2, '', 0, ?3)
+                 ON CONFLICT (article_id, content_hash) DO UPDATE SET skipped = excluded.skipped",
+                params![id, content_hash, reason],
+            )
+            .map(|_| ())
+        })
+    }
+
+    fn skipped_reason(&self, id: &str, content_hash: &str) -> Result<Option<String>, StoreError> {
+        self.with(|conn| {
+            conn.query_row(
+                "SELECT skipped FROM claims
+                 WHERE article_id = ?1 AND content_hash = ?2 AND skipped IS NOT NULL",
+                params![id, content_hash],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+    }
+
+    fn release_claims(&self, worker: &str) -> Result<(), StoreError> {
+        self.with(|conn| {
+            conn.execute(
+                "DELETE FROM claims WHERE worker = ?1 AND skipped IS NULL",
+                params![worker],
+            )
+            .map(|_| ())
+        })
     }
 
     fn save_events(&self, run: &str, events: &[Event]) -> Result<(), StoreError> {
@@ -309,6 +406,63 @@ impl Store for SqliteStore {
             })
             .optional()
         })
+    }
+
+    fn online_state_version(&self) -> Result<i64, StoreError> {
+        self.with(|conn| {
+            conn.query_row("SELECT version FROM online_state WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map(|v| v.unwrap_or(0))
+        })
+    }
+
+    fn assign_online(&self, assign: &mut OnlineAssign<'_>) -> Result<(), StoreError> {
+        let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        let err = |e: rusqlite::Error| classify(&self.path, e);
+        // The write lock for the whole decision: processes on one file take turns.
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(err)?;
+        let stored: Option<(String, i64)> = tx
+            .query_row(
+                "SELECT state, version FROM online_state WHERE id = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(err)?;
+        let taken: Option<i64> = tx
+            .query_row(
+                "SELECT event_id FROM event_members WHERE article_id = ?1",
+                params![assign.article_id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(err)?;
+        let Some(decision) =
+            (assign.decide)(stored.as_ref().map(|(s, v)| (s.as_str(), *v)), taken)?
+        else {
+            return Ok(());
+        };
+        add_member(
+            &tx,
+            decision.event_id,
+            assign.article_id,
+            decision.similarity,
+        )
+        .map_err(err)?;
+        save_state(&tx, &decision.state).map_err(err)?;
+        if let Some(info) = &decision.info {
+            let json = self.encode(&format!("the info of event {}", decision.event_id), info)?;
+            tx.execute(
+                "UPDATE events SET info = ?2 WHERE id = ?1",
+                params![decision.event_id, json],
+            )
+            .map_err(err)?;
+        }
+        tx.commit().map_err(err)
     }
 
     fn add_event_member(
@@ -427,7 +581,9 @@ fn add_member(
 
 fn save_state(conn: &Connection, state: &str) -> rusqlite::Result<()> {
     conn.execute(
-        "INSERT OR REPLACE INTO online_state (id, state, saved_at) VALUES (1, ?1, ?2)",
+        "INSERT INTO online_state (id, state, saved_at, version) VALUES (1, ?1, ?2, 1)
+         ON CONFLICT(id) DO UPDATE SET state = excluded.state, saved_at = excluded.saved_at,
+             version = online_state.version + 1",
         params![state, now()],
     )
     .map(|_| ())

@@ -193,6 +193,7 @@ impl From<AlignOutput> for AlignResponse {
             events,
             articles,
             skipped,
+            ..
         } = out;
         Self {
             events: events.into_iter().map(AlignEvent::from).collect(),

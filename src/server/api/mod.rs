@@ -28,7 +28,7 @@ pub struct ErrorBody {
     /// Machine-readable kind: `malformed_request`, `invalid_request`, `unsupported_language`,
     /// `unauthorized`, `request_timeout`, `payload_too_large`, `unsupported_media_type`, `not_found`,
     /// `too_long`, `method_not_allowed`, `conflict`, `overloaded`, `model_unavailable`,
-    /// `shutting_down`, `not_ready`, `no_models` or `internal`.
+    /// `shutting_down`, `not_ready`, `no_models`, `store_unavailable` or `internal`.
     #[serde(rename = "type")]
     pub kind: String,
 }
@@ -54,6 +54,8 @@ pub struct Readiness {
     /// `ready`.
     pub status: String,
     pub unavailable: Vec<UnavailableModel>,
+    /// The store, as configured (a database URL without its password).
+    pub store: String,
 }
 
 /// A configured model that cannot be loaded.

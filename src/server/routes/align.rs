@@ -45,6 +45,8 @@ impl AlignWorker {
             cluster: cfg.cluster,
             hub: cfg.hub,
             refresh: false,
+            lease: crate::app::align::DEFAULT_LEASE,
+            claim_size: crate::app::align::DEFAULT_CLAIM_SIZE,
         };
         std::thread::Builder::new()
             .name("tidings-align".into())

@@ -105,6 +105,7 @@ pub(crate) async fn ingest_article(
             .add(&id, &vector, day, &title)
             .map_err(|e| match e {
                 OnlineError::AlreadyGrouped { id, event } => conflict(&id, event),
+                OnlineError::Store(e) => e.into(),
                 other => ApiError::internal(other.to_string()),
             })
     })
@@ -145,7 +146,7 @@ fn one_error(e: OneError, id: &str) -> ApiError {
         OneError::Route(r) | OneError::Stage(StageError::Route(r)) => r.into(),
         OneError::Unavailable(reason) => ApiError::model_unavailable(reason),
         OneError::Stage(StageError::Engine(e)) => e.into(),
-        OneError::Stage(StageError::Store(e)) => ApiError::internal(e.to_string()),
+        OneError::Stage(StageError::Store(e)) => e.into(),
     }
 }
 
@@ -202,14 +203,9 @@ pub(crate) async fn events(
 ) -> Result<Json<EventList>, ApiError> {
     let (limit, offset) = page(query.as_deref())?;
     // Reads need no lock: the store is shared and every write is committed whole.
-    let list = tokio::task::spawn_blocking(move || {
-        state
-            .store
-            .events()
-            .map_err(|e| ApiError::internal(e.to_string()))
-    })
-    .await
-    .map_err(|e| ApiError::internal(e.to_string()))??;
+    let list = tokio::task::spawn_blocking(move || state.store.events().map_err(ApiError::from))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))??;
     let total = list.len();
     Ok(Json(EventList {
         events: list
@@ -242,13 +238,8 @@ pub(crate) async fn event(
     let Ok(n) = id.parse::<i64>() else {
         return Err(missing());
     };
-    let rec = tokio::task::spawn_blocking(move || {
-        state
-            .store
-            .event(n)
-            .map_err(|e| ApiError::internal(e.to_string()))
-    })
-    .await
-    .map_err(|e| ApiError::internal(e.to_string()))??;
+    let rec = tokio::task::spawn_blocking(move || state.store.event(n).map_err(ApiError::from))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))??;
     rec.map(|r| Json(EventDetail::from(r))).ok_or_else(missing)
 }

@@ -45,6 +45,15 @@ pub(crate) async fn ready(State(state): State<Arc<AppState>>) -> Response {
         )
         .into_response();
     }
+    // The store answers (a shared database may be down while this replica is up).
+    let st = state.clone();
+    match tokio::task::spawn_blocking(move || st.store.check()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return ApiError::from(e).into_response(),
+        Err(e) => {
+            return ApiError::internal(format!("the store check failed: {e}")).into_response()
+        }
+    }
     let unavailable: Vec<UnavailableModel> = state.unavailable.iter().map(Into::into).collect();
     let serving = state
         .languages()
@@ -54,6 +63,7 @@ pub(crate) async fn ready(State(state): State<Arc<AppState>>) -> Response {
         Json(Readiness {
             status: "ready".into(),
             unavailable,
+            store: state.store.path().to_string(),
         })
         .into_response()
     } else {

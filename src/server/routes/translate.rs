@@ -13,7 +13,11 @@ use axum::Json;
 use tokio::task::JoinSet;
 
 use super::validate::{check_beam, check_target, check_texts, one_or_many, parse_source};
+use std::sync::atomic::Ordering;
+
 use crate::engine::manifest::normalise_lang;
+use crate::engine::{EngineError, Generation, Translated};
+use crate::model::hub::ModelSource;
 use crate::server::api::translate::{
     DetectedLanguage, TranslateRequest, TranslateResponse, TranslatedSentence, TranslatedText,
 };
@@ -74,7 +78,7 @@ pub(crate) async fn translate_by_lang(
         let texts: Vec<String> = idx.iter().map(|&i| pairs[i].1.clone()).collect();
         let st = state.clone();
         set.spawn(async move {
-            let r = st.engine.translate(&source, texts, beam).await;
+            let r = cached_translate(&st, &source, texts, beam).await;
             (idx, r)
         });
     }
@@ -91,6 +95,75 @@ pub(crate) async fn translate_by_lang(
         }
     }
     Ok((out, models, timing))
+}
+
+/// Sentences translated before (by this process or any other on the store) come from the
+/// store's cache, keyed by model, revision, generation settings and sentence; the rest from the
+/// engine, and then into the cache. A store that cannot be reached costs the cache, not the
+/// request.
+async fn cached_translate(
+    state: &Arc<AppState>,
+    source: &ModelSource,
+    texts: Vec<String>,
+    beam: Option<usize>,
+) -> Result<Translated, EngineError> {
+    let model = state.engine.load(source).await?;
+    let generation = Generation::beams(beam);
+    let key = Arc::new((model.cache_key.clone(), model.cache_revision(&generation)));
+    let texts = Arc::new(texts);
+    let (st, k, t) = (state.clone(), key.clone(), texts.clone());
+    let cached = tokio::task::spawn_blocking(move || {
+        let refs: Vec<&str> = t.iter().map(String::as_str).collect();
+        st.store.get_translations(&k.0, &k.1, &refs)
+    })
+    .await;
+    let cached = match cached {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            tracing::warn!("translating without the cache: {e}");
+            vec![None; texts.len()]
+        }
+        Err(e) => {
+            tracing::warn!("translating without the cache: {e}");
+            vec![None; texts.len()]
+        }
+    };
+    let missing: Vec<usize> = (0..texts.len()).filter(|&i| cached[i].is_none()).collect();
+    let metrics = &state.metrics;
+    metrics
+        .cache_hits
+        .fetch_add((texts.len() - missing.len()) as u64, Ordering::Relaxed);
+    metrics
+        .cache_misses
+        .fetch_add(missing.len() as u64, Ordering::Relaxed);
+    let mut out: Vec<String> = cached.into_iter().map(Option::unwrap_or_default).collect();
+    if missing.is_empty() {
+        return Ok(Translated {
+            texts: out,
+            model: model.name,
+            queue: Duration::ZERO,
+            inference: Duration::ZERO,
+        });
+    }
+    let todo: Vec<String> = missing.iter().map(|&i| texts[i].clone()).collect();
+    let done = state.engine.translate(source, todo.clone(), beam).await?;
+    let pairs: Vec<(String, String)> = todo.into_iter().zip(done.texts.iter().cloned()).collect();
+    for (&i, t) in missing.iter().zip(done.texts) {
+        out[i] = t;
+    }
+    let st = state.clone();
+    // Written behind the answer: a slow store does not hold the client.
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = st.store.put_translations(&key.0, &key.1, &pairs) {
+            tracing::warn!("cannot cache translations: {e}");
+        }
+    });
+    Ok(Translated {
+        texts: out,
+        model: done.model,
+        queue: done.queue,
+        inference: done.inference,
+    })
 }
 
 impl From<&Detection> for DetectedLanguage {

@@ -15,7 +15,7 @@ pub const APPLICATION_ID: i32 = 0x5444_4e47;
 
 /// Version of the schema below (`PRAGMA user_version`); raise it with a step in [`migrate`]
 /// when the schema changes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Finished articles, event runs, event info and the online state are JSON text of the types in
 /// `store::records` (the state is the grouper's own document); vectors are little-endian f32.
@@ -37,7 +37,8 @@ CREATE TABLE IF NOT EXISTS articles (
     id TEXT PRIMARY KEY,
     content_hash TEXT NOT NULL,
     result TEXT NOT NULL,
-    done_at INTEGER NOT NULL
+    done_at INTEGER NOT NULL,
+    commits INTEGER NOT NULL DEFAULT 1
 );
 CREATE TABLE IF NOT EXISTS event_runs (
     run TEXT PRIMARY KEY,
@@ -47,7 +48,8 @@ CREATE TABLE IF NOT EXISTS event_runs (
 CREATE TABLE IF NOT EXISTS online_state (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     state TEXT NOT NULL,
-    saved_at INTEGER NOT NULL
+    saved_at INTEGER NOT NULL,
+    version INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY,
@@ -61,6 +63,23 @@ CREATE TABLE IF NOT EXISTS event_members (
     added_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS event_members_by_event ON event_members(event_id);
+CREATE TABLE IF NOT EXISTS claims (
+    article_id TEXT NOT NULL,
+    content_hash TEXT NOT NULL,
+    worker TEXT NOT NULL,
+    expires_ms INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 1,
+    skipped TEXT,
+    PRIMARY KEY (article_id, content_hash)
+);
+CREATE INDEX IF NOT EXISTS claims_by_worker ON claims(worker);
+";
+
+/// Version 1 -> 2: leases for workers sharing a store, a commit count per article, and a
+/// version on the online state (the PostgreSQL backend's same step).
+const TO_V2: &str = "
+ALTER TABLE articles ADD COLUMN commits INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE online_state ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
 ";
 
 /// Sets up a freshly opened connection: checks that the file is a tidings store this build can
@@ -133,8 +152,12 @@ pub(super) fn prepare(conn: &mut Connection, path: &str) -> Result<(), StoreErro
 }
 
 /// Brings a store of an older schema version up to [`SCHEMA_VERSION`], inside the opening
-/// transaction. Version 1 is the first, so there is nothing to do yet but (re)create tables.
+/// transaction, one step per version.
 fn migrate(conn: &Connection, from: i64) -> rusqlite::Result<()> {
     tracing::info!(from, to = SCHEMA_VERSION, "migrating the tidings store");
+    if from == 1 {
+        conn.execute_batch(TO_V2)?;
+    }
+    // New tables (claims) and any missing since.
     conn.execute_batch(SCHEMA)
 }
