@@ -288,6 +288,17 @@ impl From<EngineError> for ApiError {
     }
 }
 
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        if e.is_unavailable() {
+            tracing::warn!("{e}");
+            ApiError::store_unavailable(e.to_string())
+        } else {
+            ApiError::internal(e.to_string())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,16 +325,5 @@ mod tests {
             "could not reach the Hub at https://huggingface.co (timeout)"
         );
         assert_eq!(public_message("model org/m is gone"), "model org/m is gone");
-    }
-}
-
-impl From<crate::store::StoreError> for ApiError {
-    fn from(e: crate::store::StoreError) -> Self {
-        if e.is_unavailable() {
-            tracing::warn!("{e}");
-            ApiError::store_unavailable(e.to_string())
-        } else {
-            ApiError::internal(e.to_string())
-        }
     }
 }
