@@ -164,3 +164,31 @@ fn a_database_that_goes_away_gives_unavailable_then_recovers() {
     assert_eq!(back, Some(Some("Sentence.".to_string())));
     assert_eq!(store.get_translation("m", "r", "Zwei.").unwrap(), None);
 }
+
+/// The command line says the same, and never shows the password.
+#[test]
+fn align_reports_a_bad_login_without_the_password() {
+    let Some(c) = Cluster::shared() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("a.jsonl");
+    std::fs::write(
+        &input,
+        "{\"id\": \"a\", \"text\": \"Hallo Welt.\", \"lang\": \"de\"}\n",
+    )
+    .unwrap();
+    let url = format!(
+        "postgres://tidings:not-the-pw@127.0.0.1:{}/postgres",
+        c.port
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .arg("align")
+        .arg(&input)
+        .args(["--store", &url, "--offline"])
+        .env("HF_HOME", dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("refused the login"), "{stderr}");
+    assert!(!stderr.contains("not-the-pw"), "{stderr}");
+}

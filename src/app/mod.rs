@@ -7,10 +7,12 @@
 //! - [`online`]: articles one at a time into a stored, growing grouping (the server's ingest);
 //! - [`limits`]: the one range of every numeric option, for the CLI and the server alike;
 //! - [`output`]: writing result files (atomically, or through links, devices and pipes);
-//! - [`plot`]: the SVG of a grouping; [`bench`]: speed measurement.
+//! - [`plot`]: the SVG of a grouping; [`bench`]: speed measurement; [`bench_store`]: the
+//!   store's own cost per article.
 
 pub mod align;
 pub mod bench;
+pub mod bench_store;
 pub mod claims;
 pub mod limits;
 pub mod online;

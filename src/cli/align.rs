@@ -153,7 +153,12 @@ pub struct AlignArgs {
     refresh: bool,
     /// Store for caches and results: an SQLite file (default: in the user's data folder) or a
     /// postgres://USER:PASSWORD@HOST/DATABASE URL shared by many processes and machines.
-    #[arg(long, value_name = "PATH|URL", env = "TIDINGS_STORE")]
+    #[arg(
+        long,
+        value_name = "PATH|URL",
+        env = "TIDINGS_STORE",
+        hide_env_values = true
+    )]
     store: Option<PathBuf>,
     /// Seconds a process's claim on its share of the articles lasts unless renewed; a process
     /// that stops (or is killed) loses its share to the others after this long.
@@ -259,8 +264,12 @@ pub fn align(args: AlignArgs, quiet: bool) -> anyhow::Result<()> {
         bail!("no usable articles in {}", args.input);
     }
     let store_path = args.store.clone().unwrap_or_else(default_store_path);
-    let store = tidings::store::open(&store_path)
-        .with_context(|| format!("cannot open the store {}", store_path.display()))?;
+    let store = tidings::store::open(&store_path).with_context(|| {
+        format!(
+            "cannot open the store {}",
+            tidings::store::shown_location(&store_path)
+        )
+    })?;
     let device = device::open(args.device)?;
     opts.compute_type = args.compute.on(&device);
     let engine = opts.engine(manifest, device);

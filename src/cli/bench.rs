@@ -40,12 +40,13 @@ Examples:
   tidings bench --random-weights opus-mt-base --batch-sizes 1,32 --beams 1,4 --json
   tidings bench --model Helsinki-NLP/opus-mt-de-en --threads 4
   tidings bench --model ./my-model --input ids.json --batch-sizes 32 --beams 4
-  tidings bench --embed-model sentence-transformers/all-MiniLM-L6-v2 --input texts.txt";
+  tidings bench --embed-model sentence-transformers/all-MiniLM-L6-v2 --input texts.txt
+  tidings bench --store postgres://tidings:secret@db.example/scratch --json";
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = AFTER_HELP)]
 #[command(group(clap::ArgGroup::new("what").required(true).multiple(true)
-    .args(["model", "random_weights", "embed_model"])))]
+    .args(["model", "random_weights", "embed_model", "store"])))]
 pub struct BenchArgs {
     /// A translation model to measure: Hub id or local folder.
     #[arg(long, value_name = "HUB_ID|DIR", conflicts_with = "random_weights")]
@@ -56,6 +57,13 @@ pub struct BenchArgs {
     /// A sentence-transformers model to measure (texts/s and tokens/s): Hub id or local folder.
     #[arg(long, value_name = "HUB_ID|DIR")]
     embed_model: Option<String>,
+    /// Measure what a store costs per article (no model runs): an SQLite file or a postgres://
+    /// URL. It writes rows of its own (article ids bench-…): use a scratch store.
+    #[arg(long, value_name = "PATH|URL")]
+    store: Option<PathBuf>,
+    /// Articles for --store (20 sentences each).
+    #[arg(long, value_name = "N", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    store_articles: u32,
     /// Revision of the Hub models.
     #[arg(long, value_name = "REV")]
     revision: Option<String>,
@@ -101,6 +109,7 @@ struct Report {
     peak_gpu_memory_bytes: Option<u64>,
     translation: Option<TranslationReport>,
     embedding: Option<EmbeddingReport>,
+    store: Option<tidings::app::bench_store::StoreRun>,
 }
 
 #[derive(Serialize)]
@@ -153,6 +162,25 @@ pub fn run(args: BenchArgs, quiet: bool) -> anyhow::Result<()> {
         None => None,
     };
 
+    let store = match &args.store {
+        Some(location) => {
+            let opened = tidings::store::open(location).with_context(|| {
+                format!(
+                    "cannot open the store {}",
+                    tidings::store::shown_location(location)
+                )
+            })?;
+            if progress {
+                eprintln!("measuring the store {} ...", opened.path());
+            }
+            Some(tidings::app::bench_store::run_store(
+                &*opened,
+                args.store_articles as usize,
+                20,
+            )?)
+        }
+        None => None,
+    };
     let report = Report {
         version: env!("CARGO_PKG_VERSION"),
         device: device::describe(&device),
@@ -163,6 +191,7 @@ pub fn run(args: BenchArgs, quiet: bool) -> anyhow::Result<()> {
         peak_gpu_memory_bytes: gpu_memory.stop(),
         translation,
         embedding,
+        store,
     };
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if args.json {
@@ -399,6 +428,19 @@ fn print_table(out: &mut impl Write, report: &Report) -> std::io::Result<()> {
         hw.os,
         hw.arch
     )?;
+    if let Some(st) = &report.store {
+        writeln!(out)?;
+        writeln!(
+            out,
+            "store: {}  {} articles of {} sentences",
+            st.store, st.articles, st.sentences_per_article
+        )?;
+        writeln!(
+            out,
+            "  align path {:.3} ms/article  online assignment {:.3} ms/article  rerun {:.3} ms/article",
+            st.align_ms_per_article, st.online_ms_per_article, st.reread_ms_per_article
+        )?;
+    }
     if let Some(t) = &report.translation {
         writeln!(out)?;
         writeln!(

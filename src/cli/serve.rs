@@ -101,8 +101,15 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     cors_origins: Vec<String>,
-    /// SQLite store for the online grouping and the align caches (default: the data folder).
-    #[arg(long, env = "TIDINGS_STORE", value_name = "PATH")]
+    /// Store for the translation cache, the online grouping and the align jobs: an SQLite file
+    /// (default: in the data folder) or a postgres://USER:PASSWORD@HOST/DATABASE URL that
+    /// replicas on many machines share.
+    #[arg(
+        long,
+        env = "TIDINGS_STORE",
+        value_name = "PATH|URL",
+        hide_env_values = true
+    )]
     store: Option<PathBuf>,
     #[arg(long, env = "TIDINGS_DEVICE", default_value = "auto")]
     device: DeviceChoice,

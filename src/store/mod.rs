@@ -332,6 +332,11 @@ pub fn open(location: impl AsRef<Path>) -> Result<Arc<dyn Store>, StoreError> {
     Ok(Arc::new(SqliteStore::open(location)?))
 }
 
+/// How to show a store location to people: a URL's password is replaced by `***`.
+pub fn shown_location(location: &Path) -> String {
+    postgres::redact(&location.display().to_string())
+}
+
 /// A store that lives only as long as the value (for tests and one-off runs).
 pub fn open_in_memory() -> Result<Arc<dyn Store>, StoreError> {
     Ok(Arc::new(SqliteStore::open_in_memory()?))
