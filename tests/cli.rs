@@ -404,7 +404,22 @@ fn align_seeds_writes_events_plot_and_scores() {
         assert!(a.get("embedding").is_none(), "vectors stay in the store");
     }
     let picture = std::fs::read_to_string(&svg).unwrap();
-    assert!(picture.starts_with("<svg") && picture.matches("<circle").count() == 5);
+    // One marker per article; a legend line per event with its title; every heatmap row and
+    // column labelled with its article.
+    assert!(picture.starts_with("<svg"));
+    assert_eq!(picture.matches(r#"class="point""#).count(), 5);
+    for e in v["events"].as_array().unwrap() {
+        let title = e["title"].as_str().unwrap();
+        let shown: String = title.chars().take(60).collect();
+        let shown = shown
+            .replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;");
+        assert!(picture.contains(&shown), "legend lacks {title}");
+    }
+    assert_eq!(picture.matches(r#"class="row-label""#).count(), 5);
+    assert_eq!(picture.matches(r#"class="column-label""#).count(), 5);
 
     // Score the result against a gold file that puts each page in its own event.
     let gold = work.path().join("gold.tsv");

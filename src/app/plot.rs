@@ -55,7 +55,86 @@ fn escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// Render the SVG. Articles without an embedding are left out of the picture.
+/// The marker shapes, used in turn once the palette's colours are spent.
+const SHAPES: &[&str] = &["circle", "square", "triangle", "diamond", "cross"];
+
+/// The colour and shape of event number `e`: distinct for the first 50 events.
+fn style(e: usize) -> (&'static str, &'static str) {
+    (
+        PALETTE[e % PALETTE.len()],
+        SHAPES[(e / PALETTE.len()) % SHAPES.len()],
+    )
+}
+
+/// A marker of `shape` centred on (x, y), with a hover title.
+fn marker(svg: &mut String, shape: &str, x: f32, y: f32, r: f32, colour: &str, extra: &str) {
+    let _ = match shape {
+        "square" => write!(
+            svg,
+            r#"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="{colour}" {extra}>"#,
+            x - r,
+            y - r,
+            2.0 * r,
+            2.0 * r
+        ),
+        "triangle" => write!(
+            svg,
+            r#"<polygon points="{x:.1},{:.1} {:.1},{:.1} {:.1},{:.1}" fill="{colour}" {extra}>"#,
+            y - r,
+            x - r,
+            y + r,
+            x + r,
+            y + r
+        ),
+        "diamond" => write!(
+            svg,
+            r#"<polygon points="{x:.1},{:.1} {:.1},{y:.1} {x:.1},{:.1} {:.1},{y:.1}" fill="{colour}" {extra}>"#,
+            y - r,
+            x + r,
+            y + r,
+            x - r
+        ),
+        "cross" => write!(
+            svg,
+            r#"<path d="M{:.1},{:.1}L{:.1},{:.1}M{:.1},{:.1}L{:.1},{:.1}" stroke="{colour}" stroke-width="3" {extra}>"#,
+            x - r,
+            y - r,
+            x + r,
+            y + r,
+            x - r,
+            y + r,
+            x + r,
+            y - r
+        ),
+        _ => write!(
+            svg,
+            r#"<circle cx="{x:.1}" cy="{y:.1}" r="{r:.1}" fill="{colour}" {extra}>"#
+        ),
+    };
+}
+
+/// Closes the element [`marker`] opened (after its title).
+fn marker_end(shape: &str) -> &'static str {
+    match shape {
+        "square" => "</rect>",
+        "triangle" | "diamond" => "</polygon>",
+        "cross" => "</path>",
+        _ => "</circle>",
+    }
+}
+
+/// At most this many characters of a label.
+fn clip(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        s.chars().take(n - 1).collect::<String>() + "…"
+    }
+}
+
+/// Render the SVG: the articles in 2-D by event with a legend of event titles, and the
+/// similarity heatmap with its rows and columns labelled by article (ordered by event, so
+/// events show as blocks) and a colour scale. Articles without an embedding are left out.
 pub fn events_svg(out: &AlignOutput) -> String {
     let arts: Vec<_> = out
         .articles
@@ -90,19 +169,24 @@ pub fn events_svg(out: &AlignOutput) -> String {
     });
     let scale = |v: f32, lo: f32, hi: f32| if hi > lo { (v - lo) / (hi - lo) } else { 0.5 };
 
-    let panel = 420.0;
+    let panel = 420.0_f32;
+    let label_w = 110.0_f32;
     let cell = if n > 0 {
         (panel / n as f32).min(24.0)
     } else {
         0.0
     };
-    let width = 40.0 + panel + 80.0 + panel + 40.0;
+    let shown_events = out.events.len().min(40);
+    let legend_h = 20.0 + 16.0 * (shown_events as f32 + 1.0);
+    let hx = 40.0 + panel + 60.0 + label_w;
+    let width = hx + panel + 90.0;
+    let height = (40.0 + panel + 30.0 + legend_h).max(40.0 + label_w + panel + 40.0);
     let mut svg = String::new();
     let _ = write!(
         svg,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{}" font-family="sans-serif" font-size="11">"#,
-        panel + 100.0
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0}" height="{height:.0}" viewBox="0 0 {width:.0} {height:.0}" font-family="sans-serif" font-size="11" role="img" aria-label="Articles by event, and their cosine similarity">"#
     );
+    svg.push_str(r#"<rect width="100%" height="100%" fill="white"/>"#);
     let _ = write!(
         svg,
         r#"<text x="40" y="24" font-size="14">Articles by event (first two principal components)</text>"#
@@ -111,26 +195,98 @@ pub fn events_svg(out: &AlignOutput) -> String {
         svg,
         r#"<rect x="40" y="40" width="{panel}" height="{panel}" fill="none" stroke="silver"/>"#
     );
-    for (a, p) in arts.iter().zip(&points) {
-        let e = event_of(&a.id);
-        let x = 50.0 + scale(p.0, minx, maxx) * (panel - 20.0);
-        let y = 50.0 + (1.0 - scale(p.1, miny, maxy)) * (panel - 20.0);
-        let _ = write!(
-            svg,
-            r#"<circle cx="{x:.1}" cy="{y:.1}" r="6" fill="{}"><title>{} (event {})</title></circle>"#,
-            PALETTE[e % PALETTE.len()],
-            escape(&a.id),
-            out.events.get(e).map_or("?", |ev| ev.id.as_str())
-        );
-    }
-    let hx = 40.0 + panel + 80.0;
     let _ = write!(
         svg,
-        r#"<text x="{hx}" y="24" font-size="14">Cosine similarity</text>"#
+        r#"<text x="{:.0}" y="{:.0}" text-anchor="middle" fill="gray">component 1</text><text x="30" y="{:.0}" text-anchor="middle" fill="gray" transform="rotate(-90 30 {:.0})">component 2</text>"#,
+        40.0 + panel / 2.0,
+        40.0 + panel + 16.0,
+        40.0 + panel / 2.0,
+        40.0 + panel / 2.0
+    );
+    for (a, p) in arts.iter().zip(&points) {
+        let e = event_of(&a.id);
+        let (colour, shape) = style(e);
+        let x = 50.0 + scale(p.0, minx, maxx) * (panel - 20.0);
+        let y = 50.0 + (1.0 - scale(p.1, miny, maxy)) * (panel - 20.0);
+        let event = out.events.get(e);
+        marker(
+            &mut svg,
+            shape,
+            x,
+            y,
+            6.0,
+            colour,
+            &format!(
+                r#"class="point" data-article="{}" data-event="{}""#,
+                escape(&a.id),
+                escape(event.map_or("?", |ev| ev.id.as_str()))
+            ),
+        );
+        let _ = write!(
+            svg,
+            "<title>{}: {} — event {}: {}</title>{}",
+            escape(&a.id),
+            escape(&a.title_en),
+            escape(event.map_or("?", |ev| ev.id.as_str())),
+            escape(event.map_or("", |ev| ev.title.as_str())),
+            marker_end(shape)
+        );
+    }
+    // The legend: one line per event, its marker, id, size and title.
+    let ly = 40.0 + panel + 40.0;
+    let _ = write!(
+        svg,
+        r#"<g class="legend"><text x="40" y="{ly:.0}" font-size="12">Events</text>"#
+    );
+    for (e, ev) in out.events.iter().take(shown_events).enumerate() {
+        let (colour, shape) = style(e);
+        let y = ly + 16.0 * (e as f32 + 1.0);
+        marker(&mut svg, shape, 48.0, y - 4.0, 5.0, colour, "");
+        svg.push_str(marker_end(shape));
+        let _ = write!(
+            svg,
+            r#"<text x="60" y="{y:.0}">{} ({}): {}</text>"#,
+            escape(&ev.id),
+            ev.members.len(),
+            escape(&clip(&ev.title, 70))
+        );
+    }
+    if out.events.len() > shown_events {
+        let _ = write!(
+            svg,
+            r#"<text x="60" y="{:.0}" fill="gray">… and {} more events</text>"#,
+            ly + 16.0 * (shown_events as f32 + 1.0),
+            out.events.len() - shown_events
+        );
+    }
+    svg.push_str("</g>");
+
+    let _ = write!(
+        svg,
+        r#"<text x="{hx}" y="24" font-size="14">Cosine similarity between articles</text>"#
     );
     // Heatmap rows/columns ordered by event so groups show as blocks.
     let mut order: Vec<usize> = (0..n).collect();
     order.sort_by_key(|&i| (event_of(&arts[i].id), i));
+    let top = 40.0 + label_w;
+    let label_font = cell.clamp(6.0, 11.0);
+    for (k, &i) in order.iter().enumerate() {
+        let (colour, _) = style(event_of(&arts[i].id));
+        let id = escape(&clip(&arts[i].id, 16));
+        let mid = k as f32 * cell + cell / 2.0;
+        // Row label (left), column label (top, rotated), in the article's event colour.
+        let _ = write!(
+            svg,
+            r#"<text class="row-label" x="{:.1}" y="{:.1}" text-anchor="end" font-size="{label_font:.0}" fill="{colour}">{id}</text>"#,
+            hx - 4.0,
+            top + mid + label_font / 3.0
+        );
+        let (cx, cy) = (hx + mid + label_font / 3.0, top - 4.0);
+        let _ = write!(
+            svg,
+            r#"<text class="column-label" x="{cx:.1}" y="{cy:.1}" font-size="{label_font:.0}" fill="{colour}" transform="rotate(-60 {cx:.1} {cy:.1})">{id}</text>"#
+        );
+    }
     for (r, &i) in order.iter().enumerate() {
         for (c, &j) in order.iter().enumerate() {
             let s = dot(&arts[i].embedding, &arts[j].embedding).clamp(0.0, 1.0);
@@ -139,11 +295,24 @@ pub fn events_svg(out: &AlignOutput) -> String {
                 svg,
                 r#"<rect x="{:.1}" y="{:.1}" width="{cell:.1}" height="{cell:.1}" fill="rgb({shade},{shade},255)"><title>{} / {}: {s:.3}</title></rect>"#,
                 hx + c as f32 * cell,
-                40.0 + r as f32 * cell,
+                top + r as f32 * cell,
                 escape(&arts[i].id),
                 escape(&arts[j].id)
             );
         }
+    }
+    // The colour scale.
+    let sx = hx + n as f32 * cell + 20.0;
+    for k in 0..=10 {
+        let s = k as f32 / 10.0;
+        let shade = (255.0 * (1.0 - s)) as u8;
+        let _ = write!(
+            svg,
+            r#"<rect x="{sx:.1}" y="{:.1}" width="14" height="14" fill="rgb({shade},{shade},255)" stroke="silver"/><text x="{:.1}" y="{:.1}">{s:.1}</text>"#,
+            top + (10 - k) as f32 * 14.0,
+            sx + 18.0,
+            top + (10 - k) as f32 * 14.0 + 11.0
+        );
     }
     svg.push_str("</svg>\n");
     svg

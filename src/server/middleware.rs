@@ -46,12 +46,12 @@ impl<F: Future> Future for CatchUnwind<F> {
     }
 }
 
-/// Paths that are never refused for load and need no key.
+/// Paths that are never refused for load and need no key (the page asks for the key itself).
 fn is_operational(path: &str) -> bool {
     matches!(
         path,
-        "/health" | "/ready" | "/metrics" | "/openapi.json" | "/docs"
-    )
+        "/health" | "/ready" | "/metrics" | "/openapi.json" | "/docs" | "/"
+    ) || path.starts_with("/assets/")
 }
 
 static REQUEST_COUNTER: AtomicU64 = AtomicU64::new(0);

@@ -179,6 +179,8 @@ pub struct AppState {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) online: Mutex<OnlineGroups>,
     pub(crate) align: routes::align::AlignWorker,
+    /// Align jobs that can be followed (`/v1/align/jobs`).
+    pub(crate) jobs: routes::jobs::Jobs,
     pub(crate) limiter: Arc<Semaphore>,
     pub(crate) ready: AtomicBool,
     /// The configured models that cannot be loaded, found at start-up (`/ready` lists them).
@@ -297,6 +299,7 @@ pub async fn serve(
         store,
         online: Mutex::new(online),
         align,
+        jobs: routes::jobs::Jobs::default(),
         ready: AtomicBool::new(false),
         unavailable,
     });

@@ -94,12 +94,33 @@ pub fn parse_code(s: &str) -> Result<String, LangError> {
         return Err(malformed());
     }
     if primary.len() == 2 {
+        // Two letters that are no ISO 639-1 language ("xx") are not a code: a guess at one
+        // would only reach the fallback model.
+        if !ISO_639_1.contains(&primary.as_str()) {
+            return Err(malformed());
+        }
         return Ok(primary);
     }
     Ok(iso639_3_to_1(&primary)
         .map(str::to_string)
         .unwrap_or(primary))
 }
+
+/// Every ISO 639-1 code.
+const ISO_639_1: &[&str] = &[
+    "aa", "ab", "ae", "af", "ak", "am", "an", "ar", "as", "av", "ay", "az", "ba", "be", "bg", "bh",
+    "bi", "bm", "bn", "bo", "br", "bs", "ca", "ce", "ch", "co", "cr", "cs", "cu", "cv", "cy", "da",
+    "de", "dv", "dz", "ee", "el", "en", "eo", "es", "et", "eu", "fa", "ff", "fi", "fj", "fo", "fr",
+    "fy", "ga", "gd", "gl", "gn", "gu", "gv", "ha", "he", "hi", "ho", "hr", "ht", "hu", "hy", "hz",
+    "ia", "id", "ie", "ig", "ii", "ik", "io", "is", "it", "iu", "ja", "jv", "ka", "kg", "ki", "kj",
+    "kk", "kl", "km", "kn", "ko", "kr", "ks", "ku", "kv", "kw", "ky", "la", "lb", "lg", "li", "ln",
+    "lo", "lt", "lu", "lv", "mg", "mh", "mi", "mk", "ml", "mn", "mr", "ms", "mt", "my", "na", "nb",
+    "nd", "ne", "ng", "nl", "nn", "no", "nr", "nv", "ny", "oc", "oj", "om", "or", "os", "pa", "pi",
+    "pl", "ps", "pt", "qu", "rm", "rn", "ro", "ru", "rw", "sa", "sc", "sd", "se", "sg", "si", "sk",
+    "sl", "sm", "sn", "so", "sq", "sr", "ss", "st", "su", "sv", "sw", "ta", "te", "tg", "th", "ti",
+    "tk", "tl", "tn", "to", "tr", "ts", "tt", "tw", "ty", "ug", "uk", "ur", "uz", "ve", "vi", "vo",
+    "wa", "wo", "xh", "yi", "yo", "za", "zh", "zu",
+];
 
 /// The two-letter code of a three-letter one, where tidings knows it.
 fn iso639_3_to_1(code: &str) -> Option<&'static str> {
@@ -174,7 +195,18 @@ mod tests {
     #[test]
     fn malformed_values_are_errors_that_say_what_to_give() {
         for bad in [
-            "german", "", "  ", "de,ru", "d3", "e", "de-", "de AT", "deutsch",
+            "german",
+            "",
+            "  ",
+            "de,ru",
+            "d3",
+            "e",
+            "de-",
+            "de AT",
+            "deutsch",
+            "xx-yy",
+            "xx",
+            "../../etc/passwd",
         ] {
             let e = parse_lang(bad).unwrap_err();
             assert_eq!(e.given, bad);

@@ -13,6 +13,7 @@
 
 pub mod articles;
 pub mod embeddings;
+pub mod jobs;
 pub mod libre;
 pub mod models;
 pub mod translate;

@@ -1,5 +1,6 @@
 //! `POST /v1/align`: a batch of articles through the align workflow (translate, embed, group
-//! into events), run one batch at a time on a thread of its own over the process's engine.
+//! into events), run one batch at a time on a thread of its own over the process's engine; the
+//! same batch as a job that can be followed is in [`super::jobs`].
 
 use std::collections::HashSet;
 use std::sync::{mpsc, Arc, Mutex};
@@ -20,12 +21,26 @@ use crate::server::{AppState, ServerConfig, ServerError};
 use crate::store::Store;
 use crate::text::article::Article;
 
-type AlignReply = oneshot::Sender<Result<AlignResponse, ApiError>>;
+/// Where a batch's outcome goes: a waiting request, or a job that is followed.
+pub(crate) enum AlignReply {
+    Request(oneshot::Sender<Result<AlignResponse, ApiError>>),
+    Job(Arc<super::jobs::Job>),
+}
+
+impl AlignReply {
+    /// Nobody waits for it any more (the client went away).
+    fn is_closed(&self) -> bool {
+        match self {
+            AlignReply::Request(tx) => tx.is_closed(),
+            AlignReply::Job(_) => false,
+        }
+    }
+}
 
 /// Runs `app::align::align` jobs one at a time on a thread of its own; the models are the
 /// engine's and the store is the process's, shared with every other request.
 pub struct AlignWorker {
-    tx: Mutex<mpsc::Sender<(Vec<Article>, AlignReply)>>,
+    pub(crate) tx: Mutex<mpsc::Sender<(Vec<Article>, AlignReply)>>,
 }
 
 impl AlignWorker {
@@ -56,22 +71,25 @@ impl AlignWorker {
                         continue;
                     }
                     let st = &*store;
+                    let mut progress = match &reply {
+                        AlignReply::Job(job) => super::jobs::JobProgress::new(job.clone()),
+                        AlignReply::Request(_) => super::jobs::JobProgress::none(),
+                    };
                     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        crate::app::align::align(
-                            &articles,
-                            &engine,
-                            &opts,
-                            st,
-                            &mut crate::app::align::Silent,
-                        )
+                        crate::app::align::align(&articles, &engine, &opts, st, &mut progress)
                     }));
                     let answer = match result {
-                        // The embeddings stay behind: the answer does not carry them.
-                        Ok(Ok(out)) => Ok(AlignResponse::from(out)),
+                        Ok(Ok(out)) => Ok(out),
                         Ok(Err(e)) => Err(pipeline_error(&e)),
                         Err(_) => Err(ApiError::internal("the align pipeline panicked")),
                     };
-                    let _ = reply.send(answer);
+                    match reply {
+                        // The embeddings stay behind: the answer does not carry them.
+                        AlignReply::Request(tx) => {
+                            let _ = tx.send(answer.map(AlignResponse::from));
+                        }
+                        AlignReply::Job(job) => job.finish(&articles, answer),
+                    }
                 }
             })?;
         Ok(Self { tx: Mutex::new(tx) })
@@ -103,6 +121,28 @@ pub(crate) async fn align(
     State(state): State<Arc<AppState>>,
     Payload(req): Payload<AlignRequest>,
 ) -> Result<Json<AlignResponse>, ApiError> {
+    let (articles, warnings) = validated(&state, req)?;
+    let (reply, rx) = oneshot::channel();
+    state
+        .align
+        .tx
+        .lock()
+        .map_err(|_| ApiError::internal("align queue poisoned"))?
+        .send((articles, AlignReply::Request(reply)))
+        .map_err(|_| ApiError::shutting_down())?;
+    let mut out = rx
+        .await
+        .map_err(|_| ApiError::internal("the align worker stopped"))??;
+    out.warnings = warnings;
+    Ok(Json(out))
+}
+
+/// The articles of an align batch, checked as `POST /v1/align` checks them, and the warnings
+/// about fields ignored.
+pub(crate) fn validated(
+    state: &AppState,
+    req: AlignRequest,
+) -> Result<(Vec<Article>, Vec<String>), ApiError> {
     let warnings = ignored_warnings(
         req.articles
             .iter()
@@ -121,7 +161,7 @@ pub(crate) async fn align(
     }
     let mut ids = HashSet::new();
     for (i, a) in articles.iter().enumerate() {
-        check_article(&state, a, i)?;
+        check_article(state, a, i)?;
         if !ids.insert(a.id.as_str()) {
             return Err(ApiError::invalid(format!(
                 "article id {} appears twice",
@@ -129,17 +169,5 @@ pub(crate) async fn align(
             )));
         }
     }
-    let (reply, rx) = oneshot::channel();
-    state
-        .align
-        .tx
-        .lock()
-        .map_err(|_| ApiError::internal("align queue poisoned"))?
-        .send((articles, reply))
-        .map_err(|_| ApiError::shutting_down())?;
-    let mut out = rx
-        .await
-        .map_err(|_| ApiError::internal("the align worker stopped"))??;
-    out.warnings = warnings;
-    Ok(Json(out))
+    Ok((articles, warnings))
 }

@@ -9,10 +9,13 @@ pub(crate) mod align;
 pub(crate) mod articles;
 pub(crate) mod detect;
 pub(crate) mod embed;
+pub(crate) mod inspect;
+pub(crate) mod jobs;
 pub(crate) mod models;
 pub(crate) mod ops;
 pub(crate) mod translate;
 pub(crate) mod validate;
+pub(crate) mod web;
 
 use std::sync::Arc;
 
@@ -34,6 +37,9 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         // text-embeddings-inference's path; behind the key like the rest of the API.
         .route("/embed", post(embed::tei_embed))
         .route("/v1/align", post(align::align))
+        .route("/v1/align/jobs", post(jobs::create))
+        .route("/v1/align/jobs/{id}", get(jobs::status))
+        .route("/v1/inspect", post(inspect::inspect))
         .route("/v1/articles", post(articles::ingest_article))
         .route("/v1/events", get(articles::events))
         .route("/v1/events/{id}", get(articles::event))
@@ -50,6 +56,9 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/translate", post(libre::translate))
         .route("/detect", post(libre::detect))
         .route("/languages", get(libre::languages))
+        .route("/", get(web::index))
+        .route("/assets/app.js", get(web::script))
+        .route("/assets/style.css", get(web::style))
         .route("/health", get(ops::health))
         .route("/ready", get(ops::ready))
         .route("/metrics", get(ops::metrics))
