@@ -412,7 +412,9 @@ fn sample_pages_become_events_and_open_with_their_removed_lines() {
             "a legend title and a line per event: {plot}"
         );
         screenshot(&c, "events").await;
-        c.execute("document.getElementById('plot').scrollIntoView();", vec![]).await.unwrap();
+        c.execute("document.getElementById('plot').scrollIntoView();", vec![])
+            .await
+            .unwrap();
         screenshot(&c, "plot").await;
         // An article opens with its removed furniture and its sentences side by side.
         c.find(Locator::Css("#events li[data-article] button"))
