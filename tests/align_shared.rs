@@ -83,7 +83,7 @@ fn align(input: &Path, store: &str, out: &Path, home: &Path) -> Child {
             "--threads",
             "1",
         ])
-        .args(["--lease", "2", "--claim-size", "10"])
+        .args(["--lease", "3", "--claim-size", "10"])
         .env("HF_HOME", home)
         .env("HF_ENDPOINT", "http://127.0.0.1:9")
         .stdout(Stdio::null())

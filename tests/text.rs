@@ -555,3 +555,68 @@ fn odd_input_never_panics_and_spans_stay_valid() {
         }
     }
 }
+
+/// Units, titles, ordinals, initials, abbreviations and decimals in the six languages tidings
+/// serves most, in both directions: a boundary a reader sees is found, and none is invented.
+#[test]
+fn sentence_ends_after_units_but_not_after_titles_ordinals_or_initials() {
+    // A unit at the end of a sentence ends it.
+    check_split(
+        "Der Rhein erreichte einen Pegelstand von 7,45 m. Das ist der höchste Wert seit 1988.",
+        "de",
+        &[
+            "Der Rhein erreichte einen Pegelstand von 7,45 m.",
+            "Das ist der höchste Wert seit 1988.",
+        ],
+    );
+    check_split(
+        "Уровень воды поднялся до 5 м. Это рекорд.",
+        "ru",
+        &["Уровень воды поднялся до 5 м.", "Это рекорд."],
+    );
+    check_split(
+        "Hladina stoupla na 3,2 m. Je to nejvíce od roku 2002.",
+        "cs",
+        &["Hladina stoupla na 3,2 m.", "Je to nejvíce od roku 2002."],
+    );
+    check_split(
+        "La Seine a atteint 6,1 m. Les quais sont fermés.",
+        "fr",
+        &["La Seine a atteint 6,1 m.", "Les quais sont fermés."],
+    );
+    check_split(
+        "El río subió 4 m. Los vecinos fueron evacuados.",
+        "es",
+        &["El río subió 4 m.", "Los vecinos fueron evacuados."],
+    );
+    check_split(
+        "The tower is 300 ft. The view is famous.",
+        "en",
+        &["The tower is 300 ft.", "The view is famous."],
+    );
+    // No false split after titles, abbreviations, ordinals, initials or inside decimals.
+    for (lang, text) in [
+        (
+            "de",
+            "Dr. Müller sprach am 22. Mai u. a. über den Pegel von 7.45 Metern.",
+        ),
+        ("de", "Er kam um 5 z. B. mit dem Zug."),
+        (
+            "ru",
+            "Это было, т. е. почти, в 2023 г. на ул. Ленина, сказал В. В. Путин.",
+        ),
+        (
+            "cs",
+            "Vláda, tzn. premiér, schválila zákon č. 5 dne 3. října.",
+        ),
+        ("fr", "M. Dupont et Mme Martin, p. ex. à Paris, ont parlé."),
+        (
+            "es",
+            "El Sr. García y la Dra. López viajaron a EE. UU. el lunes.",
+        ),
+        ("en", "Mr. Smith met J. K. Rowling at St. Paul's on Jan. 5."),
+        ("en", "Ft. Lauderdale is warm."),
+    ] {
+        check_split(text, lang, &[text]);
+    }
+}

@@ -215,6 +215,7 @@ pub fn align(
         engine,
         opts,
         store,
+        claimed: !opts.refresh,
     };
     if opts.refresh {
         // Redo everything here, whatever others hold: no claims.
@@ -256,6 +257,8 @@ pub fn align(
 pub(crate) struct Done {
     pub results: Vec<(usize, ArticleResult)>,
     pub skipped: Vec<(usize, Skipped)>,
+    /// Of `results`, those this process committed (another may have been first).
+    pub committed: usize,
 }
 
 /// One run's input and settings, for doing shares of it.
@@ -265,6 +268,9 @@ pub(crate) struct Work<'a> {
     pub engine: &'a Engine,
     pub opts: &'a AlignOptions,
     pub store: &'a dyn Store,
+    /// Articles are claimed: a commit does not overwrite the same content committed by another
+    /// worker meanwhile (`--refresh` overwrites).
+    pub claimed: bool,
 }
 
 impl Work<'_> {
@@ -274,6 +280,7 @@ impl Work<'_> {
         let mut done = Done {
             results: Vec::new(),
             skipped: Vec::new(),
+            committed: 0,
         };
         // 2. Prepare.
         progress.stage("preparing", todo.len());
@@ -346,7 +353,13 @@ impl Work<'_> {
         for (&i, p) in &prepared {
             let mut result = workflow::assemble(&articles[i], p, &translations, opts.embed_source);
             flow.embed(&mut result)?;
-            store.put_article(&p.id, &self.hashes[i], &result)?;
+            let wrote = if self.claimed {
+                store.commit_claimed(&p.id, &self.hashes[i], &result)?
+            } else {
+                store.put_article(&p.id, &self.hashes[i], &result)?;
+                true
+            };
+            done.committed += usize::from(wrote);
             done.results.push((i, result));
             progress.advance(1);
         }

@@ -46,13 +46,12 @@ fn keeping_leases<T>(store: &dyn Store, worker: &str, lease: Duration, f: impl F
     let every = (lease / 3).max(Duration::from_millis(50));
     std::thread::scope(|s| {
         s.spawn(|| {
-            let tick = Duration::from_millis(20).min(every);
-            let mut waited = Duration::ZERO;
+            // By the clock, not by counting sleeps: a loaded machine oversleeps.
+            let mut last = std::time::Instant::now();
             while !stop.load(Ordering::Relaxed) {
-                std::thread::sleep(tick);
-                waited += tick;
-                if waited >= every {
-                    waited = Duration::ZERO;
+                std::thread::sleep(Duration::from_millis(20).min(every));
+                if last.elapsed() >= every {
+                    last = std::time::Instant::now();
                     if let Err(e) = store.renew_claims(worker, lease) {
                         tracing::warn!("cannot renew this process's claims: {e}");
                     }
@@ -145,7 +144,9 @@ pub(crate) fn share_out(
         for (i, s) in &done.skipped {
             store.skip_claimed(&s.id, &work.hashes[*i], &s.reason)?;
         }
-        stats.computed += done.results.len();
+        // An article another worker committed first (after this one's lease ran out) is theirs.
+        stats.computed += done.committed;
+        stats.reused += done.results.len() - done.committed;
         for (i, r) in done.results {
             results[i] = Some(r);
         }

@@ -222,6 +222,16 @@ pub trait Store: Send + Sync + fmt::Debug {
         result: &ArticleResult,
     ) -> Result<(), StoreError>;
 
+    /// Commits an article a worker claimed, unless it is already done for this `content_hash`
+    /// (a worker overtaken after its lease ran out finds its work done by another): true when
+    /// this call wrote it. The claim is dropped either way, in the same transaction.
+    fn commit_claimed(
+        &self,
+        id: &str,
+        content_hash: &str,
+        result: &ArticleResult,
+    ) -> Result<bool, StoreError>;
+
     /// The result of article `id` if it is done for this `content_hash`. A stored result this
     /// version cannot read counts as not done (it is logged, and the article is redone).
     fn get_done_article(

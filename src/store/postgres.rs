@@ -317,6 +317,37 @@ impl Store for PostgresStore {
         })
     }
 
+    fn commit_claimed(
+        &self,
+        id: &str,
+        content_hash: &str,
+        result: &ArticleResult,
+    ) -> Result<bool, StoreError> {
+        let json = self.encode(&format!("the result of article {id}"), result)?;
+        self.with(|c| {
+            let mut tx = c.transaction()?;
+            // First writer wins: the same content done again is not written again.
+            let wrote = tx
+                .query_opt(
+                    "INSERT INTO articles (id, content_hash, result, done_at, commits)
+                     VALUES ($1, $2, $3, $4, 1)
+                     ON CONFLICT (id) DO UPDATE SET content_hash = EXCLUDED.content_hash,
+                         result = EXCLUDED.result, done_at = EXCLUDED.done_at,
+                         commits = articles.commits + 1
+                     WHERE articles.content_hash <> EXCLUDED.content_hash
+                     RETURNING 1",
+                    &[&id, &content_hash, &json, &now()],
+                )?
+                .is_some();
+            tx.execute(
+                "DELETE FROM claims WHERE article_id = $1 AND content_hash = $2",
+                &[&id, &content_hash],
+            )?;
+            tx.commit()?;
+            Ok(wrote)
+        })
+    }
+
     fn get_done_article(
         &self,
         id: &str,

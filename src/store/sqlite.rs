@@ -252,6 +252,38 @@ impl Store for SqliteStore {
         })
     }
 
+    fn commit_claimed(
+        &self,
+        id: &str,
+        content_hash: &str,
+        result: &ArticleResult,
+    ) -> Result<bool, StoreError> {
+        let json = self.encode(&format!("the result of article {id}"), result)?;
+        self.with(|conn| {
+            let tx = conn.transaction()?;
+            // First writer wins: the same content done again is not written again.
+            let wrote = tx
+                .prepare_cached(
+                    "INSERT INTO articles (id, content_hash, result, done_at, commits)
+                     VALUES (?1, ?2, ?3, ?4, 1)
+                     ON CONFLICT(id) DO UPDATE SET content_hash = excluded.content_hash,
+                         result = excluded.result, done_at = excluded.done_at,
+                         commits = articles.commits + 1
+                     WHERE articles.content_hash <> excluded.content_hash
+                     RETURNING 1",
+                )?
+                .query_row(params![id, content_hash, json, now()], |_| Ok(()))
+                .optional()?
+                .is_some();
+            tx.execute(
+                "DELETE FROM claims WHERE article_id = ?1 AND content_hash = ?2",
+                params![id, content_hash],
+            )?;
+            tx.commit()?;
+            Ok(wrote)
+        })
+    }
+
     fn get_done_article(
         &self,
         id: &str,

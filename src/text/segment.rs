@@ -18,7 +18,8 @@
 //!   abbreviations only before a number.
 //!
 //! Units written without a period in the language (Czech `Kč`, Russian `млн`) are not
-//! abbreviations: `stálo 100 Kč. Další …` breaks.
+//! abbreviations: `stálo 100 Kč. Další …` breaks, and neither is a one-letter unit after a
+//! number: `ein Pegelstand von 7,45 m. Das ist …` breaks, where `J. K. Rowling` does not.
 
 use std::ops::Range;
 
@@ -254,7 +255,7 @@ const EN: &[(&str, Kind)] = &[
     ("capt", Never),
     ("sgt", Never),
     ("mt", Never),
-    ("ft", Never),
+    ("ft", AfterNumber),
     ("dept", Never),
     ("fig", Never),
     ("approx", Never),
@@ -280,6 +281,63 @@ const EN: &[(&str, Kind)] = &[
     ("nos", BeforeNumber),
     ("vol", BeforeNumber),
     ("pp", BeforeNumber),
+    ("art", BeforeNumber),
+];
+
+const FR: &[(&str, Kind)] = &[
+    ("mme", Never),
+    ("mmes", Never),
+    ("mlle", Never),
+    ("mlles", Never),
+    ("me", Never),
+    ("pr", Never),
+    ("ste", Never),
+    ("bd", Never),
+    ("av", Never),
+    ("env", Never),
+    ("cf", Never),
+    ("p. ex", Never),
+    ("janv", Never),
+    ("févr", Never),
+    ("avr", Never),
+    ("juil", Never),
+    ("sept", Never),
+    ("oct", Never),
+    ("déc", Never),
+    ("av. j.-c", Terminal),
+    ("apr. j.-c", Terminal),
+    ("vol", BeforeNumber),
+    ("art", BeforeNumber),
+    ("p", BeforeNumber),
+];
+
+const ES: &[(&str, Kind)] = &[
+    ("sra", Never),
+    ("srta", Never),
+    ("dra", Never),
+    ("dña", Never),
+    ("ud", Never),
+    ("uds", Never),
+    ("vd", Never),
+    ("lic", Never),
+    ("ing", Never),
+    ("arq", Never),
+    ("gral", Never),
+    ("avda", Never),
+    ("aprox", Never),
+    ("p. ej", Never),
+    ("ee", Never),
+    ("ene", Never),
+    ("abr", Never),
+    ("ago", Never),
+    ("sept", Never),
+    ("oct", Never),
+    ("dic", Never),
+    ("ee. uu", Terminal),
+    ("a. c", Terminal),
+    ("d. c", Terminal),
+    ("pág", BeforeNumber),
+    ("núm", BeforeNumber),
     ("art", BeforeNumber),
 ];
 
@@ -336,6 +394,8 @@ fn abbreviations(lang: &str) -> &'static [(&'static str, Kind)] {
         "uk" => UK,
         "cs" | "sk" => CS,
         "en" => EN,
+        "fr" => FR,
+        "es" => ES,
         _ => &[],
     }
 }
@@ -577,9 +637,20 @@ fn is_boundary(before: &str, run: &str, next: &str, lang: &str) -> bool {
     }
 
     let letters: Vec<char> = core.chars().collect();
-    // A single letter: an initial (`J.`, `В.`) or a one-letter abbreviation (`z.`, `č.`, `т.`).
+    // A single letter: an initial (`J.`, `В.`) or a one-letter abbreviation (`z.`, `č.`, `т.`);
+    // but a lowercase letter after a number is a unit (`7,45 m.`, `5 м.`, `3 h.`), which can end
+    // a sentence: a capital after it starts the next one, unless it is the next letter of a
+    // dotted abbreviation (`5 z. B.`).
     if letters.len() == 1 && letters[0].is_alphabetic() {
-        return false;
+        let unit = letters[0].is_lowercase()
+            && last_token(strip_last_token(before))
+                .chars()
+                .any(|c| c.is_ascii_digit());
+        let dotted_next = {
+            let mut c = next.chars();
+            c.next().is_some_and(char::is_alphabetic) && c.next() == Some('.')
+        };
+        return unit && !dotted_next && next_kind != Next::Digit;
     }
     // A dotted abbreviation: `z.B`, `U.S`, `Н.Д`, `т.е` (short letter groups between periods).
     if core.contains('.')
