@@ -160,6 +160,25 @@ async fn text_of(c: &Client, css: &str) -> String {
         .unwrap()
 }
 
+/// Types `text` and `lang` into the translate form and submits it.
+async fn ask_translation(c: &Client, text: &str, lang: &str) {
+    c.find(Locator::Css("#source-text"))
+        .await
+        .unwrap()
+        .send_keys(text)
+        .await
+        .unwrap();
+    let field = c.find(Locator::Css("#source-lang")).await.unwrap();
+    field.clear().await.unwrap();
+    field.send_keys(lang).await.unwrap();
+    c.find(Locator::Css("#translate-button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
 /// Waits until `js` (an expression) is true in the page.
 async fn until(c: &Client, js: &str, what: &str) {
     let start = Instant::now();
@@ -190,21 +209,7 @@ fn translate_shows_sentence_pairs_that_highlight_together() {
     with_page(page_config(), |c, base| async move {
         c.goto(&base).await.unwrap();
         let text = "Der Bundestag hat am 22. Mai über das Gesetz abgestimmt. Die Opposition kritisierte den Entwurf scharf.\n\nIn Berlin demonstrierten tausende Menschen gegen die Reform.";
-        c.find(Locator::Css("#source-text"))
-            .await
-            .unwrap()
-            .send_keys(text)
-            .await
-            .unwrap();
-        let lang = c.find(Locator::Css("#source-lang")).await.unwrap();
-        lang.clear().await.unwrap();
-        lang.send_keys("de").await.unwrap();
-        c.find(Locator::Css("#translate-button"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        ask_translation(&c, text, "de").await;
         until(
             &c,
             "document.querySelectorAll('#pairs-body .english .sentence').length > 0",
@@ -245,21 +250,7 @@ fn translate_shows_sentence_pairs_that_highlight_together() {
 fn an_unknown_language_shows_its_error_message() {
     with_page(page_config(), |c, base| async move {
         c.goto(&base).await.unwrap();
-        c.find(Locator::Css("#source-text"))
-            .await
-            .unwrap()
-            .send_keys("Hallo Welt.")
-            .await
-            .unwrap();
-        let lang = c.find(Locator::Css("#source-lang")).await.unwrap();
-        lang.clear().await.unwrap();
-        lang.send_keys("xx-yy").await.unwrap();
-        c.find(Locator::Css("#translate-button"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        ask_translation(&c, "Hallo Welt.", "xx-yy").await;
         until(
             &c,
             "!document.getElementById('error').hidden",
@@ -313,21 +304,7 @@ fn the_page_asks_for_the_api_key_once_and_uses_it() {
             "the languages",
         )
         .await;
-        c.find(Locator::Css("#source-text"))
-            .await
-            .unwrap()
-            .send_keys("Der Bundestag hat abgestimmt.")
-            .await
-            .unwrap();
-        let lang = c.find(Locator::Css("#source-lang")).await.unwrap();
-        lang.clear().await.unwrap();
-        lang.send_keys("de").await.unwrap();
-        c.find(Locator::Css("#translate-button"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        ask_translation(&c, "Der Bundestag hat abgestimmt.", "de").await;
         until(
             &c,
             "document.querySelectorAll('#pairs-body .english .sentence').length == 1",

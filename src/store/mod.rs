@@ -125,6 +125,40 @@ impl StoreError {
     }
 }
 
+/// A record as the JSON text both backends store.
+pub(crate) fn encode_json<T: serde::Serialize + ?Sized>(
+    location: &str,
+    what: &str,
+    value: &T,
+) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|source| StoreError::Json {
+        path: location.into(),
+        what: what.into(),
+        source,
+    })
+}
+
+/// A record from the JSON text both backends store.
+pub(crate) fn decode_json<T: serde::de::DeserializeOwned>(
+    location: &str,
+    what: &str,
+    text: &str,
+) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|source| StoreError::Json {
+        path: location.into(),
+        what: what.into(),
+        source,
+    })
+}
+
+/// Event info as stored; unreadable info is logged and shown as none, like info never set.
+pub(crate) fn decode_info(location: &str, event: i64, text: Option<String>) -> Option<EventInfo> {
+    let text = text?;
+    decode_json(location, &format!("the info of event {event}"), &text)
+        .map_err(|e| tracing::warn!("{e}"))
+        .ok()
+}
+
 /// Little-endian f32s from a stored blob.
 pub(crate) fn decode_vector(
     location: &str,

@@ -103,27 +103,15 @@ impl SqliteStore {
     }
 
     fn encode<T: Serialize + ?Sized>(&self, what: &str, value: &T) -> Result<String, StoreError> {
-        serde_json::to_string(value).map_err(|source| StoreError::Json {
-            path: self.path.clone(),
-            what: what.into(),
-            source,
-        })
+        super::encode_json(&self.path, what, value)
     }
 
     fn decode<T: DeserializeOwned>(&self, what: &str, text: &str) -> Result<T, StoreError> {
-        serde_json::from_str(text).map_err(|source| StoreError::Json {
-            path: self.path.clone(),
-            what: what.into(),
-            source,
-        })
+        super::decode_json(&self.path, what, text)
     }
 
-    /// Event info as stored; unreadable info is logged and shown as none, like info never set.
     fn decode_info(&self, event: i64, text: Option<String>) -> Option<EventInfo> {
-        let text = text?;
-        self.decode(&format!("the info of event {event}"), &text)
-            .map_err(|e| tracing::warn!("{e}"))
-            .ok()
+        super::decode_info(&self.path, event, text)
     }
 
     fn strings<P: rusqlite::Params>(&self, sql: &str, p: P) -> Result<Vec<String>, StoreError> {
