@@ -172,6 +172,10 @@ fn the_key_is_checked_before_a_slot_is_taken() {
     gate.add_permits(1);
     assert_eq!(held.join().unwrap(), 204);
     assert_eq!(server.post("/translate", &lt).status, 200);
+    // A keyless request to the API's own routes is refused before its body is read: a
+    // stalled body gets its 401 at once, not a 408 at the read timeout.
+    let (status, text) = read_until_closed(half_a_body(server.addr));
+    assert_eq!(status, 401, "{text}");
 }
 
 #[test]

@@ -119,6 +119,29 @@ fn translations_are_cached_per_model_and_revision(store: &dyn Store) {
     );
     store.put_translations("m", "r1", &[]).unwrap();
     assert_eq!(store.get_translations("m", "r1", &[]).unwrap(), vec![]);
+    // A batch may hold a sentence twice (a page repeats a line): the last translation wins.
+    store
+        .put_translations(
+            "m",
+            "twice",
+            &pairs(&[
+                ("Foto: dpa", "first"),
+                ("Neu.", "New."),
+                ("Foto: dpa", "Photo: dpa"),
+            ]),
+        )
+        .unwrap();
+    assert_eq!(
+        store
+            .get_translations("m", "twice", &["Foto: dpa", "Neu."])
+            .unwrap(),
+        vec![Some("Photo: dpa".to_string()), Some("New.".to_string())]
+    );
+    let v = [0.5f32, 1.5];
+    store
+        .put_embeddings("e", &[("same", &v[..]), ("same", &v[..])])
+        .unwrap();
+    assert_eq!(store.get_embedding("e", "same").unwrap(), Some(v.to_vec()));
 }
 
 fn embeddings_round_trip_bit_for_bit(store: &dyn Store) {

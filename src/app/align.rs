@@ -259,6 +259,8 @@ pub(crate) struct Done {
     pub skipped: Vec<(usize, Skipped)>,
     /// Of `results`, those this process committed (another may have been first).
     pub committed: usize,
+    /// Of `skipped`, those worth another try (their model failed to load).
+    pub retry: std::collections::HashSet<usize>,
 }
 
 /// One run's input and settings, for doing shares of it.
@@ -281,6 +283,7 @@ impl Work<'_> {
             results: Vec::new(),
             skipped: Vec::new(),
             committed: 0,
+            retry: Default::default(),
         };
         // 2. Prepare.
         progress.stage("preparing", todo.len());
@@ -339,6 +342,7 @@ impl Work<'_> {
             for &i in &per_lang[lang].articles {
                 if prepared.remove(&i).is_some() {
                     skip(&mut done.skipped, i, &articles[i], reason.clone());
+                    done.retry.insert(i);
                 }
             }
         }

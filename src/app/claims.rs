@@ -58,9 +58,16 @@ fn keeping_leases<T>(store: &dyn Store, worker: &str, lease: Duration, f: impl F
                 }
             }
         });
-        let out = f();
-        stop.store(true, Ordering::Relaxed);
-        out
+        // Stops the renewals however `f` ends: a panic unwinding through here must not leave
+        // the scope waiting for the renewal thread (and the leases renewed) for ever.
+        struct Stop<'a>(&'a AtomicBool);
+        impl Drop for Stop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let _stop = Stop(&stop);
+        f()
     })
 }
 
@@ -141,8 +148,12 @@ pub(crate) fn share_out(
             .collect();
         stats.taken_over += claims.iter().filter(|c| c.taken_over).count();
         let done = keeping_leases(store, &worker, lease, || work.stages(&share_at, progress))?;
+        // Settled for good only where nothing can change (no text, no model for the language);
+        // a model that failed to load may load next time, for this process or another.
         for (i, s) in &done.skipped {
-            store.skip_claimed(&s.id, &work.hashes[*i], &s.reason)?;
+            if !done.retry.contains(i) {
+                store.skip_claimed(&s.id, &work.hashes[*i], &s.reason)?;
+            }
         }
         // An article another worker committed first (after this one's lease ran out) is theirs.
         stats.computed += done.committed;

@@ -156,6 +156,12 @@ pub(crate) async fn read_body(
     req: Request,
     next: Next,
 ) -> Response {
+    // The API's own routes take their key in a header: one without it is refused before its
+    // body is read (LibreTranslate's routes may carry the key in the body, so theirs is read).
+    let path = req.uri().path();
+    if (path.starts_with("/v1/") || path == "/embed") && !state.authorized(req.headers(), None) {
+        return closing(ApiError::unauthorized().into_response());
+    }
     let limit = state.cfg.max_body_bytes;
     let declared = req
         .headers()

@@ -237,8 +237,13 @@ impl Store for PostgresStore {
         revision: &str,
         pairs: &[(String, String)],
     ) -> Result<(), StoreError> {
-        let hashes: Vec<Vec<u8>> = pairs.iter().map(|(s, _)| sha256(s)).collect();
-        let texts: Vec<&str> = pairs.iter().map(|(_, t)| t.as_str()).collect();
+        // One row per sentence: an upsert may not touch a row twice (the last pair wins, as it
+        // would one by one).
+        let mut last: std::collections::HashMap<Vec<u8>, &str> = std::collections::HashMap::new();
+        for (s, t) in pairs {
+            last.insert(sha256(s), t.as_str());
+        }
+        let (hashes, texts): (Vec<Vec<u8>>, Vec<&str>) = last.into_iter().unzip();
         self.with(|c| {
             c.execute(
                 "INSERT INTO translations (model, revision, sentence_sha256, translation)
@@ -264,11 +269,14 @@ impl Store for PostgresStore {
     }
 
     fn put_embeddings(&self, model: &str, items: &[(&str, &[f32])]) -> Result<(), StoreError> {
-        let hashes: Vec<Vec<u8>> = items.iter().map(|(t, _)| sha256(t)).collect();
-        let blobs: Vec<Vec<u8>> = items
-            .iter()
-            .map(|(_, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
-            .collect();
+        let mut last: std::collections::HashMap<Vec<u8>, &[f32]> = std::collections::HashMap::new();
+        for (t, v) in items {
+            last.insert(sha256(t), v);
+        }
+        let (hashes, blobs): (Vec<Vec<u8>>, Vec<Vec<u8>>) = last
+            .into_iter()
+            .map(|(h, v)| (h, v.iter().flat_map(|x| x.to_le_bytes()).collect()))
+            .unzip();
         self.with(|c| {
             c.execute(
                 "INSERT INTO embeddings (model, text_sha256, vector)

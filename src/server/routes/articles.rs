@@ -49,11 +49,16 @@ pub(crate) async fn ingest_article(
     let warnings = ignored_warnings([(req.article.id.as_str(), req.article.ignored.as_slice())]);
     let article = Article::from(req.article);
     check_article(&state, &article, 0)?;
-    let already = state
-        .online
-        .lock()
-        .map_err(|_| ApiError::internal("online state poisoned"))?
-        .event_of(&article.id);
+    // The grouping's lock may be held across a database wait: not on an async thread.
+    let (st, id) = (state.clone(), article.id.clone());
+    let already = tokio::task::spawn_blocking(move || {
+        st.online
+            .lock()
+            .map(|o| o.event_of(&id))
+            .map_err(|_| ApiError::internal("online state poisoned"))
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("the grouping check failed: {e}")))??;
     if let Some(event) = already {
         return Err(conflict(&article.id, event));
     }

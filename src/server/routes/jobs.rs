@@ -23,17 +23,21 @@ use crate::server::extract::Payload;
 use crate::server::AppState;
 use crate::text::article::Article;
 
-/// Finished or not, the newest jobs kept for `GET`.
+/// Finished jobs kept for `GET` (the newest); jobs still queued or running are always kept.
 pub(crate) const KEPT_JOBS: usize = 64;
+/// Jobs queued or running at once; more are refused (429) until one finishes.
+pub(crate) const MAX_UNFINISHED_JOBS: usize = 16;
 
 /// One job and its state, shared by the worker (which writes) and the handlers (which read).
 pub(crate) struct Job {
+    id: String,
     state: Mutex<AlignJob>,
 }
 
 impl Job {
     fn new(id: String) -> Self {
         Self {
+            id: id.clone(),
             state: Mutex::new(AlignJob {
                 id,
                 status: "queued".into(),
@@ -52,6 +56,13 @@ impl Job {
         if let Ok(mut s) = self.state.lock() {
             f(&mut s);
         }
+    }
+
+    fn unfinished(&self) -> bool {
+        self.state
+            .lock()
+            .map(|s| s.status == "queued" || s.status == "running")
+            .unwrap_or(false)
     }
 
     fn snapshot(&self) -> AlignJob {
@@ -93,24 +104,42 @@ pub(crate) struct Jobs {
 static JOB_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl Jobs {
-    fn add(&self) -> Arc<Job> {
+    /// A new queued job, or 429 when [`MAX_UNFINISHED_JOBS`] are queued or running.
+    fn add(&self) -> Result<Arc<Job>, ApiError> {
+        let mut list = self
+            .list
+            .lock()
+            .map_err(|_| ApiError::internal("the job list is poisoned"))?;
+        if list.iter().filter(|j| j.unfinished()).count() >= MAX_UNFINISHED_JOBS {
+            let mut e = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "overloaded",
+                format!(
+                    "{MAX_UNFINISHED_JOBS} align jobs are queued or running; retry when one has finished"
+                ),
+            );
+            e.retry_after = Some(5);
+            return Err(e);
+        }
         let n = JOB_COUNTER.fetch_add(1, Ordering::Relaxed);
         let t = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_micros());
         let job = Arc::new(Job::new(format!("job-{t:x}-{n}")));
-        if let Ok(mut list) = self.list.lock() {
-            list.push_back(job.clone());
-            while list.len() > KEPT_JOBS {
-                list.pop_front();
-            }
+        list.push_back(job.clone());
+        // Forget the oldest finished jobs beyond the limit; unfinished ones stay.
+        while list.iter().filter(|j| !j.unfinished()).count() > KEPT_JOBS {
+            let Some(pos) = list.iter().position(|j| !j.unfinished()) else {
+                break;
+            };
+            list.remove(pos);
         }
-        job
+        Ok(job)
     }
 
     fn get(&self, id: &str) -> Option<Arc<Job>> {
         let list = self.list.lock().ok()?;
-        list.iter().find(|j| j.snapshot().id == id).cloned()
+        list.iter().find(|j| j.id == id).cloned()
     }
 }
 
@@ -163,7 +192,7 @@ pub(crate) async fn create(
     Payload(req): Payload<AlignRequest>,
 ) -> Result<Response, ApiError> {
     let (articles, warnings) = validated(&state, req)?;
-    let job = state.jobs.add();
+    let job = state.jobs.add()?;
     job.update(|s| s.notices.extend(warnings));
     state
         .align
