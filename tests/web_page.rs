@@ -179,6 +179,16 @@ async fn ask_translation(c: &Client, text: &str, lang: &str) {
         .unwrap();
 }
 
+/// Numbers a script returns joined with `:` (counts of elements), as a list.
+async fn counts(c: &Client, js: &str) -> Vec<usize> {
+    let v = c.execute(js, vec![]).await.unwrap();
+    v.as_str()
+        .unwrap_or_else(|| panic!("{js} gave {v}"))
+        .split(':')
+        .map(|n| n.parse().unwrap())
+        .collect()
+}
+
 /// Waits until `js` (an expression) is true in the page.
 async fn until(c: &Client, js: &str, what: &str) {
     let start = Instant::now();
@@ -369,24 +379,16 @@ fn sample_pages_become_events_and_open_with_their_removed_lines() {
         want.sort();
         assert_eq!(ids.as_str(), Some(want.join(",").as_str()));
         // The map has a marker per article and a legend line per event.
-        let plot = c
-            .execute(
-                "return document.querySelectorAll('#plot .point').length + ':' + document.querySelectorAll('#plot .legend text').length + ':' + document.querySelectorAll('#events > li').length;",
-                vec![],
-            )
-            .await
-            .unwrap();
-        let parts: Vec<usize> = plot
-            .as_str()
-            .unwrap()
-            .split(':')
-            .map(|n| n.parse().unwrap())
-            .collect();
-        assert_eq!(parts[0], 5, "{plot}");
+        let parts = counts(
+            &c,
+            "return document.querySelectorAll('#plot .point').length + ':' + document.querySelectorAll('#plot .legend text').length + ':' + document.querySelectorAll('#events > li').length;",
+        )
+        .await;
+        assert_eq!(parts[0], 5, "{parts:?}");
         assert_eq!(
             parts[1],
             parts[2] + 1,
-            "a legend title and a line per event: {plot}"
+            "a legend title and a line per event: {parts:?}"
         );
         screenshot(&c, "events").await;
         c.execute("document.getElementById('plot').scrollIntoView();", vec![])
@@ -412,20 +414,12 @@ fn sample_pages_become_events_and_open_with_their_removed_lines() {
             "removed lines",
         )
         .await;
-        let sides = c
-            .execute(
-                "return document.querySelectorAll('#article-pairs .source .sentence').length + ':' + document.querySelectorAll('#article-pairs .english .sentence').length;",
-                vec![],
-            )
-            .await
-            .unwrap();
-        let n: Vec<usize> = sides
-            .as_str()
-            .unwrap()
-            .split(':')
-            .map(|n| n.parse().unwrap())
-            .collect();
-        assert!(n[0] > 0 && n[0] == n[1], "{sides}");
+        let n = counts(
+            &c,
+            "return document.querySelectorAll('#article-pairs .source .sentence').length + ':' + document.querySelectorAll('#article-pairs .english .sentence').length;",
+        )
+        .await;
+        assert!(n[0] > 0 && n[0] == n[1], "{n:?}");
         c.execute(
             "document.getElementById('article-view').scrollIntoView();",
             vec![],

@@ -405,6 +405,18 @@ pub fn default_store_path() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("tidings.sqlite"))
 }
 
+/// The SHA-256 of a text, as both backends key their caches.
+pub(crate) fn text_sha256(text: &str) -> Vec<u8> {
+    Sha256::digest(text.as_bytes()).to_vec()
+}
+
+/// Unix seconds now, as both backends date their rows.
+pub(crate) fn unix_seconds() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
 /// Hex SHA-256 of a text, e.g. for the `content_hash` of an article.
 pub fn sha256_hex(text: &str) -> String {
     Sha256::digest(text.as_bytes())

@@ -10,16 +10,16 @@
 
 mod schema;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use postgres::error::SqlState;
 use postgres::{Config, NoTls};
 use r2d2_postgres::PostgresConnectionManager;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use super::records::{ArticleResult, Event, EventInfo, EventMember, EventRecord, EventSummary};
+use super::{text_sha256 as sha256, unix_seconds as now};
 use super::{Claim, OnlineAssign, Store, StoreError};
 
 type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
@@ -45,16 +45,6 @@ impl std::fmt::Debug for PostgresStore {
             .field("location", &self.location)
             .finish()
     }
-}
-
-fn sha256(text: &str) -> Vec<u8> {
-    Sha256::digest(text.as_bytes()).to_vec()
-}
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// `url` with the password replaced by `***`.

@@ -16,11 +16,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 pub use migrate::{APPLICATION_ID, SCHEMA_VERSION};
 
 use super::records::{ArticleResult, Event, EventInfo, EventMember, EventRecord, EventSummary};
+use super::{text_sha256 as sha256, unix_seconds as now};
 use super::{Claim, OnlineAssign, Store, StoreError};
 
 /// A store in one SQLite file.
@@ -35,16 +35,6 @@ impl std::fmt::Debug for SqliteStore {
             .field("path", &self.path)
             .finish()
     }
-}
-
-fn sha256(text: &str) -> Vec<u8> {
-    Sha256::digest(text.as_bytes()).to_vec()
-}
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 fn now_ms() -> i64 {
