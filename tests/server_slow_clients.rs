@@ -41,19 +41,9 @@ fn half_a_head(addr: SocketAddr) -> TcpStream {
     stalled(addr, "POST /v1/translate HTTP/1.1\r\nHost: t\r\nContent-Ty")
 }
 
-/// Everything the server sends until it closes: status and body (status 0 for nothing).
+/// Everything the server sends until it closes (see the harness).
 fn read_until_closed(mut s: TcpStream) -> (u16, String) {
-    let mut buf = Vec::new();
-    // A reset after the answer still leaves the answer in `buf`.
-    let _ = s.read_to_end(&mut buf);
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    (status, body.to_string())
+    harness::read_until_closed(&mut s)
 }
 
 /// One answer on a kept-alive connection: status and body (read by its Content-Length).

@@ -160,6 +160,16 @@ async fn text_of(c: &Client, css: &str) -> String {
         .unwrap()
 }
 
+/// Clicks the element `css` selects.
+async fn click(c: &Client, css: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .click()
+        .await
+        .unwrap();
+}
+
 /// Types `text` and `lang` into the translate form and submits it.
 async fn ask_translation(c: &Client, text: &str, lang: &str) {
     c.find(Locator::Css("#source-text"))
@@ -171,12 +181,7 @@ async fn ask_translation(c: &Client, text: &str, lang: &str) {
     let field = c.find(Locator::Css("#source-lang")).await.unwrap();
     field.clear().await.unwrap();
     field.send_keys(lang).await.unwrap();
-    c.find(Locator::Css("#translate-button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(c, "#translate-button").await;
 }
 
 /// Numbers a script returns joined with `:` (counts of elements), as a list.
@@ -296,12 +301,7 @@ fn the_page_asks_for_the_api_key_once_and_uses_it() {
             .send_keys("s3cret")
             .await
             .unwrap();
-        c.find(Locator::Css("#key-save"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(&c, "#key-save").await;
         until(
             &c,
             "!document.getElementById('key-dialog').open",
@@ -333,12 +333,7 @@ fn the_page_asks_for_the_api_key_once_and_uses_it() {
 fn sample_pages_become_events_and_open_with_their_removed_lines() {
     with_page(page_config(), |c, base| async move {
         c.goto(&base).await.unwrap();
-        c.find(Locator::Css("#tab-align"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(&c, "#tab-align").await;
         let mut pages: Vec<PathBuf> = std::fs::read_dir(root().join("seeds"))
             .unwrap()
             .map(|e| e.unwrap().path())
@@ -352,12 +347,7 @@ fn sample_pages_become_events_and_open_with_their_removed_lines() {
             .send_keys(&files.join("\n"))
             .await
             .unwrap();
-        c.find(Locator::Css("#align-button"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(&c, "#align-button").await;
         until(
             &c,
             "!document.getElementById('align-result').hidden",
@@ -396,12 +386,7 @@ fn sample_pages_become_events_and_open_with_their_removed_lines() {
             .unwrap();
         screenshot(&c, "plot").await;
         // An article opens with its removed furniture and its sentences side by side.
-        c.find(Locator::Css("#events li[data-article] button"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(&c, "#events li[data-article] button").await;
         until(
             &c,
             "!document.getElementById('article-view').hidden",
@@ -428,12 +413,7 @@ fn sample_pages_become_events_and_open_with_their_removed_lines() {
         .unwrap();
         screenshot(&c, "article").await;
         // The models tab lists the served languages.
-        c.find(Locator::Css("#tab-models"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(&c, "#tab-models").await;
         until(
             &c,
             "document.querySelectorAll('#models-table tbody tr').length >= 3",

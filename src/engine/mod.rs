@@ -488,9 +488,12 @@ impl Inner {
             key.rsplit('/').next().unwrap_or("model")
         );
         tracing::info!(model = %key, "loading translation model");
+        let counted = observer.clone();
         let load = move || {
             let repo = ModelRepo::open(source, &hub).map_err(|e| chain(&e))?;
             let t = Translator::load_with(&repo, &device, compute_type).map_err(|e| chain(&e))?;
+            // Counted before the caller hears of it, so a metric read after the answer sees it.
+            counted.model_loaded();
             let name = repo.describe();
             let info = LoadedModel {
                 cache_key: cache_key(compute_type, &name),
@@ -500,7 +503,6 @@ impl Inner {
             Ok((t, info))
         };
         let serve = move |t: Translator| {
-            observer.model_loaded();
             translate_worker::run(&t, &rx, budget, observer.as_ref());
             observer.model_stopped();
         };

@@ -286,20 +286,26 @@ impl HeldRequest {
     pub fn finish(mut self) -> (u16, String) {
         self.stream.write_all(&self.rest).unwrap();
         self.stream.flush().unwrap();
-        let mut buf = Vec::new();
-        self.stream.read_to_end(&mut buf).unwrap();
-        let text = String::from_utf8_lossy(&buf).to_string();
-        let status = text
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let body = text
-            .split_once("\r\n\r\n")
-            .map_or("", |(_, b)| b)
-            .to_string();
-        (status, body)
+        read_until_closed(&mut self.stream)
     }
+}
+
+/// Everything the server sends on a raw connection until it closes: status and body (status 0
+/// for nothing). A reset after the answer still leaves the answer.
+pub fn read_until_closed(stream: &mut TcpStream) -> (u16, String) {
+    let mut buf = Vec::new();
+    let _ = stream.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
 }
 
 // Sentences for the three fixture languages.

@@ -256,6 +256,15 @@ impl<'a, B: MarianBackend> HostSearch<'a, B> {
             logits: Vec::new(),
         }
     }
+
+    /// One decoder step into `self.logits`, checked; the vocabulary size.
+    fn decode_logits(&mut self, tokens: &[u32], state: &mut B::State) -> Result<usize> {
+        let vocab = self.model.config().target_vocab_size();
+        self.model
+            .decode_step_into(tokens, state, &mut self.logits)?;
+        check_logits(&self.logits, tokens.len(), vocab)?;
+        Ok(vocab)
+    }
 }
 
 impl<B: MarianBackend> StepSearch<B::State> for HostSearch<'_, B> {
@@ -265,10 +274,7 @@ impl<B: MarianBackend> StepSearch<B::State> for HostSearch<'_, B> {
         state: &mut B::State,
         prefixes: &[&[u32]],
     ) -> Result<Vec<u32>> {
-        let vocab = self.model.config().target_vocab_size();
-        self.model
-            .decode_step_into(tokens, state, &mut self.logits)?;
-        check_logits(&self.logits, tokens.len(), vocab)?;
+        let vocab = self.decode_logits(tokens, state)?;
         let _t = profile::time(Phase::Search);
         let processors = Processors { gen: self.gen };
         Ok(map_rows(
@@ -289,10 +295,7 @@ impl<B: MarianBackend> StepSearch<B::State> for HostSearch<'_, B> {
         prefixes: &[&[u32]],
         query: BeamQuery<'_>,
     ) -> Result<Vec<Vec<(usize, f32)>>> {
-        let vocab = self.model.config().target_vocab_size();
-        self.model
-            .decode_step_into(tokens, state, &mut self.logits)?;
-        check_logits(&self.logits, tokens.len(), vocab)?;
+        let vocab = self.decode_logits(tokens, state)?;
         let _t = profile::time(Phase::Search);
         let processors = Processors { gen: self.gen };
         let per_item = query.rows_per_item;

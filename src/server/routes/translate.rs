@@ -146,8 +146,13 @@ async fn cached_translate(
         });
     }
     let todo: Vec<String> = missing.iter().map(|&i| texts[i].clone()).collect();
-    let done = state.engine.translate(source, todo.clone(), beam).await?;
-    let pairs: Vec<(String, String)> = todo.into_iter().zip(done.texts.iter().cloned()).collect();
+    let done = state.engine.translate(source, todo, beam).await?;
+    // The sentences for the cache come from the request's own texts, not a second copy.
+    let pairs: Vec<(String, String)> = missing
+        .iter()
+        .zip(&done.texts)
+        .map(|(&i, t)| (texts[i].clone(), t.clone()))
+        .collect();
     for (&i, t) in missing.iter().zip(done.texts) {
         out[i] = t;
     }
