@@ -82,6 +82,7 @@ fn opts(threshold: f32, max_days_apart: Option<i64>) -> ClusterOptions {
     ClusterOptions {
         threshold,
         max_days_apart,
+        ..ClusterOptions::default()
     }
 }
 

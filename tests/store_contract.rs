@@ -53,6 +53,7 @@ fn event(id: &str, members: &[(&str, f32)]) -> Event {
         keywords: vec!["quake".into()],
         shared_names: vec!["Chile".into()],
         shared_numbers: vec!["7.1".into()],
+        theme: "t1".into(),
         members: members
             .iter()
             .map(|&(id, similarity)| Member {

@@ -368,18 +368,21 @@ fn sample_pages_become_events_and_open_with_their_removed_lines() {
             .collect();
         want.sort();
         assert_eq!(ids.as_str(), Some(want.join(",").as_str()));
-        // The map has a marker per article and a legend line per event.
+        // The map has a marker per article and a legend line per event; each event names a
+        // listed theme, and every theme is listed once.
         let parts = counts(
             &c,
-            "return document.querySelectorAll('#plot .point').length + ':' + document.querySelectorAll('#plot .legend text').length + ':' + document.querySelectorAll('#events > li').length;",
+            "return document.querySelectorAll('#plot .point').length + ':' + document.querySelectorAll('#plot .legend-event').length + ':' + document.querySelectorAll('#events > li').length + ':' + [...document.querySelectorAll('#events > li')].filter(li => document.querySelector('#themes > li[data-theme=\"' + li.dataset.theme + '\"]')).length + ':' + document.querySelectorAll('#themes > li').length + ':' + document.querySelectorAll('#plot .legend-theme').length;",
         )
         .await;
         assert_eq!(parts[0], 5, "{parts:?}");
+        assert_eq!(parts[1], parts[2], "a legend line per event: {parts:?}");
         assert_eq!(
-            parts[1],
-            parts[2] + 1,
-            "a legend title and a line per event: {parts:?}"
+            parts[3], parts[2],
+            "every event's theme is listed: {parts:?}"
         );
+        assert!(parts[4] >= 1 && parts[4] <= parts[2], "{parts:?}");
+        assert_eq!(parts[5], parts[4], "a legend heading per theme: {parts:?}");
         screenshot(&c, "events").await;
         c.execute("document.getElementById('plot').scrollIntoView();", vec![])
             .await

@@ -14,7 +14,7 @@ use super::workflow::{self, StageError, Workflow};
 pub use super::workflow::{Progress, Silent};
 use crate::engine::manifest::Manifest;
 use crate::engine::{Engine, EngineConfig, EngineError, Generation, NoObserver, Router};
-use crate::group::{self, ClusterOptions};
+use crate::group::ClusterOptions;
 use crate::model::hub::{HubOptions, ModelSource};
 use crate::model::marian::TranslateOptions;
 use crate::model::ComputeType;
@@ -90,11 +90,15 @@ pub struct AlignStats {
 }
 
 // The records the store keeps; defined there so the store depends on nothing above it.
-pub use crate::store::records::{ArticleResult, Event, Member, SentenceMap};
+pub use super::events::{group_events, Grouped};
+pub use crate::store::records::{ArticleResult, Event, Member, SentenceMap, Theme};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AlignOutput {
     pub events: Vec<Event>,
+    /// Similar events gathered (each event names its theme).
+    #[serde(default)]
+    pub themes: Vec<Theme>,
     pub articles: Vec<ArticleResult>,
     /// Articles that could not be processed, with the reason; the rest of the run went on.
     pub skipped: Vec<Skipped>,
@@ -244,9 +248,10 @@ pub fn align(
 
     // 5. Group and explain.
     let done: Vec<ArticleResult> = results.into_iter().flatten().collect();
-    let events = group_events(&done, &opts.cluster)?;
+    let Grouped { events, themes } = group_events(&done, &opts.cluster)?;
     Ok(AlignOutput {
         events,
+        themes,
         articles: done,
         skipped,
         stats,
@@ -396,59 +401,4 @@ fn reuse_done(
         tracing::info!(reused, "articles already done in the store");
     }
     Ok(results)
-}
-
-/// Group finished articles into events and explain each one.
-pub fn group_events(articles: &[ArticleResult], opts: &ClusterOptions) -> Result<Vec<Event>> {
-    let vectors: Vec<Vec<f32>> = articles.iter().map(|a| a.embedding.clone()).collect();
-    let days: Vec<Option<i64>> = articles.iter().map(|a| a.published_day).collect();
-    let groups = group::group(&vectors, &days, opts)?;
-    let corpus = group::Corpus::from_documents(
-        articles
-            .iter()
-            .map(|a| format!("{}\n{}", a.title_en, a.translation)),
-    );
-    let events = groups
-        .iter()
-        .enumerate()
-        .map(|(gi, members)| {
-            let dim = vectors[members[0]].len();
-            let mut sum = vec![0f32; dim];
-            for &m in members {
-                for (s, x) in sum.iter_mut().zip(&vectors[m]) {
-                    *s += x;
-                }
-            }
-            let centroid = group::normalize(&sum);
-            let sims: Vec<f32> = members
-                .iter()
-                .map(|&m| group::cosine(&vectors[m], &centroid))
-                .collect();
-            let titles: Vec<&str> = members
-                .iter()
-                .map(|&m| articles[m].title_en.as_str())
-                .collect();
-            let texts: Vec<&str> = members
-                .iter()
-                .map(|&m| articles[m].translation.as_str())
-                .collect();
-            let ex = group::explain(&titles, &texts, &sims, &corpus);
-            Event {
-                id: format!("e{}", gi + 1),
-                title: ex.title,
-                keywords: ex.keywords,
-                shared_names: ex.shared_names,
-                shared_numbers: ex.shared_numbers,
-                members: members
-                    .iter()
-                    .zip(&sims)
-                    .map(|(&m, &s)| Member {
-                        id: articles[m].id.clone(),
-                        similarity: s,
-                    })
-                    .collect(),
-            }
-        })
-        .collect();
-    Ok(events)
 }

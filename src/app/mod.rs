@@ -3,6 +3,7 @@
 //! - [`workflow`]: the article workflow as stages (prepare, route, translate through the
 //!   sentence cache, assemble, embed), shared by every caller;
 //! - [`align`]: a batch of articles to events, resumable from the store;
+//! - [`events`]: finished articles grouped into explained events and themes;
 //! - [`claims`]: splitting one input between processes on a shared store, by leases;
 //! - [`online`]: articles one at a time into a stored, growing grouping (the server's ingest);
 //! - [`limits`]: the one range of every numeric option, for the CLI and the server alike;
@@ -14,6 +15,7 @@ pub mod align;
 pub mod bench;
 pub mod bench_store;
 pub mod claims;
+pub mod events;
 pub mod limits;
 pub mod online;
 pub mod output;

@@ -1,5 +1,6 @@
 //! `align --plot`: one SVG with the articles in 2-D (principal components of their embeddings),
-//! coloured by event, and the article-by-article cosine similarity heatmap.
+//! coloured by event, with a legend of events under their themes, and the article-by-article
+//! cosine similarity heatmap, ordered by theme and event, with each theme's block outlined.
 
 use std::fmt::Write;
 
@@ -147,6 +148,13 @@ pub fn events_svg(out: &AlignOutput) -> String {
             .position(|e| e.members.iter().any(|m| m.id == id))
             .unwrap_or(0)
     };
+    // Position of each event's theme in `out.themes` (themes that name no event come last).
+    let theme_of_event = |e: usize| {
+        out.events
+            .get(e)
+            .and_then(|ev| out.themes.iter().position(|t| t.id == ev.theme))
+            .unwrap_or(out.themes.len())
+    };
     let n = arts.len();
     let dim = arts.first().map_or(0, |a| a.embedding.len());
     let mean: Vec<f32> = (0..dim)
@@ -176,8 +184,23 @@ pub fn events_svg(out: &AlignOutput) -> String {
     } else {
         0.0
     };
-    let shown_events = out.events.len().min(40);
-    let legend_h = 20.0 + 16.0 * (shown_events as f32 + 1.0);
+    // Legend lines: each theme's heading, then its events, at most 40 events in all.
+    let mut legend: Vec<(Option<usize>, usize)> = Vec::new();
+    let mut by_theme: Vec<usize> = (0..out.events.len()).collect();
+    by_theme.sort_by_key(|&e| (theme_of_event(e), e));
+    let mut shown_events = 0;
+    for &e in &by_theme {
+        if shown_events == 40 {
+            break;
+        }
+        let t = theme_of_event(e);
+        if t < out.themes.len() && legend.last().map(|l| theme_of_event(l.1)) != Some(t) {
+            legend.push((Some(t), e));
+        }
+        legend.push((None, e));
+        shown_events += 1;
+    }
+    let legend_h = 20.0 + 16.0 * (legend.len() as f32 + 1.0);
     let hx = 40.0 + panel + 60.0 + label_w;
     let width = hx + panel + 90.0;
     let height = (40.0 + panel + 30.0 + legend_h).max(40.0 + label_w + panel + 40.0);
@@ -217,45 +240,59 @@ pub fn events_svg(out: &AlignOutput) -> String {
             6.0,
             colour,
             &format!(
-                r#"class="point" data-article="{}" data-event="{}""#,
+                r#"class="point" data-article="{}" data-event="{}" data-theme="{}""#,
                 escape(&a.id),
-                escape(event.map_or("?", |ev| ev.id.as_str()))
+                escape(event.map_or("?", |ev| ev.id.as_str())),
+                escape(event.map_or("", |ev| ev.theme.as_str()))
             ),
         );
         let _ = write!(
             svg,
-            "<title>{}: {} — event {}: {}</title>{}",
+            "<title>{}: {} — event {}: {} — theme {}</title>{}",
             escape(&a.id),
             escape(&a.title_en),
             escape(event.map_or("?", |ev| ev.id.as_str())),
             escape(event.map_or("", |ev| ev.title.as_str())),
+            escape(event.map_or("", |ev| ev.theme.as_str())),
             marker_end(shape)
         );
     }
-    // The legend: one line per event, its marker, id, size and title.
+    // The legend: under each theme's heading, one line per event: its marker, id, size and title.
     let ly = 40.0 + panel + 40.0;
     let _ = write!(
         svg,
-        r#"<g class="legend"><text x="40" y="{ly:.0}" font-size="12">Events</text>"#
+        r#"<g class="legend"><text x="40" y="{ly:.0}" font-size="12">Themes and their events</text>"#
     );
-    for (e, ev) in out.events.iter().take(shown_events).enumerate() {
+    for (line, &(theme, e)) in legend.iter().enumerate() {
+        let y = ly + 16.0 * (line as f32 + 1.0);
+        if let Some(t) = theme {
+            let th = &out.themes[t];
+            let _ = write!(
+                svg,
+                r#"<text class="legend-theme" x="40" y="{y:.0}" font-weight="bold">{} ({} events): {}</text>"#,
+                escape(&th.id),
+                th.events.len(),
+                escape(&clip(&th.title, 70))
+            );
+            continue;
+        }
+        let ev = &out.events[e];
         let (colour, shape) = style(e);
-        let y = ly + 16.0 * (e as f32 + 1.0);
-        marker(&mut svg, shape, 48.0, y - 4.0, 5.0, colour, "");
+        marker(&mut svg, shape, 58.0, y - 4.0, 5.0, colour, "");
         svg.push_str(marker_end(shape));
         let _ = write!(
             svg,
-            r#"<text x="60" y="{y:.0}">{} ({}): {}</text>"#,
+            r#"<text class="legend-event" x="70" y="{y:.0}">{} ({}): {}</text>"#,
             escape(&ev.id),
             ev.members.len(),
-            escape(&clip(&ev.title, 70))
+            escape(&clip(&ev.title, 66))
         );
     }
     if out.events.len() > shown_events {
         let _ = write!(
             svg,
             r#"<text x="60" y="{:.0}" fill="gray">… and {} more events</text>"#,
-            ly + 16.0 * (shown_events as f32 + 1.0),
+            ly + 16.0 * (legend.len() as f32 + 1.0),
             out.events.len() - shown_events
         );
     }
@@ -265,9 +302,12 @@ pub fn events_svg(out: &AlignOutput) -> String {
         svg,
         r#"<text x="{hx}" y="24" font-size="14">Cosine similarity between articles</text>"#
     );
-    // Heatmap rows/columns ordered by event so groups show as blocks.
+    // Heatmap rows/columns ordered by theme, then event, so groups show as nested blocks.
     let mut order: Vec<usize> = (0..n).collect();
-    order.sort_by_key(|&i| (event_of(&arts[i].id), i));
+    order.sort_by_key(|&i| {
+        let e = event_of(&arts[i].id);
+        (theme_of_event(e), e, i)
+    });
     let top = 40.0 + label_w;
     let label_font = cell.clamp(6.0, 11.0);
     for (k, &i) in order.iter().enumerate() {
@@ -298,6 +338,26 @@ pub fn events_svg(out: &AlignOutput) -> String {
                 top + r as f32 * cell,
                 escape(&arts[i].id),
                 escape(&arts[j].id)
+            );
+        }
+    }
+    // Each theme of more than one event: its block outlined.
+    let mut k = 0;
+    while k < order.len() {
+        let t = theme_of_event(event_of(&arts[order[k]].id));
+        let start = k;
+        while k < order.len() && theme_of_event(event_of(&arts[order[k]].id)) == t {
+            k += 1;
+        }
+        if out.themes.get(t).is_some_and(|th| th.events.len() > 1) {
+            let _ = write!(
+                svg,
+                r#"<rect class="theme-block" data-theme="{}" x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="none" stroke="black" stroke-width="1.5" stroke-dasharray="4 2"/>"#,
+                escape(&out.themes[t].id),
+                hx + start as f32 * cell,
+                top + start as f32 * cell,
+                (k - start) as f32 * cell,
+                (k - start) as f32 * cell
             );
         }
     }

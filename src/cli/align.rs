@@ -108,7 +108,8 @@ const ALIGN_HELP: &str = "\
 INPUT is a folder of .txt articles (first line = title), a .jsonl file with one
 {\"id\",\"text\",\"title\"?,\"lang\"?,\"published_at\"?,\"url\"?} per line, or - for JSONL on stdin.
 
-Every article ends up in exactly one event. Results are stored as each article finishes
+Every article ends up in exactly one event, and every event in one theme (similar events:
+the same kind of happening, the same actors or campaign). Results are stored as each article finishes
 (--store), so an interrupted run started again redoes nothing it finished. Several processes
 (on one machine or many) given the same input and a postgres:// --store split the articles
 between them and all print the same events.
@@ -136,6 +137,10 @@ pub struct AlignArgs {
     /// Articles published further apart than this many days never share an event (0 or more).
     #[arg(long, value_name = "DAYS", allow_negative_numbers = true, value_parser = limits::cli::max_days_apart)]
     max_days_apart: Option<i64>,
+    /// Minimum average cosine similarity between events' centroids for them to share a theme
+    /// (similar happenings; -1 to 1, lower than --threshold).
+    #[arg(long, value_name = "X", allow_negative_numbers = true, value_parser = limits::cli::threshold)]
+    theme_threshold: Option<f32>,
     /// Translation model for one source language, over the manifest (repeatable).
     #[arg(long = "model", value_name = "LANG=HUB_ID|DIR")]
     models: Vec<String>,
@@ -236,6 +241,9 @@ pub fn align(args: AlignArgs, quiet: bool) -> anyhow::Result<()> {
         cluster.threshold = t;
     }
     cluster.max_days_apart = args.max_days_apart.or(cluster.max_days_apart);
+    if let Some(t) = args.theme_threshold {
+        cluster.theme_threshold = t;
+    }
     let mut opts = AlignOptions {
         models,
         embed_model: ModelSource::parse(&args.embed_model, None)?,
@@ -309,6 +317,10 @@ fn render(out: &AlignOutput, format: Format) -> anyhow::Result<String> {
         Format::Json => serde_json::to_string_pretty(&out)? + "\n",
         Format::Jsonl => {
             let mut s = String::new();
+            for t in &out.themes {
+                s += &serde_json::to_string(&serde_json::json!({"type": "theme", "theme": t}))?;
+                s.push('\n');
+            }
             for e in &out.events {
                 s += &serde_json::to_string(&serde_json::json!({"type": "event", "event": e}))?;
                 s.push('\n');
@@ -320,11 +332,16 @@ fn render(out: &AlignOutput, format: Format) -> anyhow::Result<String> {
             s
         }
         Format::Csv => {
-            let mut s = String::from("event_id,event_title,article_id,similarity,lang,title_en\n");
+            let mut s = String::from(
+                "theme_id,theme_title,event_id,event_title,article_id,similarity,lang,title_en\n",
+            );
             for e in &out.events {
+                let theme = out.themes.iter().find(|t| t.id == e.theme);
                 for m in &e.members {
                     let a = out.articles.iter().find(|a| a.id == m.id);
                     let row = [
+                        e.theme.clone(),
+                        theme.map(|t| t.title.clone()).unwrap_or_default(),
                         e.id.clone(),
                         e.title.clone(),
                         m.id.clone(),
@@ -340,11 +357,19 @@ fn render(out: &AlignOutput, format: Format) -> anyhow::Result<String> {
             s
         }
         Format::Table => {
+            // Themes, each with its events, each with its articles.
             let mut s = String::new();
-            for e in &out.events {
-                s += &format!("{}  {}  [{}]\n", e.id, e.title, e.keywords.join(", "));
-                for m in &e.members {
-                    s += &format!("    {:.3}  {}\n", m.similarity, m.id);
+            for t in &out.themes {
+                s += &format!("{}  {}  [{}]", t.id, t.title, t.keywords.join(", "));
+                if !t.shared_names.is_empty() {
+                    s += &format!("  names: {}", t.shared_names.join(", "));
+                }
+                s.push('\n');
+                for e in out.events.iter().filter(|e| e.theme == t.id) {
+                    s += &format!("  {}  {}  [{}]\n", e.id, e.title, e.keywords.join(", "));
+                    for m in &e.members {
+                        s += &format!("      {:.3}  {}\n", m.similarity, m.id);
+                    }
                 }
             }
             s
@@ -371,6 +396,16 @@ pub struct EvalArgs {
     pred: PathBuf,
     #[arg(long)]
     json: bool,
+    /// Score the events, or the themes (an article's label is its event's theme; GOLD.tsv then
+    /// gives each article its gold theme).
+    #[arg(long, value_enum, default_value = "events")]
+    level: EvalLevel,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum EvalLevel {
+    Events,
+    Themes,
 }
 
 pub fn eval_groups(args: EvalArgs) -> anyhow::Result<()> {
@@ -379,7 +414,11 @@ pub fn eval_groups(args: EvalArgs) -> anyhow::Result<()> {
     let pred = std::fs::read_to_string(&args.pred)
         .with_context(|| format!("cannot read {}", args.pred.display()))?;
     let gold = tidings::group::eval::read_gold_tsv(&gold)?;
-    let aligned = tidings::group::eval::align(&gold, &pred)?;
+    let level = match args.level {
+        EvalLevel::Events => tidings::group::eval::Level::Events,
+        EvalLevel::Themes => tidings::group::eval::Level::Themes,
+    };
+    let aligned = tidings::group::eval::align_level(&gold, &pred, level)?;
     let s = tidings::group::eval::score(&aligned)?;
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -388,8 +427,14 @@ pub fn eval_groups(args: EvalArgs) -> anyhow::Result<()> {
     } else {
         writeln!(
             out,
-            "articles {}  gold events {}  predicted events {}",
-            s.items, s.gold_events, s.predicted_events
+            "articles {}  gold {level} {}  predicted {level} {}",
+            s.items,
+            s.gold_events,
+            s.predicted_events,
+            level = match args.level {
+                EvalLevel::Events => "events",
+                EvalLevel::Themes => "themes",
+            }
         )?;
         writeln!(
             out,

@@ -259,6 +259,25 @@ pub struct Scores {
 /// (ids may be strings or numbers; other fields are ignored). Every article must be on both
 /// sides, once.
 pub fn align(gold: &[(String, String)], events_json: &str) -> Result<Aligned, MetricsError> {
+    align_level(gold, events_json, Level::Events)
+}
+
+/// Which level of a grouping result [`align_level`] scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// The events: articles about the same happening.
+    Events,
+    /// The themes: an article is in the theme its event names (`"theme"`).
+    Themes,
+}
+
+/// [`align`] at a chosen level: with [`Level::Themes`], each event must name its `"theme"` and
+/// an article's predicted label is its event's theme.
+pub fn align_level(
+    gold: &[(String, String)],
+    events_json: &str,
+    level: Level,
+) -> Result<Aligned, MetricsError> {
     let bad = |m: &str| MetricsError::EventsJson(m.to_string());
     let value: serde_json::Value =
         serde_json::from_str(events_json).map_err(|e| MetricsError::EventsJson(e.to_string()))?;
@@ -268,7 +287,19 @@ pub fn align(gold: &[(String, String)], events_json: &str) -> Result<Aligned, Me
         .ok_or_else(|| bad("expected an object with an \"events\" array"))?;
     let mut predicted: HashMap<String, usize> = HashMap::new();
     let mut predicted_order: Vec<String> = Vec::new();
+    let mut themes: HashMap<String, usize> = HashMap::new();
     for (e, event) in events.iter().enumerate() {
+        let label = match level {
+            Level::Events => e,
+            Level::Themes => {
+                let theme = event
+                    .get("theme")
+                    .and_then(id_string)
+                    .ok_or_else(|| bad(&format!("event {e} names no \"theme\"")))?;
+                let next = themes.len();
+                *themes.entry(theme).or_insert(next)
+            }
+        };
         let members = event
             .get("members")
             .and_then(|m| m.as_array())
@@ -279,7 +310,7 @@ pub fn align(gold: &[(String, String)], events_json: &str) -> Result<Aligned, Me
                     "a member of event {e} has no string or number \"id\""
                 ))
             })?;
-            if predicted.insert(id.clone(), e).is_some() {
+            if predicted.insert(id.clone(), label).is_some() {
                 return Err(MetricsError::DuplicatePredicted(id));
             }
             predicted_order.push(id);

@@ -11,6 +11,8 @@
 //!   apart.
 //! * `online.rs`: [`OnlineGrouper`], one article at a time against event centroids, for a
 //!   running service.
+//! * `themes.rs`: [`themes`], the second level: events gathered into themes (similar
+//!   happenings) by clustering their centroids at a lower threshold.
 //! * `explain.rs`: [`explain`] says what an event is about: a representative title, keywords
 //!   against a [`Corpus`], shared names and shared numbers.
 //! * [`eval`]: the scores that evaluate a grouping against a gold one.
@@ -23,9 +25,11 @@ mod explain;
 mod online;
 mod options;
 mod similarity;
+mod themes;
 
 pub use batch::group;
 pub use explain::{explain, Corpus, Explanation, KEYWORDS};
 pub use online::{Assignment, OnlineEvent, OnlineGrouper};
-pub use options::{ClusterError, ClusterOptions, DEFAULT_THRESHOLD};
+pub use options::{ClusterError, ClusterOptions, DEFAULT_THEME_THRESHOLD, DEFAULT_THRESHOLD};
 pub use similarity::{cosine, normalize};
+pub use themes::{centroid, themes};

@@ -12,6 +12,10 @@ pub struct ClusterOptions {
     /// Articles whose publication days are both known and further apart than this are never
     /// put in the same event. `None`: dates are ignored.
     pub max_days_apart: Option<i64>,
+    /// Minimum average cosine similarity between two events' centroids for them to share a
+    /// theme (similar happenings). Lower than `threshold`: themes are coarser than events.
+    #[serde(default = "default_theme_threshold")]
+    pub theme_threshold: f32,
 }
 
 /// Default similarity threshold, tuned on `tests/fixtures/events` only (39 hand-written English
@@ -32,6 +36,13 @@ pub struct ClusterOptions {
 /// English; re-tune with the script on real data if events split too often.
 pub const DEFAULT_THRESHOLD: f32 = 0.525;
 
+/// Default similarity between event centroids for two events to share a theme.
+pub const DEFAULT_THEME_THRESHOLD: f32 = 0.4;
+
+fn default_theme_threshold() -> f32 {
+    DEFAULT_THEME_THRESHOLD
+}
+
 impl Default for ClusterOptions {
     fn default() -> Self {
         ClusterOptions {
@@ -39,6 +50,7 @@ impl Default for ClusterOptions {
             // A news event is reported within a few days; a week keeps late follow-ups while
             // separating a recurring kind of story (a monthly rate decision) from its next issue.
             max_days_apart: Some(7),
+            theme_threshold: DEFAULT_THEME_THRESHOLD,
         }
     }
 }
@@ -69,8 +81,10 @@ pub enum ClusterError {
 // exact and independent of the order in which groups were merged: the result then cannot
 
 pub(super) fn validate_options(opts: &ClusterOptions) -> Result<(), ClusterError> {
-    if !opts.threshold.is_finite() {
-        return Err(ClusterError::InvalidThreshold(opts.threshold));
+    for t in [opts.threshold, opts.theme_threshold] {
+        if !t.is_finite() {
+            return Err(ClusterError::InvalidThreshold(t));
+        }
     }
     if let Some(d) = opts.max_days_apart {
         if d < 0 {

@@ -1,5 +1,5 @@
 //! The records a store keeps, as typed values: finished articles ([`ArticleResult`] with its
-//! [`SentenceMap`]s), the events of a batch grouping run ([`Event`], [`Member`]), and the events
+//! [`SentenceMap`]s), the events and themes of a batch grouping run ([`Event`], [`Member`], [`Theme`]), and the events
 //! of the online grouping ([`EventInfo`], [`EventSummary`], [`EventRecord`], [`EventMember`]).
 //!
 //! They are plain serde data and depend on nothing else in the crate, so every backend and
@@ -56,7 +56,27 @@ pub struct Event {
     pub keywords: Vec<String>,
     pub shared_names: Vec<String>,
     pub shared_numbers: Vec<String>,
+    /// Id of the [`Theme`] the event belongs to (empty in results made before themes).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub theme: String,
     pub members: Vec<Member>,
+}
+
+/// Similar events of a batch grouping run (same kind of happening, same actors or campaign),
+/// with what they share.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Theme {
+    pub id: String,
+    /// Title of the event closest to the theme's centroid.
+    pub title: String,
+    /// Highest TF-IDF terms over the theme's articles.
+    pub keywords: Vec<String>,
+    /// Names that appear in at least two of the theme's events.
+    pub shared_names: Vec<String>,
+    /// Ids of its events, in the order of the run's events.
+    pub events: Vec<String>,
+    /// Cosine similarity of each event's centroid to the theme's centroid, as `events`.
+    pub similarities: Vec<f32>,
 }
 
 /// What is known about an event of the online grouping beyond its members. The HTTP service

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use crate::app::align::{AlignOutput, ArticleResult, Event, Member, SentenceMap, Skipped};
+use crate::app::align::{AlignOutput, ArticleResult, Event, Member, SentenceMap, Skipped, Theme};
 use crate::store::EventInfo;
 use crate::text::article::Article;
 use crate::text::schema;
@@ -121,6 +121,8 @@ pub struct AlignRequest {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct AlignResponse {
     pub events: Vec<AlignEvent>,
+    /// Similar events gathered; each event names its theme.
+    pub themes: Vec<AlignTheme>,
     pub articles: Vec<AlignedArticle>,
     /// Articles that could not be processed, with the reason; the others went on.
     pub skipped: Vec<SkippedArticle>,
@@ -136,7 +138,45 @@ pub struct AlignEvent {
     pub keywords: Vec<String>,
     pub shared_names: Vec<String>,
     pub shared_numbers: Vec<String>,
+    /// Id of the theme (similar events) the event belongs to.
+    pub theme: String,
     pub members: Vec<AlignMember>,
+}
+
+/// Similar events of an align batch: same kind of happening, same actors or campaign.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AlignTheme {
+    pub id: String,
+    /// Title of the event closest to the theme's centroid.
+    pub title: String,
+    pub keywords: Vec<String>,
+    /// Names that appear in at least two of its events.
+    pub shared_names: Vec<String>,
+    /// Ids of its events.
+    pub events: Vec<String>,
+    /// Cosine similarity of each event's centroid to the theme's centroid, as `events`.
+    pub similarities: Vec<f32>,
+}
+
+impl From<Theme> for AlignTheme {
+    fn from(t: Theme) -> Self {
+        let Theme {
+            id,
+            title,
+            keywords,
+            shared_names,
+            events,
+            similarities,
+        } = t;
+        Self {
+            id,
+            title,
+            keywords,
+            shared_names,
+            events,
+            similarities,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -191,12 +231,14 @@ impl From<AlignOutput> for AlignResponse {
     fn from(out: AlignOutput) -> Self {
         let AlignOutput {
             events,
+            themes,
             articles,
             skipped,
             ..
         } = out;
         Self {
             events: events.into_iter().map(AlignEvent::from).collect(),
+            themes: themes.into_iter().map(AlignTheme::from).collect(),
             articles: articles.into_iter().map(AlignedArticle::from).collect(),
             skipped: skipped
                 .into_iter()
@@ -215,6 +257,7 @@ impl From<Event> for AlignEvent {
             keywords,
             shared_names,
             shared_numbers,
+            theme,
             members,
         } = e;
         Self {
@@ -223,6 +266,7 @@ impl From<Event> for AlignEvent {
             keywords,
             shared_names,
             shared_numbers,
+            theme,
             members: members
                 .into_iter()
                 .map(|Member { id, similarity }| AlignMember { id, similarity })

@@ -204,7 +204,7 @@ async function alignArticles() {
     throw new ApiError(job.error ? job.error.error : "The job failed.");
   }
   $("align-stage").textContent = "Done: " + job.result.articles.length + " articles in " +
-    job.result.events.length + " events." + (job.notices.length ? " " + job.notices.join(" ") : "");
+    job.result.events.length + " events in " + job.result.themes.length + " themes." + (job.notices.length ? " " + job.notices.join(" ") : "");
   aligned = { input: new Map(articles.map((a) => [a.id, a])), result: job.result };
   renderEvents(job.result);
   $("plot").innerHTML = job.plot_svg || "";
@@ -213,6 +213,15 @@ async function alignArticles() {
 
 function renderEvents(result) {
   const langs = new Map(result.articles.map((a) => [a.id, a]));
+  const themes = new Map(result.themes.map((t) => [t.id, t]));
+  $("themes").replaceChildren(...result.themes.map((t) => {
+    const facts = [t.events.length + (t.events.length === 1 ? " event" : " events") + ": " + t.events.join(", ")];
+    if (t.keywords.length) facts.push("keywords: " + t.keywords.join(", "));
+    if (t.shared_names.length) facts.push("names: " + t.shared_names.join(", "));
+    return el("li", { "data-theme": t.id },
+      el("div", { class: "event-title" }, t.id + ": " + t.title),
+      el("div", { class: "meta" }, facts.join(" · ")));
+  }));
   $("events").replaceChildren(...result.events.map((e) => {
     const facts = [];
     if (e.keywords.length) facts.push("keywords: " + e.keywords.join(", "));
@@ -225,8 +234,10 @@ function renderEvents(result) {
         " ", el("span", { class: "badge" }, a ? a.lang : "?"),
         " similarity " + m.similarity.toFixed(3) + (a ? " · " + a.title_en : ""));
     }));
-    return el("li", { "data-event": e.id },
-      el("div", { class: "event-title" }, e.id + ": " + e.title),
+    const theme = themes.get(e.theme);
+    return el("li", { "data-event": e.id, "data-theme": e.theme },
+      el("div", { class: "event-title" }, e.id + ": " + e.title,
+        theme ? el("span", { class: "badge theme", title: "theme: " + theme.title }, e.theme) : ""),
       el("div", { class: "meta" }, facts.join(" · ")), members);
   }));
   $("skipped").replaceChildren(...result.skipped.map((s) => el("li", {}, s.id + " skipped: " + s.reason)));
