@@ -48,6 +48,7 @@ fn options(threshold: Option<f32>) -> AlignOptions {
         },
         compute_type: Default::default(),
         cluster,
+        grouping: Default::default(),
         hub: HubOptions {
             offline: true,
             progress: false,

@@ -1,7 +1,7 @@
 //! Two levels of grouping: events (the same happening) and themes (similar happenings).
-//! `tests/fixtures/themes` is a small hand-made set: a warehouse fire in Leeds and an apartment
-//! fire in Lyon (two events, one theme) and an interest-rate decision (its own event and theme),
-//! two reports each. With the default settings and the real all-MiniLM-L6-v2 every output shows
+//! `tests/fixtures/themes` is a small hand-made set: two transfers of one football club, a
+//! signing and a sale (two events, one theme), and an interest-rate decision (its own event and
+//! theme), two reports each. With the default settings and the real all-MiniLM-L6-v2 every output shows
 //! that structure.
 
 use std::path::{Path, PathBuf};
@@ -81,7 +81,7 @@ fn align(work: &Path, format: &str, extra: &[&str]) -> String {
 }
 
 #[test]
-fn two_fires_share_a_theme_and_the_rate_decision_does_not() {
+fn two_transfers_of_one_club_share_a_theme_and_the_rate_decision_does_not() {
     let work = tempfile::tempdir().unwrap();
     let json: serde_json::Value = serde_json::from_str(&align(work.path(), "json", &[])).unwrap();
     let events = json["events"].as_array().unwrap();
@@ -100,52 +100,57 @@ fn two_fires_share_a_theme_and_the_rate_decision_does_not() {
     // Three events: each story's two reports together, the stories apart.
     assert_eq!(events.len(), 3, "{json:#}");
     for (a, b) in [
-        ("fire-leeds-1", "fire-leeds-2"),
-        ("fire-lyon-1", "fire-lyon-2"),
+        ("signing-1", "signing-2"),
+        ("sale-1", "sale-2"),
         ("rates-1", "rates-2"),
     ] {
         assert_eq!(event_of(a)["id"], event_of(b)["id"], "{a} and {b}");
     }
-    let (leeds, lyon, rates) = (
-        event_of("fire-leeds-1"),
-        event_of("fire-lyon-1"),
+    let (signing, sale, rates) = (
+        event_of("signing-1"),
+        event_of("sale-1"),
         event_of("rates-1"),
     );
-    assert_ne!(leeds["id"], lyon["id"]);
-    // Two themes: the fires together, the rate decision alone.
-    assert_eq!(leeds["theme"], lyon["theme"], "{json:#}");
-    assert_ne!(leeds["theme"], rates["theme"], "{json:#}");
+    assert_ne!(signing["id"], sale["id"]);
+    // Two themes: the transfers together, the rate decision alone.
+    assert_eq!(signing["theme"], sale["theme"], "{json:#}");
+    assert_ne!(signing["theme"], rates["theme"], "{json:#}");
     let themes = json["themes"].as_array().unwrap();
     assert_eq!(themes.len(), 2);
-    let fires = themes.iter().find(|t| t["id"] == leeds["theme"]).unwrap();
-    let mut fire_events: Vec<&str> = fires["events"]
+    let transfers = themes.iter().find(|t| t["id"] == signing["theme"]).unwrap();
+    let mut transfer_events: Vec<&str> = transfers["events"]
         .as_array()
         .unwrap()
         .iter()
         .map(|e| e.as_str().unwrap())
         .collect();
-    fire_events.sort();
-    let mut want = vec![leeds["id"].as_str().unwrap(), lyon["id"].as_str().unwrap()];
-    want.sort();
-    assert_eq!(fire_events, want);
-    // Explained: a title from one of its events and keywords the fires share.
-    let titles = [
-        leeds["title"].as_str().unwrap(),
-        lyon["title"].as_str().unwrap(),
+    transfer_events.sort();
+    let mut want = vec![
+        signing["id"].as_str().unwrap(),
+        sale["id"].as_str().unwrap(),
     ];
-    assert!(titles.contains(&fires["title"].as_str().unwrap()));
-    let keywords: Vec<&str> = fires["keywords"]
+    want.sort();
+    assert_eq!(transfer_events, want);
+    // Explained: a title from one of its events, keywords and the club's name.
+    let titles = [
+        signing["title"].as_str().unwrap(),
+        sale["title"].as_str().unwrap(),
+    ];
+    assert!(titles.contains(&transfers["title"].as_str().unwrap()));
+    let keywords: Vec<&str> = transfers["keywords"]
         .as_array()
         .unwrap()
         .iter()
         .map(|k| k.as_str().unwrap())
         .collect();
-    assert!(keywords.contains(&"fire"), "{keywords:?}");
-    assert_eq!(fires["similarities"].as_array().unwrap().len(), 2);
+    assert!(keywords.contains(&"arsenal"), "{keywords:?}");
+    let names = transfers["shared_names"].to_string();
+    assert!(names.contains("Arsenal"), "{names}");
+    assert_eq!(transfers["similarities"].as_array().unwrap().len(), 2);
 
-    // eval-groups scores the themes: a gold file with the two fires as one theme scores 1.
+    // eval-groups scores the themes: a gold file with the two transfers as one theme scores 1.
     let gold = work.path().join("themes.tsv");
-    let lines = "fire-leeds-1\tfires\nfire-leeds-2\tfires\nfire-lyon-1\tfires\nfire-lyon-2\tfires\nrates-1\trates\nrates-2\trates\n";
+    let lines = "signing-1\ttransfers\nsigning-2\ttransfers\nsale-1\ttransfers\nsale-2\ttransfers\nrates-1\trates\nrates-2\trates\n";
     std::fs::write(&gold, lines).unwrap();
     let scored = tidings(
         &[
@@ -197,9 +202,9 @@ fn every_output_format_shows_the_themes() {
     assert_eq!(rows.len(), 6);
     for row in rows {
         let cells: Vec<&str> = row.split(',').collect();
-        let article = cells
-            .iter()
-            .find(|c| c.starts_with("fire-") || c.starts_with("rates-"));
+        let article = cells.iter().find(|c| {
+            c.starts_with("signing-") || c.starts_with("sale-") || c.starts_with("rates-")
+        });
         assert_eq!(cells[0], theme_of(article.unwrap()), "{row}");
     }
 
@@ -220,27 +225,27 @@ fn every_output_format_shows_the_themes() {
 
     // The table: each theme heading with its events indented under it.
     let table = align(work.path(), "table", &[]);
-    let fires_theme = theme_of("fire-lyon-1");
+    let transfers_theme = theme_of("sale-1");
     let heading = table
         .lines()
-        .position(|l| l.starts_with(&format!("{fires_theme}  ")))
-        .expect("a heading for the fires' theme");
+        .position(|l| l.starts_with(&format!("{transfers_theme}  ")))
+        .expect("a heading for the transfers' theme");
     let under: Vec<&str> = table
         .lines()
         .skip(heading + 1)
         .take_while(|l| l.starts_with(' '))
         .collect();
     assert!(
-        under.iter().any(|l| l.trim_end().ends_with("fire-leeds-1")),
+        under.iter().any(|l| l.trim_end().ends_with("signing-1")),
         "{table}"
     );
     assert!(
-        under.iter().any(|l| l.trim_end().ends_with("fire-lyon-2")),
+        under.iter().any(|l| l.trim_end().ends_with("sale-2")),
         "{table}"
     );
     assert!(!under.iter().any(|l| l.contains("rates-")), "{table}");
 
-    // The plot: the fires' theme block outlined on the heatmap, a legend heading per theme.
+    // The plot: the transfers' theme block outlined on the heatmap, a legend heading per theme.
     let svg = work.path().join("plot.svg");
     align(work.path(), "json", &["--plot", svg.to_str().unwrap()]);
     let picture = std::fs::read_to_string(&svg).unwrap();
@@ -250,7 +255,7 @@ fn every_output_format_shows_the_themes() {
         "one theme of two events"
     );
     assert!(picture.contains(&format!(
-        r#"class="theme-block" data-theme="{fires_theme}""#
+        r#"class="theme-block" data-theme="{transfers_theme}""#
     )));
     assert_eq!(picture.matches(r#"class="legend-theme""#).count(), 2);
     assert_eq!(picture.matches(r#"class="legend-event""#).count(), 3);

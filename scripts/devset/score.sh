@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Score `tidings align` event grouping on both halves of the development set.
+# Score `tidings align` event and theme grouping on both halves of the development set.
 #
 #   scripts/devset/score.sh [-b BIN] [-m MODEL_DIR] [-d BUILT_DIR] [-- ALIGN_ARGS...]
 #
@@ -11,7 +11,7 @@
 # The articles are declared English ("lang": "en"), so align embeds them without asking for a
 # translation model; --offline keeps it off the network. Each half is aligned into a fresh
 # temporary store, so nothing is reused between runs. The predictions and scores are kept in
-# the built folder as <half>.pred.json and <half>.eval.json.
+# the built folder as <half>.pred.json, <half>.eval.json (events) and <half>.themes.eval.json.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -56,6 +56,8 @@ for half in tune test; do
     "$bin" align "$dir/$half.jsonl" --embed-model "$model" --offline \
         --store "$tmp/$half.sqlite" --format json -q -o "$dir/$half.pred.json" ${extra[@]+"${extra[@]}"}
     "$bin" eval-groups --json --gold "$dir/$half.events.tsv" "$dir/$half.pred.json" >"$dir/$half.eval.json"
+    "$bin" eval-groups --json --level themes --gold "$dir/$half.themes.tsv" "$dir/$half.pred.json" \
+        >"$dir/$half.themes.eval.json"
     echo "$half: aligned and scored in $((SECONDS - start)) s"
 done
 
@@ -63,10 +65,12 @@ python3 - "$dir" <<'PY'
 import json, sys
 d = sys.argv[1]
 print(f"{'half':<6}{'parts':>6}{'gold ev':>9}{'pred ev':>9}{'B3 P':>8}{'B3 R':>8}{'B3 F1':>8}{'pair F1':>9}{'ARI':>8}{'NMI':>8}")
-for half in ("tune", "test"):
-    r = json.load(open(f"{d}/{half}.eval.json"))
-    b = r["bcubed"]
-    print(f"{half:<6}{r['items']:>6}{r['gold_events']:>9}{r['predicted_events']:>9}"
-          f"{b['precision']:>8.4f}{b['recall']:>8.4f}{b['f1']:>8.4f}"
-          f"{r['pairwise']['f1']:>9.4f}{r['ari']:>8.4f}{r['nmi']:>8.4f}")
+for level, suffix in (("events", "eval"), ("themes", "themes.eval")):
+    print(level)
+    for half in ("tune", "test"):
+        r = json.load(open(f"{d}/{half}.{suffix}.json"))
+        b = r["bcubed"]
+        print(f"{half:<6}{r['items']:>6}{r['gold_events']:>9}{r['predicted_events']:>9}"
+              f"{b['precision']:>8.4f}{b['recall']:>8.4f}{b['f1']:>8.4f}"
+              f"{r['pairwise']['f1']:>9.4f}{r['ari']:>8.4f}{r['nmi']:>8.4f}")
 PY

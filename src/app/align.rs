@@ -61,6 +61,8 @@ pub struct AlignOptions {
     /// How the translation models' layers are stored (int8: faster, CPU only, not bit-equal).
     pub compute_type: ComputeType,
     pub cluster: ClusterOptions,
+    /// Batch or online grouping (by default batch up to [`BATCH_LIMIT`] articles).
+    pub grouping: Grouping,
     pub hub: HubOptions,
     /// Redo every article, even those the store has finished the same way.
     pub refresh: bool,
@@ -90,7 +92,7 @@ pub struct AlignStats {
 }
 
 // The records the store keeps; defined there so the store depends on nothing above it.
-pub use super::events::{group_events, Grouped};
+pub use super::events::{group_events, Grouped, Grouping, BATCH_LIMIT};
 pub use crate::store::records::{ArticleResult, Event, Member, SentenceMap, Theme};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -248,7 +250,7 @@ pub fn align(
 
     // 5. Group and explain.
     let done: Vec<ArticleResult> = results.into_iter().flatten().collect();
-    let Grouped { events, themes } = group_events(&done, &opts.cluster)?;
+    let Grouped { events, themes } = group_events(&done, &opts.cluster, opts.grouping)?;
     Ok(AlignOutput {
         events,
         themes,

@@ -4,11 +4,11 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use tidings::app::align::{self, AlignOptions, AlignOutput, Progress};
+use tidings::app::align::{self, AlignOptions, AlignOutput, Grouping, Progress};
 use tidings::app::limits;
 use tidings::app::output::{write_output, Output};
 use tidings::engine::manifest::Manifest;
-use tidings::group::ClusterOptions;
+use tidings::group::{ClusterOptions, Linkage, Search};
 use tidings::model::device::{self, DeviceChoice};
 use tidings::model::embed::Embedder;
 use tidings::model::hub::{ModelRepo, ModelSource};
@@ -97,6 +97,26 @@ pub fn embed(args: EmbedArgs, quiet: bool) -> anyhow::Result<()> {
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum GroupingArg {
+    Auto,
+    Batch,
+    Online,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LinkageArg {
+    Complete,
+    Average,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum SearchArg {
+    Auto,
+    Exact,
+    Approximate,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum Format {
     Json,
     Jsonl,
@@ -131,16 +151,37 @@ pub struct AlignArgs {
     out: PathBuf,
     #[arg(long, value_enum, default_value = "json")]
     format: Format,
-    /// Minimum average cosine similarity for articles to share an event (-1 to 1).
+    /// Minimum similarity for articles to share an event: embedding cosine plus
+    /// --keyword-weight x TF-IDF cosine, between every pair (complete linkage) or on average
+    /// (-1 to 1; default 0.525).
     #[arg(long, value_name = "X", allow_negative_numbers = true, value_parser = limits::cli::threshold)]
     threshold: Option<f32>,
     /// Articles published further apart than this many days never share an event (0 or more).
     #[arg(long, value_name = "DAYS", allow_negative_numbers = true, value_parser = limits::cli::max_days_apart)]
     max_days_apart: Option<i64>,
-    /// Minimum average cosine similarity between events' centroids for them to share a theme
-    /// (similar happenings; -1 to 1, lower than --threshold).
+    /// Minimum similarity between events for them to share a theme (similar happenings): their
+    /// centroids' cosine plus 0.2 x the TF-IDF cosine of their words (-1 to 1; default 0.55).
     #[arg(long, value_name = "X", allow_negative_numbers = true, value_parser = limits::cli::threshold)]
     theme_threshold: Option<f32>,
+    /// How batch grouping scores two groups: complete (the lowest similarity of any pair across
+    /// them: keeps similar but different happenings apart) or average (the mean: more forgiving
+    /// when one event has dozens of reports).
+    #[arg(long, value_enum, default_value = "complete")]
+    linkage: LinkageArg,
+    /// Weight of the TF-IDF cosine of two articles' words added to their embedding cosine in
+    /// batch grouping (0 or more; 0: embeddings alone).
+    #[arg(long, value_name = "W", default_value_t = tidings::group::DEFAULT_KEYWORD_WEIGHT)]
+    keyword_weight: f32,
+    /// How articles become events: batch (average linkage over every pair: best, but time and
+    /// memory grow with the square), online (one article at a time in date order into the
+    /// nearest event inside the time window: for large inputs), or auto (batch up to 5,000
+    /// articles).
+    #[arg(long, value_enum, default_value = "auto")]
+    grouping: GroupingArg,
+    /// How online grouping finds an article's candidate events: exact (every event inside the
+    /// window), approximate (an HNSW index), or auto (approximate beyond 2,048 events).
+    #[arg(long, value_enum, default_value = "auto")]
+    search: SearchArg,
     /// Translation model for one source language, over the manifest (repeatable).
     #[arg(long = "model", value_name = "LANG=HUB_ID|DIR")]
     models: Vec<String>,
@@ -244,6 +285,27 @@ pub fn align(args: AlignArgs, quiet: bool) -> anyhow::Result<()> {
     if let Some(t) = args.theme_threshold {
         cluster.theme_threshold = t;
     }
+    cluster.linkage = match args.linkage {
+        LinkageArg::Complete => Linkage::Complete,
+        LinkageArg::Average => Linkage::Average,
+    };
+    if !(args.keyword_weight.is_finite() && args.keyword_weight >= 0.0) {
+        bail!(
+            "--keyword-weight must be a number of 0 or more, got {}",
+            args.keyword_weight
+        );
+    }
+    cluster.keyword_weight = args.keyword_weight;
+    cluster.search = match args.search {
+        SearchArg::Auto => Search::Auto,
+        SearchArg::Exact => Search::Exact,
+        SearchArg::Approximate => Search::Approximate,
+    };
+    let grouping = match args.grouping {
+        GroupingArg::Auto => Grouping::Auto,
+        GroupingArg::Batch => Grouping::Batch,
+        GroupingArg::Online => Grouping::Online,
+    };
     let mut opts = AlignOptions {
         models,
         embed_model: ModelSource::parse(&args.embed_model, None)?,
@@ -256,6 +318,7 @@ pub fn align(args: AlignArgs, quiet: bool) -> anyhow::Result<()> {
         // Set once the device is open (`auto` depends on it).
         compute_type: Default::default(),
         cluster,
+        grouping,
         hub: args.source.hub_options(quiet),
         refresh: args.refresh,
         lease: std::time::Duration::from_secs(args.lease.into()),

@@ -1,9 +1,12 @@
-//! Batch grouping: average-linkage agglomerative clustering of a whole set of vectors, stopped at
-//! the similarity threshold, with cannot-link pairs for articles published too far apart.
+//! Batch grouping: agglomerative clustering of a whole set of vectors (complete or average
+//! linkage), stopped at the similarity threshold, with cannot-link pairs for articles published
+//! too far apart. A pair's similarity is the embedding cosine, plus the weighted TF-IDF cosine
+//! of their words when texts are given ([`group_texts`]).
 
 use std::collections::HashMap;
 
-use super::options::{validate_options, ClusterError, ClusterOptions};
+use super::keywords::TfIdf;
+use super::options::{validate_options, ClusterError, ClusterOptions, Linkage};
 use super::similarity::{dot64, unit64};
 
 // depend on the input order through rounding. 2^-30 is far below f32 precision.
@@ -43,10 +46,12 @@ struct PairSums {
 }
 
 impl PairSums {
-    /// The quantised similarity of every pair of vectors, or [`CANNOT`] for a pair published
-    /// more than `max_days_apart` apart; `cells` is the number of pairs.
+    /// The quantised similarity of every pair of vectors (plus `keywords`' weighted cosine),
+    /// or [`CANNOT`] for a pair published more than `max_days_apart` apart; `cells` is the
+    /// number of pairs.
     fn build(
         vectors: &[Vec<f32>],
+        keywords: Option<(&TfIdf, f64)>,
         day: impl Fn(usize) -> Option<i64>,
         max_days_apart: Option<i64>,
         cells: usize,
@@ -61,7 +66,11 @@ impl PairSums {
                 let v = if days_apart(day(i), day(j), max_days_apart) {
                     CANNOT
                 } else {
-                    (dot64(&units[i], &units[j]).clamp(-1.0, 1.0) * SCALE).round() as i64
+                    let mut sim = dot64(&units[i], &units[j]).clamp(-1.0, 1.0);
+                    if let Some((words, weight)) = keywords {
+                        sim += weight * words.cosine(i, j).clamp(0.0, 1.0);
+                    }
+                    (sim * SCALE).round() as i64
                 };
                 sums.cells.push(v);
             }
@@ -82,7 +91,9 @@ impl PairSums {
     }
 }
 
-/// Average similarity of two groups as an exact fraction `sum / (count * SCALE)`.
+/// Similarity of two groups as an exact fraction `sum / (count * SCALE)`: for average linkage
+/// the sum of their pair similarities over the number of pairs, for complete linkage the
+/// lowest pair similarity over 1.
 #[derive(Clone, Copy)]
 struct Link {
     sum: i64,
@@ -97,8 +108,9 @@ impl Link {
     }
 }
 
-/// Agglomerative clustering with average linkage: repeatedly merge the two groups with the
-/// highest average pairwise cosine similarity while it is at least `opts.threshold`.
+/// Agglomerative clustering by embedding cosine: repeatedly merge the two groups with the
+/// highest linkage similarity (`opts.linkage`: the lowest pair similarity across them for
+/// complete linkage, the mean for average linkage) while it is at least `opts.threshold`.
 ///
 /// `days` gives each vector's publication day (any consistent day number, e.g. days since
 /// 1970-01-01) or is empty when no dates are known. Two vectors whose days are both known and
@@ -108,11 +120,47 @@ impl Link {
 /// smallest member. The result does not depend on the order of the input (up to renumbering),
 /// except that exact ties between candidate merges are broken toward smaller indices.
 ///
-/// Uses the nearest-neighbour-chain algorithm (average linkage is reducible, and stays so with
+/// Uses the nearest-neighbour-chain algorithm (both linkages are reducible, and stay so with
 /// cannot-link pairs and the threshold treated as "no link"): O(n²) time, and n²/2 eight-byte
 /// cells of memory (400 MB for 10,000 vectors).
 pub fn group(
     vectors: &[Vec<f32>],
+    days: &[Option<i64>],
+    opts: &ClusterOptions,
+) -> Result<Vec<Vec<usize>>, ClusterError> {
+    cluster(vectors, None, days, opts)
+}
+
+/// [`group`] with keyword evidence: `texts[i]` is article `i`'s English title and text, and a
+/// pair's similarity is its embedding cosine plus `opts.keyword_weight` times the TF-IDF cosine
+/// of their words (weights over these texts).
+pub fn group_texts<S: AsRef<str>>(
+    vectors: &[Vec<f32>],
+    texts: &[S],
+    days: &[Option<i64>],
+    opts: &ClusterOptions,
+) -> Result<Vec<Vec<usize>>, ClusterError> {
+    if texts.len() != vectors.len() {
+        return Err(ClusterError::TextsLength {
+            vectors: vectors.len(),
+            texts: texts.len(),
+        });
+    }
+    if opts.keyword_weight == 0.0 {
+        return cluster(vectors, None, days, opts);
+    }
+    let words = TfIdf::new(texts);
+    cluster(
+        vectors,
+        Some((&words, f64::from(opts.keyword_weight))),
+        days,
+        opts,
+    )
+}
+
+fn cluster(
+    vectors: &[Vec<f32>],
+    keywords: Option<(&TfIdf, f64)>,
     days: &[Option<i64>],
     opts: &ClusterOptions,
 ) -> Result<Vec<Vec<usize>>, ClusterError> {
@@ -132,7 +180,8 @@ pub fn group(
         .filter(|&x| x <= isize::MAX as usize / 8)
         .ok_or(ClusterError::TooMany(n))?;
 
-    let mut sums = PairSums::build(vectors, day, opts.max_days_apart, cells);
+    let mut sums = PairSums::build(vectors, keywords, day, opts.max_days_apart, cells);
+    let complete = opts.linkage == Linkage::Complete;
     let threshold = (f64::from(opts.threshold) * SCALE).round() as i128;
     let linked = |l: Link| i128::from(l.sum) >= threshold * i128::from(l.count);
 
@@ -167,7 +216,7 @@ pub fn group(
             }
             let link = Link {
                 sum,
-                count: size[a] * size[b],
+                count: if complete { 1 } else { size[a] * size[b] },
             };
             if !linked(link) {
                 continue;
@@ -200,6 +249,8 @@ pub fn group(
                     let y = sums.get(gone, c);
                     let merged = if x == CANNOT || y == CANNOT {
                         CANNOT
+                    } else if complete {
+                        x.min(y)
                     } else {
                         x.saturating_add(y)
                     };

@@ -135,7 +135,7 @@ fn first_sentence(text: &str, max_chars: usize) -> &str {
 }
 
 /// Lower-case word tokens for keywords: at least 3 characters with a letter, no stop words.
-fn terms(text: &str) -> Vec<String> {
+pub(super) fn terms(text: &str) -> Vec<String> {
     text.split(|c: char| !c.is_alphanumeric())
         .filter(|w| w.chars().count() >= 3 && w.chars().any(char::is_alphabetic))
         .map(str::to_lowercase)

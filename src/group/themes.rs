@@ -2,8 +2,8 @@
 //! (two fires in different towns, two transfers of one club), by clustering the events'
 //! centroids with average linkage at a lower similarity than events need.
 
-use super::batch::group;
-use super::options::{ClusterError, ClusterOptions};
+use super::batch::{group, group_texts};
+use super::options::{ClusterError, ClusterOptions, Linkage};
 use super::similarity::normalize;
 
 /// Groups events into themes. `event_vectors[e]` are the unit embeddings of event `e`'s
@@ -16,13 +16,30 @@ pub fn themes(
     event_vectors: &[Vec<&[f32]>],
     opts: &ClusterOptions,
 ) -> Result<Vec<Vec<usize>>, ClusterError> {
+    themes_texts(event_vectors, &[] as &[&str], opts)
+}
+
+/// [`themes`] with keyword evidence: `event_texts[e]` is all of event `e`'s text, and two
+/// events' similarity is their centroids' cosine plus `opts.keyword_weight` times the TF-IDF
+/// cosine of their words, as for articles. Empty `event_texts`: centroids only.
+pub fn themes_texts<S: AsRef<str>>(
+    event_vectors: &[Vec<&[f32]>],
+    event_texts: &[S],
+    opts: &ClusterOptions,
+) -> Result<Vec<Vec<usize>>, ClusterError> {
     let centroids: Vec<Vec<f32>> = event_vectors.iter().map(|v| centroid(v)).collect();
+    // Average linkage: a theme is a loose family, one far member should not split it.
     let theme_opts = ClusterOptions {
         threshold: opts.theme_threshold,
         max_days_apart: None,
+        linkage: Linkage::Average,
         ..*opts
     };
-    group(&centroids, &[], &theme_opts)
+    if event_texts.is_empty() {
+        group(&centroids, &[], &theme_opts)
+    } else {
+        group_texts(&centroids, event_texts, &[], &theme_opts)
+    }
 }
 
 /// The unit mean of some unit vectors (all zeros for none).

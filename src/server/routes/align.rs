@@ -58,6 +58,7 @@ impl AlignWorker {
             translate: TranslateOptions::default(),
             compute_type: engine.config().compute_type,
             cluster: cfg.cluster,
+            grouping: Default::default(),
             hub: cfg.hub,
             refresh: false,
             lease: crate::app::align::DEFAULT_LEASE,
