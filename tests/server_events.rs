@@ -114,6 +114,35 @@ fn embed_align_and_online_events() {
         .collect();
     assert_eq!(members, ["r1", "r2"]);
     assert_eq!(ev["title"], "Central bank raises interest rates");
+    // Themes over the online events: every event in exactly one theme, titled by its oldest.
+    let (s, themes) = server.get_json("/v1/themes");
+    assert_eq!(s, 200, "{themes}");
+    assert_eq!(themes["total_events"], 2);
+    assert_eq!(themes["events_considered"], 2);
+    let mut listed: Vec<i64> = themes["themes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|t| {
+            t["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e.as_i64().unwrap())
+        })
+        .collect();
+    listed.sort();
+    let mut ids: Vec<i64> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_i64().unwrap())
+        .collect();
+    ids.sort();
+    assert_eq!(listed, ids, "{themes}");
+    let first = &themes["themes"][0];
+    assert_eq!(first["id"], format!("t{}", first["events"][0]));
+    assert_eq!(first["title"], "Central bank raises interest rates");
     server.stop().unwrap();
 
     // A restarted server keeps the events and the grouping state.

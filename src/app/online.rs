@@ -31,6 +31,28 @@ pub struct Joined {
     pub event: Option<EventRecord>,
 }
 
+/// Events [`OnlineGroups::themes`] gathers at most (the newest still in the working set):
+/// average linkage over them costs their number squared.
+pub const THEME_EVENTS: usize = 2000;
+
+/// One theme of the online grouping: its events' ids (ascending) and their articles.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OnlineTheme {
+    pub events: Vec<i64>,
+    pub articles: usize,
+}
+
+/// The themes of the online grouping's latest events.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OnlineThemes {
+    /// In order of their oldest event.
+    pub themes: Vec<OnlineTheme>,
+    /// Events gathered into them (the newest in the working set, at most [`THEME_EVENTS`]).
+    pub considered: usize,
+    /// Events in all.
+    pub total_events: usize,
+}
+
 /// The online grouping state over a store. Not `Sync` by design: hold it behind one lock, so
 /// the grouper and the store never disagree.
 pub struct OnlineGroups {
@@ -64,6 +86,50 @@ impl OnlineGroups {
             grouper,
             version,
             known,
+        })
+    }
+
+    /// The themes of the latest events: the events still in the grouper's working set (at most
+    /// [`THEME_EVENTS`], the newest), gathered by their centroids at the options' theme
+    /// threshold less the words' share (half the keyword weight). Read from the stored state, so every replica answers the same (blocking).
+    pub fn themes(&self) -> Result<OnlineThemes, OnlineError> {
+        let grouper = match self.store.load_online_state()? {
+            Some(json) => OnlineGrouper::from_json(&json).map_err(OnlineError::State)?,
+            None => return Ok(OnlineThemes::default()),
+        };
+        let events = grouper.events();
+        let mut live: Vec<usize> = (0..events.len())
+            .filter(|&i| !events[i].is_retired())
+            .collect();
+        let considered_from = live.len().saturating_sub(THEME_EVENTS);
+        let live = live.split_off(considered_from);
+        let vectors: Vec<Vec<&[f32]>> = live
+            .iter()
+            .map(|&i| vec![events[i].centroid.as_slice()])
+            .collect();
+        // The online grouping keeps no texts, so the words' share of the theme similarity is
+        // taken off the threshold: between events of one theme their TF-IDF cosine is about
+        // one half.
+        let opts = grouper.options();
+        let centroid_only = ClusterOptions {
+            theme_threshold: opts.theme_threshold - opts.keyword_weight / 2.0,
+            ..*opts
+        };
+        let groups = crate::group::themes(&vectors, &centroid_only).map_err(OnlineError::Group)?;
+        Ok(OnlineThemes {
+            themes: groups
+                .into_iter()
+                .map(|g| {
+                    let ids: Vec<i64> = g.iter().map(|&k| live[k] as i64 + 1).collect();
+                    let articles = g.iter().map(|&k| events[live[k]].size).sum();
+                    OnlineTheme {
+                        events: ids,
+                        articles,
+                    }
+                })
+                .collect(),
+            considered: live.len(),
+            total_events: events.len(),
         })
     }
 
@@ -185,5 +251,25 @@ mod tests {
         assert_eq!(store.events().unwrap().len(), 2);
         let info = store.event(1).unwrap().unwrap().info.unwrap();
         assert_eq!(info.title.as_deref(), Some("A"));
+    }
+
+    #[test]
+    fn themes_gather_the_stored_events_by_their_centroids() {
+        let store = crate::store::open_in_memory().unwrap();
+        let mut online = OnlineGroups::open(store.clone(), ClusterOptions::default()).unwrap();
+        assert_eq!(online.themes().unwrap(), OnlineThemes::default());
+        // Two events at cosine 0.5 (under the event threshold, over the theme threshold less
+        // the words' share), and a third far from both.
+        online.add("a", &unit(&[1.0, 0.0, 0.0]), None, "A").unwrap();
+        online
+            .add("b", &unit(&[0.5, 0.75f32.sqrt(), 0.0]), None, "B")
+            .unwrap();
+        online.add("c", &unit(&[0.0, 0.0, 1.0]), None, "C").unwrap();
+        let themes = online.themes().unwrap();
+        assert_eq!(themes.total_events, 3, "{themes:?}");
+        assert_eq!(themes.considered, 3);
+        let groups: Vec<Vec<i64>> = themes.themes.iter().map(|t| t.events.clone()).collect();
+        assert_eq!(groups, vec![vec![1, 2], vec![3]]);
+        assert_eq!(themes.themes[0].articles, 2);
     }
 }

@@ -32,6 +32,7 @@ use super::{api, libre, routes};
         routes::articles::ingest_article,
         routes::articles::events,
         routes::articles::event,
+        routes::articles::themes,
         routes::models::models,
         libre::translate,
         libre::detect,
@@ -68,7 +69,7 @@ pub(crate) async fn docs() -> Response {
 load it into any OpenAPI viewer.</p>\n<ul>\n\
 <li><code>POST /v1/translate</code>, <code>/v1/detect</code>, <code>/v1/embed</code>, <code>/v1/align</code>, <code>/v1/articles</code></li>\n\
 <li>Embeddings in other tools' shapes: <code>POST /embed</code> (text-embeddings-inference), <code>POST /v1/embeddings</code> (OpenAI)</li>\n\
-<li><code>GET /v1/events</code>, <code>/v1/events/{id}</code>, <code>/v1/models</code></li>\n\
+<li><code>GET /v1/events</code>, <code>/v1/events/{id}</code>, <code>/v1/themes</code>, <code>/v1/models</code></li>\n\
 <li>LibreTranslate: <code>POST /translate</code>, <code>POST /detect</code>, <code>GET /languages</code></li>\n\
 <li><code>GET /health</code>, <code>/ready</code>, <code>/metrics</code></li>\n</ul>\n</body></html>\n",
     )
@@ -94,6 +95,7 @@ mod tests {
             ("/v1/articles", "post"),
             ("/v1/events", "get"),
             ("/v1/events/{id}", "get"),
+            ("/v1/themes", "get"),
             ("/v1/models", "get"),
             ("/translate", "post"),
             ("/detect", "post"),

@@ -364,7 +364,7 @@ pub struct IngestResponse {
     /// The event, with all its members.
     #[schema(required = true)]
     pub event: Option<EventDetail>,
-    /// Cosine similarity of the article to the event it joined.
+    /// Mean cosine similarity of the article to the members of the event it joined.
     pub similarity: f64,
     /// What was accepted but not used (fields that are not article fields).
     pub warnings: Vec<String>,
@@ -408,7 +408,7 @@ pub struct EventMember {
     /// Unix seconds.
     pub added_at: i64,
     pub article_id: String,
-    /// Cosine similarity to the event when the article joined.
+    /// Mean cosine similarity to the event's members when the article joined.
     pub similarity: f64,
 }
 
@@ -430,6 +430,32 @@ pub struct EventList {
     pub events: Vec<EventSummary>,
     /// Events in all.
     pub total: usize,
+}
+
+/// `GET /v1/themes`: similar events of the online grouping (the newest events still inside the
+/// time window, at most 2,000), gathered by their centroids.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ThemeList {
+    /// In order of their oldest event.
+    pub themes: Vec<OnlineThemeSummary>,
+    /// Events gathered into these themes.
+    pub events_considered: usize,
+    /// Events in all.
+    pub total_events: usize,
+}
+
+/// One theme of the online grouping.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct OnlineThemeSummary {
+    /// `t` and the id of its oldest event: stable while that event stays in it.
+    pub id: String,
+    /// The title of its oldest event.
+    #[schema(required = true)]
+    pub title: Option<String>,
+    /// Its events' ids, ascending.
+    pub events: Vec<i64>,
+    /// Articles in its events.
+    pub articles: usize,
 }
 
 /// The stored event info (JSON), `None` when absent or unreadable.

@@ -15,6 +15,7 @@ use crate::app::workflow::{OneError, StageError, Workflow};
 use crate::engine::Generation;
 use crate::server::api::articles::{
     ignored_warnings, EventDetail, EventList, IngestRequest, IngestResponse, IngestedArticle,
+    OnlineThemeSummary, ThemeList,
 };
 use crate::server::api::{BodyErrors, ErrorBody, QueryErrors};
 use crate::server::errors::ApiError;
@@ -221,6 +222,54 @@ pub(crate) async fn events(
             .collect(),
         total,
     }))
+}
+
+/// Themes of the online grouping: its newest events (at most 2,000 still inside the time
+/// window) gathered by their centroids at the theme threshold.
+#[utoipa::path(
+    get,
+    path = "/v1/themes",
+    tag = "articles",
+    responses(
+        (status = 200, body = ThemeList),
+        QueryErrors
+    )
+)]
+pub(crate) async fn themes(
+    State(state): State<Arc<AppState>>,
+) -> Result<Json<ThemeList>, ApiError> {
+    let list = tokio::task::spawn_blocking(move || -> Result<ThemeList, ApiError> {
+        let found = state
+            .online
+            .lock()
+            .map_err(|_| ApiError::internal("online state poisoned"))?
+            .themes()
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let titles: std::collections::HashMap<i64, Option<String>> = state
+            .store
+            .events()
+            .map_err(ApiError::from)?
+            .into_iter()
+            .map(|e| (e.id, e.info.and_then(|i| i.title)))
+            .collect();
+        Ok(ThemeList {
+            themes: found
+                .themes
+                .into_iter()
+                .map(|t| OnlineThemeSummary {
+                    id: format!("t{}", t.events[0]),
+                    title: titles.get(&t.events[0]).cloned().flatten(),
+                    events: t.events,
+                    articles: t.articles,
+                })
+                .collect(),
+            events_considered: found.considered,
+            total_events: found.total_events,
+        })
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))??;
+    Ok(Json(list))
 }
 
 /// One event of the online grouping with its members.

@@ -43,6 +43,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/v1/articles", post(articles::ingest_article))
         .route("/v1/events", get(articles::events))
         .route("/v1/events/{id}", get(articles::event))
+        .route("/v1/themes", get(articles::themes))
         .route("/v1/models", get(models::models));
     if state.cfg.panic_route {
         v1 = v1.route("/v1/_panic", get(ops::panic_now));
