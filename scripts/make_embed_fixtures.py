@@ -10,6 +10,9 @@
 2. tests/fixtures/embed/tiny-xlmr/ — a tiny random XLM-RoBERTa sentence-transformers model
    (Unigram tokenizer trained here, mean pooling + Dense(tanh) + Normalize) with its own
    reference.json, to test the xlm-roberta position scheme and the Dense module.
+3. tests/fixtures/embed/tiny-mpnet/ — a tiny random MPNet (WordPiece vocabulary trained here,
+   mean pooling + Normalize, as all-mpnet-base-v2) with its reference.json and a text long enough
+   to use every relative-position bucket.
 
 Run with the fixture venv:  /work/pyenv/bin/python scripts/make_embed_fixtures.py
 Versions used to write the committed fixtures (pip install into the venv):
@@ -283,7 +286,78 @@ def tiny_xlmr():
             print(f"  {path.relative_to(TINY_DIR)}: {path.stat().st_size} bytes")
 
 
+# ---- tiny random MPNet ------------------------------------------------------------------------
+
+TINY_MPNET_MAX_SEQ = 160
+TINY_MPNET_DIR = OUT / "tiny-mpnet"
+# Over 128 tokens apart, so that every relative-position bucket (up to the far ones) is used.
+TINY_MPNET_LONG = " ".join(CORPUS * 4)
+
+
+def tiny_mpnet():
+    import tempfile
+
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import MPNetConfig, MPNetModel, MPNetTokenizer
+
+    torch.manual_seed(20261205)
+    with tempfile.TemporaryDirectory() as work:
+        work = pathlib.Path(work)
+        # MPNet's specials in MPNet's order (<pad> is 1, the embeddings' padding index); like
+        # all-mpnet-base-v2 it has both <unk> and the [UNK] its WordPiece model uses.
+        specials = ["<s>", "<pad>", "</s>", "<unk>", "[UNK]", "<mask>"]
+        wp = BertWordPieceTokenizer(lowercase=True, unk_token="[UNK]")
+        wp.train_from_iterator(CORPUS, vocab_size=220, special_tokens=specials)
+        wp.save_model(str(work))
+        vocab = (work / "vocab.txt").read_text().split("\n")
+        assert vocab[:6] == specials, vocab[:6]
+        ids = {piece: i for i, piece in enumerate(v for v in vocab if v)}
+        MPNetTokenizer(vocab=ids).save_pretrained(work / "hf")
+
+        config = MPNetConfig(
+            vocab_size=len([v for v in vocab if v]),
+            hidden_size=16,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=32,
+            hidden_act="gelu",
+            max_position_embeddings=TINY_MPNET_MAX_SEQ + 2,
+            relative_attention_num_buckets=32,
+            pad_token_id=1,
+            bos_token_id=0,
+            eos_token_id=2,
+            layer_norm_eps=1e-5,
+            initializer_range=0.3,
+        )
+        MPNetModel(config, add_pooling_layer=False).save_pretrained(work / "hf")
+        transformer = models.Transformer(str(work / "hf"), max_seq_length=TINY_MPNET_MAX_SEQ)
+        pooling = models.Pooling(16, pooling_mode="mean")
+        SentenceTransformer(modules=[transformer, pooling, models.Normalize()]).save(str(work / "st"))
+        (work / "st" / "README.md").unlink(missing_ok=True)
+        if TINY_MPNET_DIR.exists():
+            shutil.rmtree(TINY_MPNET_DIR)
+        shutil.copytree(work / "st", TINY_MPNET_DIR)
+
+    model = SentenceTransformer(str(TINY_MPNET_DIR), device="cpu")
+    model.eval()
+    assert model.max_seq_length == TINY_MPNET_MAX_SEQ
+    texts = TINY_TEXTS + [TINY_MPNET_LONG]
+    long_index = len(texts) - 1
+    data = record(model, texts, TINY_BATCH + [long_index], TINY_BATCH_SIZE, long_index)
+    assert data["texts"][long_index]["untruncated_len"] > TINY_MPNET_MAX_SEQ
+    write_json(TINY_MPNET_DIR / "reference.json", data)
+    for path in sorted(TINY_MPNET_DIR.rglob("*")):
+        if path.is_file():
+            print(f"  {path.relative_to(TINY_MPNET_DIR)}: {path.stat().st_size} bytes")
+
+
 if __name__ == "__main__":
+    # Arguments name the fixtures to write (minilm, tiny-xlmr, tiny-mpnet); none: all.
+    wanted = set(sys.argv[1:]) or {"minilm", "tiny-xlmr", "tiny-mpnet"}
     torch.manual_seed(0)
-    minilm()
-    tiny_xlmr()
+    if "minilm" in wanted:
+        minilm()
+    if "tiny-xlmr" in wanted:
+        tiny_xlmr()
+    if "tiny-mpnet" in wanted:
+        tiny_mpnet()

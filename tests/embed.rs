@@ -349,9 +349,24 @@ fn max_seq_length_follows_sentence_bert_config() {
 /// a Dense(tanh) and a Normalize module, saved by sentence-transformers 6.
 #[test]
 fn tiny_xlm_roberta_matches_sentence_transformers() {
-    let dir = fixtures().join("tiny-xlmr");
+    matches_its_reference(&fixtures().join("tiny-xlmr"), 2);
+}
+
+// ---- tiny random MPNet ----------------------------------------------------------------------
+
+/// A random 2-layer MPNet (relative-position bias, no token types) with a WordPiece tokenizer,
+/// mean pooling and a Normalize module, as all-mpnet-base-v2 is; one text is long enough to use
+/// every relative-position bucket.
+#[test]
+fn tiny_mpnet_matches_sentence_transformers() {
+    matches_its_reference(&fixtures().join("tiny-mpnet"), 10);
+}
+
+/// Token ids, each text alone, a batch and `embed_long` against sentence-transformers'
+/// `reference.json` in `dir`; the long text has more than `min_chunks` chunks.
+fn matches_its_reference(dir: &Path, min_chunks: usize) {
     let reference = read_reference(&dir.join("reference.json"));
-    let model = load(&dir).unwrap();
+    let model = load(dir).unwrap();
     assert_eq!(model.dim(), reference.dim);
     assert_eq!(model.max_seq_length(), reference.max_seq_length);
 
@@ -376,7 +391,7 @@ fn tiny_xlm_roberta_matches_sentence_transformers() {
     }
 
     let long_ref = reference.long.as_ref().expect("reference has a long text");
-    assert!(long_ref.chunk_lens.len() > 2);
+    assert!(long_ref.chunk_lens.len() > min_chunks);
     let long = model
         .embed_long(&reference.texts[long_ref.index].text)
         .unwrap();

@@ -1,5 +1,5 @@
-//! Sentence embeddings with sentence-transformers models (BERT, RoBERTa and XLM-R encoders) on
-//! candle, computing what sentence-transformers' `model.encode(texts)` computes.
+//! Sentence embeddings with sentence-transformers models (BERT, RoBERTa, XLM-R and MPNet
+//! encoders) on candle, computing what sentence-transformers' `model.encode(texts)` computes.
 //!
 //! A model is a sentence-transformers folder or Hub repo: `modules.json` lists a Transformer
 //! module (`config.json`, `tokenizer.json`, `model.safetensors` or `pytorch_model.bin`,
@@ -50,7 +50,7 @@ pub enum EmbedError {
     Config { path: PathBuf, reason: String },
     #[error("modules.json does not describe a model this program can run: {0}")]
     Modules(String),
-    #[error("model_type \"{0}\" is not supported (expected bert, roberta or xlm-roberta)")]
+    #[error("model_type \"{0}\" is not supported (expected bert, roberta, xlm-roberta or mpnet)")]
     UnsupportedModelType(String),
     #[error("modules.json lists a `{kind}` module, which is not supported (expected Transformer, Pooling, Dense and Normalize)")]
     UnsupportedModule { kind: String },

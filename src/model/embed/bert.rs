@@ -118,7 +118,8 @@ impl BertEncoder {
         let tensor_model = TensorBert::new(cfg, tensors, device, half.unwrap_or(DType::F32))?;
         let backend: Box<dyn BertBackend> = if half.is_some() {
             Box::new(tensor_model)
-        } else if cpu_kernels && device.is_cpu() {
+        } else if cpu_kernels && device.is_cpu() && cfg.relative_buckets.is_none() {
+            // (MPNet's relative-position bias is not in the kernels: it runs on tensors.)
             Box::new(CpuBert::pack(cfg, &tensor_model)?)
         } else {
             Box::new(tensor_model)
@@ -190,6 +191,7 @@ mod tests {
             type_vocab_size: 2,
             pad_token_id: 1,
             positions,
+            relative_buckets: None,
         }
     }
 

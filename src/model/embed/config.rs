@@ -64,6 +64,9 @@ pub struct EncoderConfig {
     pub type_vocab_size: usize,
     pub pad_token_id: u32,
     pub positions: PositionScheme,
+    /// MPNet: the number of relative-position buckets whose learned bias every layer adds to
+    /// its attention scores (and the model has no token-type table). `None` for the BERT family.
+    pub relative_buckets: Option<usize>,
 }
 
 /// `config.json` fields with `BertConfig` / `XLMRobertaConfig` defaults.
@@ -90,6 +93,7 @@ struct RawEncoderConfig {
     type_vocab_size: usize,
     pad_token_id: Option<u32>,
     position_embedding_type: Option<String>,
+    relative_attention_num_buckets: Option<usize>,
 }
 
 fn d_vocab() -> usize {
@@ -132,8 +136,22 @@ impl EncoderConfig {
             .ok_or_else(|| invalid(path, "it has no `model_type`"))?;
         let (positions, default_pad) = match model_type.as_str() {
             "bert" => (PositionScheme::FromZero, 0),
-            "xlm-roberta" | "roberta" => (PositionScheme::AfterPadding, 1),
+            "xlm-roberta" | "roberta" | "mpnet" => (PositionScheme::AfterPadding, 1),
             _ => return Err(EmbedError::UnsupportedModelType(model_type)),
+        };
+        let relative_buckets = if model_type == "mpnet" {
+            let buckets = raw.relative_attention_num_buckets.unwrap_or(32);
+            // transformers halves the buckets by direction, then halves again for the exact
+            // ones: fewer than 4 leaves no bucket for far positions.
+            if buckets < 4 {
+                return Err(invalid(
+                    path,
+                    format!("relative_attention_num_buckets {buckets} must be at least 4"),
+                ));
+            }
+            Some(buckets)
+        } else {
+            None
         };
         let hidden_act = match raw.hidden_act.as_str() {
             "gelu" => HiddenAct::Gelu,
@@ -183,6 +201,13 @@ impl EncoderConfig {
             return Err(invalid(path, "layer_norm_eps must be a positive number"));
         }
         let pad_token_id = raw.pad_token_id.unwrap_or(default_pad);
+        if relative_buckets.is_some() && pad_token_id != 1 {
+            // MPNet's embeddings number positions after id 1 whatever the config says.
+            return Err(invalid(
+                path,
+                format!("an MPNet model pads with id 1, not pad_token_id {pad_token_id}"),
+            ));
+        }
         if positions == PositionScheme::AfterPadding
             && pad_token_id as usize + 1 >= raw.max_position_embeddings
         {
@@ -207,6 +232,7 @@ impl EncoderConfig {
             type_vocab_size: raw.type_vocab_size,
             pad_token_id,
             positions,
+            relative_buckets,
         })
     }
 

@@ -82,7 +82,14 @@ impl CpuBert {
             cfg: cfg.clone(),
             word: to_vec(&t.word)?,
             position: to_vec(&t.position)?,
-            type0: to_vec(&t.token_type.get(0)?)?,
+            type0: match &t.token_type {
+                Some(types) => to_vec(&types.get(0)?)?,
+                None => {
+                    return Err(EmbedError::Weights(
+                        "the CPU kernels need a token-type table".into(),
+                    ))
+                }
+            },
             embed_norm: cpu_norm(&t.embed_norm, eps)?,
             layers,
             activation: match cfg.hidden_act {
