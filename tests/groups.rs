@@ -684,7 +684,10 @@ fn online_scores_an_event_by_the_mean_cosine_to_its_members_not_by_its_centroid(
     let two_members = || {
         let mut g = OnlineGrouper::new(opts(0.6, None)).unwrap();
         g.assign(&a, None).unwrap();
-        assert!(!g.assign(&b, None).unwrap().created, "cos(a, b) = 0.6 joins");
+        assert!(
+            !g.assign(&b, None).unwrap().created,
+            "cos(a, b) = 0.6 joins"
+        );
         g
     };
     let mut g = two_members();
@@ -701,7 +704,11 @@ fn online_scores_an_event_by_the_mean_cosine_to_its_members_not_by_its_centroid(
     assert!(mean > 0.6, "{mean}");
     let joined = two_members().assign(&y, None).unwrap();
     assert_eq!((joined.event, joined.created), (0, false));
-    assert!((joined.similarity - mean).abs() < 1e-5, "{} vs {mean}", joined.similarity);
+    assert!(
+        (joined.similarity - mean).abs() < 1e-5,
+        "{} vs {mean}",
+        joined.similarity
+    );
 }
 
 #[test]

@@ -185,7 +185,9 @@ pub struct AlignArgs {
     /// Translation model for one source language, over the manifest (repeatable).
     #[arg(long = "model", value_name = "LANG=HUB_ID|DIR")]
     models: Vec<String>,
-    /// Sentence-transformers model for the English text.
+    /// Sentence-transformers model for the English text (BERT, RoBERTa, XLM-R or MPNet, e.g.
+    /// sentence-transformers/all-mpnet-base-v2: about 6x slower, not better on the held-out
+    /// half of docs/grouping.md's development set).
     #[arg(long, value_name = "HUB_ID|DIR", default_value = DEFAULT_EMBED_MODEL)]
     embed_model: String,
     /// Skip translation: embed the source text with a multilingual --embed-model (e.g.
