@@ -10,6 +10,7 @@
 //! article of its event ~0.64 on average); centres are random, so different events are near 0.
 //!
 //!     cargo bench --bench online_grouping -- [--articles N] [--search auto|exact|approximate]
+//!                                             [--max-days N]
 
 use std::time::Instant;
 
@@ -104,6 +105,7 @@ fn stream(n: usize, rng: &mut Rng) -> impl Iterator<Item = Article> + '_ {
 fn main() {
     let mut articles = MARKS[2];
     let mut search = Search::Auto;
+    let mut max_days = ClusterOptions::default().max_days_apart;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -121,9 +123,19 @@ fn main() {
                     other => panic!("--search auto|exact|approximate, not {other:?}"),
                 }
             }
+            // A longer window keeps more events in the working set.
+            "--max-days" => {
+                max_days = Some(
+                    args.next()
+                        .and_then(|v| v.parse().ok())
+                        .expect("--max-days N"),
+                )
+            }
             "--bench" => {}
             "--help" | "-h" => {
-                println!("online_grouping [--articles N] [--search auto|exact|approximate]");
+                println!(
+                    "online_grouping [--articles N] [--search auto|exact|approximate] [--max-days N]"
+                );
                 return;
             }
             other => panic!("unknown argument {other}"),
@@ -131,6 +143,7 @@ fn main() {
     }
     let opts = ClusterOptions {
         search,
+        max_days_apart: max_days,
         ..ClusterOptions::default()
     };
     let mut grouper = OnlineGrouper::new(opts).expect("options");
