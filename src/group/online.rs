@@ -196,18 +196,20 @@ impl OnlineGrouper {
     /// if that similarity is at least the threshold, and otherwise into a new event. Ties go to
     /// the older event. Only events in the working set are candidates (see the module).
     pub fn assign(&mut self, vector: &[f32], day: Option<i64>) -> Result<Assignment, ClusterError> {
-        let index = self.events.iter().map(|e| e.size).sum::<usize>();
+        // The vector's position in the stream, for errors only: counted when one is raised, not
+        // on every call (the events include every retired one).
+        let index = || self.events.iter().map(|e| e.size).sum::<usize>();
         if let Some(dim) = self.dim {
             if vector.len() != dim {
                 return Err(ClusterError::DimensionMismatch {
-                    index,
+                    index: index(),
                     expected: dim,
                     found: vector.len(),
                 });
             }
         }
         if vector.iter().any(|x| !x.is_finite()) {
-            return Err(ClusterError::NonFinite { index });
+            return Err(ClusterError::NonFinite { index: index() });
         }
         self.dim = Some(vector.len());
         if let Some(d) = day {
