@@ -9,11 +9,14 @@
 //! `TIDINGS_BENCH_IDS=rows.json` translates those source id rows (a JSON list of lists, e.g. the
 //! rows `scripts/peer_bench.py` gives every engine) instead of 32 synthetic ones;
 //! `TIDINGS_PROFILE=1` adds a table of where the time went.
+//! `TIDINGS_BENCH_BACKEND=tensors` runs the candle-tensor backend (the code every GPU runs) on
+//! the CPU instead of the CPU kernels, and `TIDINGS_BENCH_SENTENCES=N` translates N sentences
+//! (default 32): a proxy for the GPU path's per-step overhead where no GPU is at hand.
 
 use candle_core::Device;
 use tidings::app::bench::{run_translation, synthetic_rows};
 use tidings::model::marian::profile;
-use tidings::model::marian::{random, GenerationConfig, MarianModel};
+use tidings::model::marian::{random, BackendKind, ComputeType, GenerationConfig, MarianModel};
 
 /// User + system CPU seconds of this process so far, from /proc (None elsewhere).
 fn cpu_seconds() -> Option<f64> {
@@ -34,11 +37,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect();
     let cfg = random::shape("opus-mt-base")?;
     let tensors = random::random_weights(&cfg, 0x7d1d_1e55, &Device::Cpu)?;
-    let model = MarianModel::new(&cfg, tensors, &Device::Cpu)?;
+    let kind = match std::env::var("TIDINGS_BENCH_BACKEND").as_deref() {
+        Ok("tensors") => BackendKind::Tensors,
+        Ok("kernels") | Err(_) => BackendKind::Auto,
+        Ok(other) => {
+            return Err(format!("TIDINGS_BENCH_BACKEND={other}: use kernels or tensors").into())
+        }
+    };
+    let model = MarianModel::with_backend(&cfg, tensors, &Device::Cpu, ComputeType::F32, kind)?;
+    let sentences: usize = match std::env::var("TIDINGS_BENCH_SENTENCES") {
+        Ok(n) => n.parse()?,
+        Err(_) => 32,
+    };
     let gen = GenerationConfig::defaults_for(&cfg);
     let rows: Vec<Vec<u32>> = match std::env::var_os("TIDINGS_BENCH_IDS") {
         Some(path) => serde_json::from_slice(&std::fs::read(path)?)?,
-        None => synthetic_rows(32, cfg.vocab_size as u32, 0, &[cfg.pad_token_id], 42),
+        None => synthetic_rows(sentences, cfg.vocab_size as u32, 0, &[cfg.pad_token_id], 42),
     };
     let warm_up = &rows[..rows.len().min(4)];
     for beams in beams {

@@ -1,6 +1,6 @@
 //! Translation with Marian / OPUS-MT models: configuration ([`config`]), what a backend does
 //! ([`backend`]) and the two that do it ([`cpu`]: the CPU kernels, [`tensors`]: candle tensors on
-//! any device, f32 or half precision), the model with its backend chosen at load ([`model`]),
+//! any device, f32 or half precision, with its decoder state in [`tensor_state`]), the model with its backend chosen at load ([`model`]),
 //! generation written once for every backend ([`generate`]), the search over each step's logits
 //! on the host ([`search`]) or where the tensors are ([`device_search`]), the profiler
 //! ([`profile`]), random-weight models of real shapes ([`random`]) and the tokenizer + model +
@@ -15,6 +15,7 @@ pub mod model;
 pub mod profile;
 pub mod random;
 pub mod search;
+pub mod tensor_state;
 pub mod tensors;
 pub mod translator;
 

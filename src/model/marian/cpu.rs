@@ -151,7 +151,7 @@ impl CpuMarian {
     /// copies are freed as the packed ones are made.
     pub fn pack(model: TensorMarian, compute: ComputeType) -> Result<Self> {
         let format = weight_format(compute)?;
-        let (cfg, emb, layers, device) = model.into_parts();
+        let (cfg, emb, layers, device) = model.into_parts()?;
         if !device.is_cpu() {
             return Err(TranslateError::Config(format!(
                 "the CPU kernels run on the CPU only (this model is on {device:?})"

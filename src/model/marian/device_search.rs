@@ -16,7 +16,8 @@ use super::backend::{check_step, MarianBackend};
 use super::config::GenerationConfig;
 use super::profile::{self, Phase};
 use super::search::{banned_words, forced_eos, BeamQuery, StepSearch};
-use super::tensors::{TensorMarian, TensorState};
+use super::tensor_state::TensorState;
+use super::tensors::TensorMarian;
 use super::TranslateError;
 
 type Result<T> = std::result::Result<T, TranslateError>;

@@ -249,6 +249,58 @@ mod tests {
         }
     }
 
+    /// Beam-search-shaped selections: each sentence's beams in one block, reordered within it,
+    /// then a sentence leaving. The tensor state keeps one set of cross-attention keys per
+    /// sentence throughout, its self-attention caches grow by doubling, and the logits still
+    /// equal the CPU kernels' (which keep keys per row).
+    #[test]
+    fn beams_share_their_sentences_cross_keys() {
+        let mut cfg = small(Activation::Relu);
+        // head_dim 4: the attention scale (1/2) is folded into the query projection.
+        cfg.d_model = 16;
+        let (fast, reference) = pair(&cfg);
+        let rows = vec![vec![5, 6, 0], vec![7, 8, 9, 10, 11, 0], vec![3, 0]];
+        let beams = 3u32;
+        let expand: Vec<u32> = (0..3).flat_map(|s| [s; 3]).collect();
+        let enc_fast = fast.encode(&rows).unwrap();
+        let shared = TensorEncoded::from_packed(
+            enc_fast.packed(),
+            enc_fast.lengths().to_vec(),
+            cfg.d_model,
+            &Device::Cpu,
+        )
+        .unwrap();
+        let mut s_fast = fast.start_decoding(&enc_fast, Some(&expand)).unwrap();
+        let mut s_ref = reference.start_decoding(&shared, Some(&expand)).unwrap();
+        assert_eq!((s_ref.sentences(), s_ref.rows_per_sentence()), (3, 3));
+        let mut tokens = vec![cfg.decoder_start_token_id; expand.len()];
+        let (mut out, mut want) = (Vec::new(), Vec::new());
+        for step in 0..40u32 {
+            fast.decode_step_into(&tokens, &mut s_fast, &mut out)
+                .unwrap();
+            reference
+                .decode_step_into(&tokens, &mut s_ref, &mut want)
+                .unwrap();
+            let diff = worst_diff(&out, &want);
+            assert!(diff < 1e-4, "step {step}: logits differ by {diff}");
+            let blocks = (s_ref.rows() as u32) / beams;
+            // Every beam takes a parent from its own sentence's block; at step 20 the middle
+            // sentence finishes and leaves.
+            let keep: Vec<u32> = (0..blocks)
+                .filter(|&b| step != 20 || b != 1)
+                .flat_map(|b| (0..beams).map(move |j| b * beams + (j + step) % beams))
+                .collect();
+            s_fast.select(&keep).unwrap();
+            s_ref.select(&keep).unwrap();
+            let sentences = if step >= 20 { 2 } else { 3 };
+            assert_eq!(s_ref.sentences(), sentences, "step {step}");
+            assert_eq!(s_ref.rows_per_sentence(), beams as usize, "step {step}");
+            tokens = keep.iter().map(|&r| (r * 5 + step * 3) % 60).collect();
+        }
+        // 40 positions: 32, then 64; one reallocation per layer.
+        assert_eq!(s_ref.cache_capacity(), (64, cfg.decoder_layers));
+    }
+
     #[test]
     fn generation_agrees_between_decoders() {
         let cfg = small(Activation::Swish);

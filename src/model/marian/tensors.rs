@@ -3,8 +3,8 @@
 //! reading a checkpoint into layers: the CPU backend packs its layers from the ones built here.
 //!
 //! The encoder applies a padding mask; the decoder runs one step at a time with a
-//! self-attention KV cache, and each batch's cross-attention keys and values are computed once
-//! and then only re-indexed (beam reordering, finished rows leaving the batch).
+//! self-attention KV cache, and each sentence's cross-attention keys and values are computed
+//! once and shared by its beams ([`super::tensor_state`]).
 
 use std::collections::HashMap;
 
@@ -15,6 +15,7 @@ use super::backend::{DecoderState, EncodedBatch, MarianBackend};
 use super::config::{Activation, GenerationConfig, MarianConfig};
 use super::device_search::{record_transfer, DeviceSearch};
 use super::profile::{self, Phase};
+use super::tensor_state::{CrossKeys, SelfCache, TensorState};
 use super::TranslateError;
 use crate::model::checkpoint::Checkpoint;
 use crate::model::compute::ComputeType;
@@ -70,7 +71,10 @@ fn attention(
     scale: f64,
 ) -> Result<Tensor> {
     let (n, heads, t, hd) = q.dims4()?;
-    let mut scores = (q.matmul(&k.t()?)? * scale)?;
+    let mut scores = q.matmul(&k.t()?)?;
+    if scale != 1.0 {
+        scores = (scores * scale)?;
+    }
     if let Some(bias) = bias {
         scores = scores.broadcast_add(bias)?;
     }
@@ -87,7 +91,7 @@ pub(super) struct SelfAttention {
     pub qkv: Linear,
     pub out: Linear,
     heads: usize,
-    scale: f64,
+    scale: QueryScale,
 }
 
 /// Cross-attention: q from the decoder, k and v (stacked, (2·d, d)) from the encoder output.
@@ -96,7 +100,62 @@ pub(super) struct CrossAttention {
     pub kv: Linear,
     pub out: Linear,
     heads: usize,
+    scale: QueryScale,
+}
+
+/// An attention's 1/√head_dim: applied to the scores, or folded into the query projection.
+///
+/// Folding saves a pass over the scores every step. It is done only where it is exact: a power
+/// of two (head_dim 4, 16, 64, …) scales every product and sum without rounding, so the scores
+/// are bit for bit the scaled ones; and only in f32 or bf16, whose exponent range keeps small
+/// weights normal (scaled f16 weights could lose bits as subnormals).
+#[derive(Debug, Clone, Copy)]
+struct QueryScale {
     scale: f64,
+    folded: bool,
+}
+
+impl QueryScale {
+    fn new(d_model: usize, heads: usize) -> Result<Self> {
+        Ok(Self {
+            scale: heads_scale(d_model, heads)?,
+            folded: false,
+        })
+    }
+
+    /// What the scores are multiplied by.
+    fn on_scores(self) -> f64 {
+        if self.folded {
+            1.0
+        } else {
+            self.scale
+        }
+    }
+
+    /// Fold into the first `rows` outputs of `query` (or undo it, `fold` false) where exact.
+    fn set_folded(&mut self, fold: bool, query: &mut Linear, rows: usize) -> Result<()> {
+        let dtype = query.weight().dtype();
+        let exact = self.scale.log2().fract() == 0.0 && matches!(dtype, DType::F32 | DType::BF16);
+        if fold == self.folded || (fold && !exact) {
+            return Ok(());
+        }
+        let factor = if fold { self.scale } else { self.scale.recip() };
+        let total = query.weight().dim(0)?;
+        let scale_head = |t: &Tensor| -> Result<Tensor> {
+            let head = (t.narrow(0, 0, rows)? * factor)?;
+            Ok(if rows == total {
+                head
+            } else {
+                Tensor::cat(&[&head, &t.narrow(0, rows, total - rows)?], 0)?
+            })
+        };
+        *query = Linear::new(
+            scale_head(query.weight())?,
+            query.bias().map(scale_head).transpose()?,
+        );
+        self.folded = fold;
+        Ok(())
+    }
 }
 
 /// Load `names` (each `{name}.weight` (d, d) and `{name}.bias` (d)) as one stacked projection.
@@ -132,8 +191,13 @@ impl SelfAttention {
             qkv: stacked_linear(w, &names, d)?,
             out: w.linear(&format!("{name}.out_proj"), d, d)?,
             heads,
-            scale: heads_scale(d, heads)?,
+            scale: QueryScale::new(d, heads)?,
         })
+    }
+
+    fn fold_scale(&mut self, fold: bool) -> Result<()> {
+        let d = self.out.weight().dim(0)?;
+        self.scale.set_folded(fold, &mut self.qkv, d)
     }
 
     /// Per-head q, k and v of `xs` (n, t, d).
@@ -152,8 +216,13 @@ impl CrossAttention {
             kv: stacked_linear(w, &[format!("{name}.k_proj"), format!("{name}.v_proj")], d)?,
             out: w.linear(&format!("{name}.out_proj"), d, d)?,
             heads,
-            scale: heads_scale(d, heads)?,
+            scale: QueryScale::new(d, heads)?,
         })
+    }
+
+    fn fold_scale(&mut self, fold: bool) -> Result<()> {
+        let d = self.out.weight().dim(0)?;
+        self.scale.set_folded(fold, &mut self.q, d)
     }
 
     /// Per-head keys and values of the encoder output (n, s, d).
@@ -273,46 +342,6 @@ impl TensorEncoded {
             packed.extend(self.hidden.i((i, ..len))?.flatten_all()?.to_vec1::<f32>()?);
         }
         Ok(packed)
-    }
-}
-
-/// The decoder state: candle tensors per row.
-pub struct TensorState {
-    self_kv: Vec<Option<(Tensor, Tensor)>>,
-    cross_kv: Vec<(Tensor, Tensor)>,
-    cross_bias: Tensor,
-    /// Tokens decoded so far (the next token's position).
-    step: usize,
-}
-
-impl DecoderState for TensorState {
-    fn rows(&self) -> usize {
-        self.cross_bias.dims().first().copied().unwrap_or(0)
-    }
-
-    fn step(&self) -> usize {
-        self.step
-    }
-
-    fn select(&mut self, rows: &[u32]) -> Result<()> {
-        let _t = profile::time(Phase::Reorder);
-        let old = self.rows();
-        if rows.iter().any(|&r| r as usize >= old) {
-            return Err(TranslateError::Input(format!(
-                "row selection out of range for {old} rows"
-            )));
-        }
-        let device = self.cross_bias.device().clone();
-        let idx = Tensor::from_slice(rows, rows.len(), &device)?;
-        let pick = |t: &Tensor| -> Result<Tensor> { Ok(t.index_select(&idx, 0)?) };
-        for kv in self.self_kv.iter_mut().flatten() {
-            *kv = (pick(&kv.0)?, pick(&kv.1)?);
-        }
-        for kv in self.cross_kv.iter_mut() {
-            *kv = (pick(&kv.0)?, pick(&kv.1)?);
-        }
-        self.cross_bias = pick(&self.cross_bias)?;
-        Ok(())
     }
 }
 
@@ -448,7 +477,7 @@ impl TensorMarian {
         let w = Checkpoint::new(tensors, prefix, device).with_dtype(dtype);
         let (emb, lm_head) = load_embeddings(cfg, &w, device)?;
         let (encoder, decoder) = load_layers(cfg, &w)?;
-        Ok(Self {
+        let mut model = Self {
             cfg: cfg.clone(),
             emb,
             layers: Layers {
@@ -458,12 +487,28 @@ impl TensorMarian {
             },
             device: device.clone(),
             dtype,
-        })
+        };
+        model.fold_query_scales(true)?;
+        Ok(model)
     }
 
-    /// The parts, for the CPU backend to pack.
-    pub(super) fn into_parts(self) -> (MarianConfig, Embeddings, Layers, Device) {
-        (self.cfg, self.emb, self.layers, self.device)
+    /// Fold every attention's scale into its query projection where that is exact (or undo it).
+    fn fold_query_scales(&mut self, fold: bool) -> Result<()> {
+        for layer in &mut self.layers.encoder {
+            layer.self_attn.fold_scale(fold)?;
+        }
+        for layer in &mut self.layers.decoder {
+            layer.self_attn.fold_scale(fold)?;
+            layer.cross_attn.fold_scale(fold)?;
+        }
+        Ok(())
+    }
+
+    /// The parts, for the CPU backend to pack: the checkpoint's weights (its kernels scale the
+    /// scores themselves).
+    pub(super) fn into_parts(mut self) -> Result<(MarianConfig, Embeddings, Layers, Device)> {
+        self.fold_query_scales(false)?;
+        Ok((self.cfg, self.emb, self.layers, self.device))
     }
 
     /// One decoder step on checked tokens: next-token logits (rows × target vocab, f32,
@@ -480,8 +525,7 @@ impl TensorMarian {
             .reshape((n, 1, d))?;
         drop(t_embed);
         for (i, layer) in self.layers.decoder.iter().enumerate() {
-            let (self_kv, cross_kv) = (&mut state.self_kv[i], &state.cross_kv[i]);
-            xs = self.decoder_layer(layer, xs, self_kv, cross_kv, &state.cross_bias)?;
+            xs = self.decoder_layer(layer, xs, state, i)?;
         }
         state.step += 1;
         let t_head = profile::time(Phase::LmHead);
@@ -494,31 +538,23 @@ impl TensorMarian {
         Ok(out)
     }
 
-    /// One decoder layer's step on `xs` (n, 1, d).
+    /// Decoder layer `i`'s step on `xs` (n, 1, d).
     fn decoder_layer(
         &self,
         layer: &DecoderLayer,
         xs: Tensor,
-        self_kv: &mut Option<(Tensor, Tensor)>,
-        cross_kv: &(Tensor, Tensor),
-        cross_bias: &Tensor,
+        state: &mut TensorState,
+        i: usize,
     ) -> Result<Tensor> {
         // Self-attention over everything decoded so far (no causal mask needed: one query).
         let t_qkv = profile::time(Phase::SelfQkv);
         let att = &layer.self_attn;
         let (q, k_new, v_new) = att.project(&xs)?;
-        let (k, v) = match self_kv.take() {
-            Some((k, v)) => (
-                Tensor::cat(&[&k, &k_new], 2)?,
-                Tensor::cat(&[&v, &v_new], 2)?,
-            ),
-            None => (k_new, v_new),
-        };
+        let (k, v) = SelfCache::append(&mut state.self_kv[i], &k_new, &v_new, state.positions)?;
         drop(t_qkv);
         let t_att = profile::time(Phase::SelfAttend);
-        let ctx = attention(&q, &k, &v, None, att.scale)?;
-        drop(t_att);
-        *self_kv = Some((k, v));
+        let ctx = attention(&q, &k, &v, None, att.scale.on_scores())?;
+        drop((t_att, k, v));
         let t_out = profile::time(Phase::SelfOut);
         let attn = att.out.forward(&ctx)?;
         drop(t_out);
@@ -526,13 +562,24 @@ impl TensorMarian {
         let xs = layer.self_attn_norm.forward(&(xs + attn)?)?;
         drop(t_norm);
 
+        // Cross-attention: a sentence's rows (its beams) are the queries of one attention over
+        // its keys, (sentences, heads, rows per sentence, head_dim).
         let cross = &layer.cross_attn;
         let t_q = profile::time(Phase::CrossQ);
-        let q = split_heads(&cross.q.forward(&xs)?, cross.heads)?;
+        let (n, d) = (xs.dim(0)?, self.cfg.d_model);
+        let per = state.cross.rows_per_sentence;
+        let heads = cross.heads;
+        let q = cross
+            .q
+            .forward(&xs)?
+            .reshape((n / per, per, heads, d / heads))?
+            .transpose(1, 2)?
+            .contiguous()?;
         drop(t_q);
         let t_att = profile::time(Phase::CrossAttend);
-        let (ck, cv) = cross_kv;
-        let ctx = attention(&q, ck, cv, Some(cross_bias), cross.scale)?;
+        let (ck, cv) = &state.cross.kv[i];
+        let bias = &state.cross.bias;
+        let ctx = attention(&q, ck, cv, Some(bias), cross.scale.on_scores())?.reshape((n, 1, d))?;
         drop(t_att);
         let t_out = profile::time(Phase::CrossOut);
         let attn = cross.out.forward(&ctx)?;
@@ -600,7 +647,7 @@ impl MarianBackend for TensorMarian {
         for layer in &self.layers.encoder {
             let att = &layer.self_attn;
             let (q, k, v) = att.project(&xs)?;
-            let ctx = attention(&q, &k, &v, Some(&pad_bias), att.scale)?;
+            let ctx = attention(&q, &k, &v, Some(&pad_bias), att.scale.on_scores())?;
             let attn = att.out.forward(&ctx)?;
             xs = layer.self_attn_norm.forward(&(xs + attn)?)?;
             let ff = layer
@@ -621,12 +668,12 @@ impl MarianBackend for TensorMarian {
         for layer in decoder {
             cross_kv.push(layer.cross_attn.project_kv(&encoded.hidden)?);
         }
-        let mut state = TensorState {
-            self_kv: vec![None; decoder.len()],
-            cross_kv,
-            cross_bias: encoded.pad_bias.clone(),
-            step: 0,
+        let cross = CrossKeys {
+            kv: cross_kv,
+            bias: encoded.pad_bias.clone(),
+            rows_per_sentence: 1,
         };
+        let mut state = TensorState::new(decoder.len(), cross, self.cfg.max_position_embeddings);
         if let Some(rows) = rows {
             state.select(rows)?;
         }
@@ -644,5 +691,64 @@ impl MarianBackend for TensorMarian {
         record_transfer(out.elem_count() * out.dtype().size_in_bytes());
         *logits = out.flatten_all()?.to_vec1::<f32>()?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn linear(rows: usize, cols: usize, dtype: DType) -> Linear {
+        let w: Vec<f32> = (0..rows * cols).map(|i| i as f32 * 0.37 - 3.0).collect();
+        let b: Vec<f32> = (0..rows).map(|i| i as f32 * 0.11).collect();
+        let w = Tensor::from_vec(w, (rows, cols), &Device::Cpu).unwrap();
+        let b = Tensor::from_vec(b, rows, &Device::Cpu).unwrap();
+        Linear::new(w.to_dtype(dtype).unwrap(), Some(b.to_dtype(dtype).unwrap()))
+    }
+
+    fn values(l: &Linear) -> Vec<f32> {
+        let w = l
+            .weight()
+            .to_dtype(DType::F32)
+            .unwrap()
+            .flatten_all()
+            .unwrap();
+        let b = l.bias().unwrap().to_dtype(DType::F32).unwrap();
+        [w.to_vec1::<f32>().unwrap(), b.to_vec1::<f32>().unwrap()].concat()
+    }
+
+    #[test]
+    fn the_query_scale_is_folded_only_where_exact_and_unfolds_bit_for_bit() {
+        // head_dim 16: 1/4, folded into the first 8 rows (the queries) of a stacked (24, 8).
+        for dtype in [DType::F32, DType::BF16] {
+            let mut qkv = linear(24, 8, dtype);
+            let before = values(&qkv);
+            let mut scale = QueryScale::new(64, 4).unwrap();
+            scale.set_folded(true, &mut qkv, 8).unwrap();
+            assert_eq!(scale.on_scores(), 1.0);
+            let folded = values(&qkv);
+            // Weights: rows 0..8 scaled, 8..24 untouched; bias likewise.
+            for (i, (a, b)) in before.iter().zip(&folded).enumerate() {
+                let query = if i < 24 * 8 {
+                    i / 8 < 8
+                } else {
+                    i - 24 * 8 < 8
+                };
+                let want = if query { a * 0.25 } else { *a };
+                assert_eq!(*b, want, "{dtype:?} entry {i}");
+            }
+            scale.set_folded(false, &mut qkv, 8).unwrap();
+            assert_eq!(scale.on_scores(), 0.25);
+            assert_eq!(values(&qkv), before, "{dtype:?}");
+        }
+        // head_dim 12 is not a power of two, and f16 could lose small weights: both left alone.
+        for (d, dtype) in [(48, DType::F32), (64, DType::F16)] {
+            let mut q = linear(8, 8, dtype);
+            let before = values(&q);
+            let mut scale = QueryScale::new(d, 4).unwrap();
+            scale.set_folded(true, &mut q, 8).unwrap();
+            assert_eq!(scale.on_scores(), scale.scale, "{d} {dtype:?}");
+            assert_eq!(values(&q), before);
+        }
     }
 }
