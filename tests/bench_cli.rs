@@ -6,8 +6,14 @@ use std::process::{Command, Output};
 use serde_json::Value;
 
 fn tidings(args: &[&str], home: &Path) -> Output {
+    tidings_with(args, home, &[])
+}
+
+fn tidings_with(args: &[&str], home: &Path, env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tidings"))
         .arg("bench")
+        .env_remove("TIDINGS_PROFILE")
+        .envs(env.iter().copied())
         .args(args)
         .env("HF_HOME", home)
         .env("HF_ENDPOINT", "http://127.0.0.1:9") // nothing listens there: no real network
@@ -337,4 +343,46 @@ fn bench_random_weights_runs_offline() {
     let t = &r["translation"];
     assert_eq!(t["model"], "random weights, opus-mt-base shape");
     check_translation_runs(t, &[(2, 1)], 2, 2);
+}
+
+#[test]
+fn bench_prints_where_the_time_went_when_profiling() {
+    let home = tempfile::tempdir().unwrap();
+    let model = fixture("marian-tiny-sep");
+    let args = [
+        "--model",
+        model.to_str().unwrap(),
+        "--batch-sizes",
+        "2",
+        "--beams",
+        "2",
+        "--sentences",
+        "4",
+        "--max-new-tokens",
+        "5",
+        "--json",
+    ];
+    let quiet = tidings(&args, home.path());
+    json_ok(&quiet);
+    assert!(!String::from_utf8_lossy(&quiet.stderr).contains("time per section"));
+    for mode in ["1", "sync"] {
+        let out = tidings_with(&args, home.path(), &[("TIDINGS_PROFILE", mode)]);
+        // The table goes to stderr: stdout is still one JSON document.
+        json_ok(&out);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("time per section, batch 2 beam 2"),
+            "{mode}: {err}"
+        );
+        // The decoder ran: its sections were called, once per layer and step.
+        let calls = |section: &str| -> u64 {
+            let row = err
+                .lines()
+                .find(|l| l.starts_with(&format!("| {section} |")))
+                .unwrap_or_else(|| panic!("{mode}: no {section} row in {err}"));
+            row.split('|').nth(2).unwrap().trim().parse().unwrap()
+        };
+        assert!(calls("LmHead") > 0, "{err}");
+        assert!(calls("SelfAttend") >= calls("LmHead"), "{err}");
+    }
 }

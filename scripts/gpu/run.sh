@@ -7,7 +7,9 @@
 #   2. speed: random-weight opus-mt-base-shape Marian, 32 new tokens per sentence, 128 token-id
 #      rows with news-like lengths: `tidings bench` at batch 1 greedy and batch 32/128 beam 4 in
 #      f32, bf16 and f16; MiniLM-shape embeddings at batch 32/128 in f32 and bf16;
-#   3. the peers on the same GPU, model folders and rows: transformers `generate` fp32 and fp16,
+#   3. where the time goes: the decoder's sections at batch 1 greedy and batch 128 beam 4, f32
+#      and bf16, timed on the host (TIDINGS_PROFILE=1) and on the device (=sync);
+#   4. the peers on the same GPU, model folders and rows: transformers `generate` fp32 and fp16,
 #      sentence-transformers fp32 and fp16.
 # usage: bash scripts/gpu/run.sh TIDINGS_BIN_OR_.xz OUT_DIR [MINILM_CONFIG_DIR]
 # The binary comes from scripts/cuda-build.sh; MINILM_CONFIG_DIR needs only all-MiniLM-L6-v2's
@@ -53,6 +55,19 @@ if [ -d $m/minilm ]; then
       --batch-sizes 32,128 --json > "$out/tidings-embed-$ct.json" 2> "$out/tidings-embed-$ct.err"
   done
 fi
+echo "== profile"
+# Where a decode step's time goes: TIDINGS_PROFILE=1 charges each section the host's time to
+# launch its kernels, =sync the kernels' own time (the device is waited for around each one).
+# Close totals mean the decoder is bound by launches; sync far above 1 means by the kernels.
+for ct in f32 bf16; do
+  for mode in 1 sync; do
+    step env TIDINGS_PROFILE=$mode timeout 60 "$bin" bench --model $m/marian --input $m/ids.json --device cuda \
+      --compute-type $ct --batch-sizes 1 --beams 1 --sentences 16 --json > /dev/null 2> "$out/profile-$ct-$mode-b1.txt"
+    step env TIDINGS_PROFILE=$mode timeout 60 "$bin" bench --model $m/marian --input $m/ids.json --device cuda \
+      --compute-type $ct --batch-sizes 128 --beams 4 --sentences 128 --json > /dev/null 2> "$out/profile-$ct-$mode-b128.txt"
+  done
+done
+grep -H "| total" "$out"/profile-*.txt
 python3 - "$out" <<'PY'
 import glob, json, os, sys
 for f in sorted(glob.glob(os.path.join(sys.argv[1], "tidings-*.json"))):

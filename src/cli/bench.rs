@@ -15,7 +15,7 @@ use tidings::app::bench::{
 use tidings::model::device::{self, DeviceChoice};
 use tidings::model::embed::Embedder;
 use tidings::model::hub::{ModelRepo, ModelSource};
-use tidings::model::marian::{random, GenerationConfig, MarianModel, Translator};
+use tidings::model::marian::{profile, random, GenerationConfig, MarianModel, Translator};
 
 use super::ComputeArgs;
 use super::SourceArgs;
@@ -318,6 +318,7 @@ fn bench_translation(
             // One untimed batch first: allocator and thread-pool warm-up.
             let warm = &rows[..batch_size.min(rows.len())];
             run_translation(&model, &generation, warm, batch_size, beams, 2)?;
+            profile::reset();
             let run = run_translation(
                 &model,
                 &generation,
@@ -330,6 +331,13 @@ fn bench_translation(
                 eprintln!(
                     "batch {:>3} beam {:>2}: {:>8.1} tokens/s {:>7.2} sentences/s  p50 {:>8.1} ms  p95 {:>8.1} ms",
                     run.batch_size, run.num_beams, run.generated_tokens_per_s, run.sentences_per_s, run.batch_p50_ms, run.batch_p95_ms
+                );
+            }
+            // TIDINGS_PROFILE: where this run's time went (stderr, so the JSON stays clean).
+            if let Some(table) = profile::report() {
+                eprintln!(
+                    "time per section, batch {} beam {} (TIDINGS_PROFILE):\n{table}",
+                    run.batch_size, run.num_beams
                 );
             }
             runs.push(run);

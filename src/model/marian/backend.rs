@@ -107,7 +107,7 @@ pub trait MarianBackend {
 
     /// Encode a batch of token id rows (each ending in `</s>`; the batch is padded as needed).
     fn encode(&self, rows: &[Vec<u32>]) -> Result<Self::Encoded> {
-        let _t = profile::time(Phase::Encode);
+        let _t = profile::time_on(Phase::Encode, self.device());
         check_source(self.config(), rows)?;
         self.run_encoder(rows)
     }
@@ -115,7 +115,7 @@ pub trait MarianBackend {
     /// Prepare decoding: cross-attention keys/values of every decoder layer, computed once.
     /// `rows` maps each decoder row to an encoder row (e.g. each sentence repeated per beam).
     fn start_decoding(&self, encoded: &Self::Encoded, rows: Option<&[u32]>) -> Result<Self::State> {
-        let _t = profile::time(Phase::CrossKv);
+        let _t = profile::time_on(Phase::CrossKv, self.device());
         let n = encoded.rows();
         if let Some(bad) = rows.into_iter().flatten().find(|&&r| r as usize >= n) {
             return Err(TranslateError::Input(format!(

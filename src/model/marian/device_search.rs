@@ -238,7 +238,7 @@ impl StepSearch<TensorState> for DeviceSearch<'_> {
         prefixes: &[&[u32]],
     ) -> Result<Vec<u32>> {
         let logits = self.logits(tokens, state)?;
-        let _t = profile::time(Phase::Search);
+        let _t = profile::time_on(Phase::Search, self.model.device());
         // No normalisation: it shifts a row by a constant, which cannot change its argmax.
         let next = self.process(logits, prefixes)?.argmax(D::Minus1)?;
         to_host::<u32>(&next)
@@ -252,7 +252,7 @@ impl StepSearch<TensorState> for DeviceSearch<'_> {
         query: BeamQuery<'_>,
     ) -> Result<Vec<Vec<(usize, f32)>>> {
         let logits = self.logits(tokens, state)?;
-        let _t = profile::time(Phase::Search);
+        let _t = profile::time_on(Phase::Search, self.model.device());
         let device = logits.device().clone();
         let rows = tokens.len();
         let items = rows / query.rows_per_item.max(1);

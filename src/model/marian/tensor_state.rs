@@ -214,7 +214,7 @@ impl DecoderState for TensorState {
     }
 
     fn select(&mut self, rows: &[u32]) -> Result<()> {
-        let _t = profile::time(Phase::Reorder);
+        let _t = profile::time_on(Phase::Reorder, self.device());
         let old = self.rows;
         if rows.iter().any(|&r| r as usize >= old) {
             return Err(TranslateError::Input(format!(

@@ -516,7 +516,7 @@ impl TensorMarian {
     pub(super) fn step_logits(&self, tokens: &[u32], state: &mut TensorState) -> Result<Tensor> {
         let n = tokens.len();
         let d = self.cfg.d_model;
-        let t_embed = profile::time(Phase::Embed);
+        let t_embed = profile::time_on(Phase::Embed, &self.device);
         let ids = Tensor::from_slice(tokens, n, &self.device)?;
         let embedded = self.emb.decoder.index_select(&ids, 0)?;
         let position = self.emb.decoder_positions.i(state.step..state.step + 1)?;
@@ -528,7 +528,7 @@ impl TensorMarian {
             xs = self.decoder_layer(layer, xs, state, i)?;
         }
         state.step += 1;
-        let t_head = profile::time(Phase::LmHead);
+        let t_head = profile::time_on(Phase::LmHead, &self.device);
         let out = xs
             .reshape((n, d))?
             .matmul(&self.layers.lm_head.t()?)?
@@ -547,25 +547,25 @@ impl TensorMarian {
         i: usize,
     ) -> Result<Tensor> {
         // Self-attention over everything decoded so far (no causal mask needed: one query).
-        let t_qkv = profile::time(Phase::SelfQkv);
+        let t_qkv = profile::time_on(Phase::SelfQkv, &self.device);
         let att = &layer.self_attn;
         let (q, k_new, v_new) = att.project(&xs)?;
         let (k, v) = SelfCache::append(&mut state.self_kv[i], &k_new, &v_new, state.positions)?;
         drop(t_qkv);
-        let t_att = profile::time(Phase::SelfAttend);
+        let t_att = profile::time_on(Phase::SelfAttend, &self.device);
         let ctx = attention(&q, &k, &v, None, att.scale.on_scores())?;
         drop((t_att, k, v));
-        let t_out = profile::time(Phase::SelfOut);
+        let t_out = profile::time_on(Phase::SelfOut, &self.device);
         let attn = att.out.forward(&ctx)?;
         drop(t_out);
-        let t_norm = profile::time(Phase::AddNorm);
+        let t_norm = profile::time_on(Phase::AddNorm, &self.device);
         let xs = layer.self_attn_norm.forward(&(xs + attn)?)?;
         drop(t_norm);
 
         // Cross-attention: a sentence's rows (its beams) are the queries of one attention over
         // its keys, (sentences, heads, rows per sentence, head_dim).
         let cross = &layer.cross_attn;
-        let t_q = profile::time(Phase::CrossQ);
+        let t_q = profile::time_on(Phase::CrossQ, &self.device);
         let (n, d) = (xs.dim(0)?, self.cfg.d_model);
         let per = state.cross.rows_per_sentence;
         let heads = cross.heads;
@@ -576,24 +576,24 @@ impl TensorMarian {
             .transpose(1, 2)?
             .contiguous()?;
         drop(t_q);
-        let t_att = profile::time(Phase::CrossAttend);
+        let t_att = profile::time_on(Phase::CrossAttend, &self.device);
         let (ck, cv) = &state.cross.kv[i];
         let bias = &state.cross.bias;
         let ctx = attention(&q, ck, cv, Some(bias), cross.scale.on_scores())?.reshape((n, 1, d))?;
         drop(t_att);
-        let t_out = profile::time(Phase::CrossOut);
+        let t_out = profile::time_on(Phase::CrossOut, &self.device);
         let attn = cross.out.forward(&ctx)?;
         drop(t_out);
-        let t_norm = profile::time(Phase::AddNorm);
+        let t_norm = profile::time_on(Phase::AddNorm, &self.device);
         let xs = layer.cross_attn_norm.forward(&(xs + attn)?)?;
         drop(t_norm);
 
-        let t_ffn = profile::time(Phase::Ffn);
+        let t_ffn = profile::time_on(Phase::Ffn, &self.device);
         let ff = layer
             .fc2
             .forward(&activate(self.cfg.activation, &layer.fc1.forward(&xs)?)?)?;
         drop(t_ffn);
-        let _t = profile::time(Phase::AddNorm);
+        let _t = profile::time_on(Phase::AddNorm, &self.device);
         Ok(layer.final_norm.forward(&(xs + ff)?)?)
     }
 }
@@ -687,7 +687,7 @@ impl MarianBackend for TensorMarian {
         logits: &mut Vec<f32>,
     ) -> Result<()> {
         let out = self.step_logits(tokens, state)?;
-        let _t = profile::time(Phase::ReadLogits);
+        let _t = profile::time_on(Phase::ReadLogits, &self.device);
         record_transfer(out.elem_count() * out.dtype().size_in_bytes());
         *logits = out.flatten_all()?.to_vec1::<f32>()?;
         Ok(())
