@@ -409,11 +409,14 @@ impl Embedder {
     /// padding stays small; the vectors come back in the order of `texts`. Batching changes a
     /// vector only by float rounding.
     pub fn embed(&self, texts: &[&str], batch_size: usize) -> Result<Vec<Vec<f32>>> {
-        let rows = texts
-            .iter()
-            .map(|t| self.token_ids(t))
-            .collect::<Result<Vec<_>>>()?;
-        self.embed_ids(&rows, batch_size)
+        self.embed_ids(&self.token_id_rows(texts)?, batch_size)
+    }
+
+    /// [`Embedder::token_ids`] of every text, tokenized in parallel, so that tokenizing on one
+    /// thread does not hold back an encoder on a GPU.
+    pub fn token_id_rows(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
+        use rayon::prelude::*;
+        texts.par_iter().map(|t| self.token_ids(t)).collect()
     }
 
     /// [`Embedder::embed`] of texts already tokenized by [`Embedder::token_ids`]: vectors of
