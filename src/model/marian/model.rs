@@ -194,6 +194,20 @@ mod tests {
             .fold(0.0, f32::max)
     }
 
+    /// One decode step of `tokens` on both decoders: their logits must agree.
+    fn step_agrees<A: MarianBackend, B: MarianBackend>(
+        (a, state_a): (&A, &mut A::State),
+        (b, state_b): (&B, &mut B::State),
+        tokens: &[u32],
+        what: &str,
+    ) {
+        let (mut out, mut want) = (Vec::new(), Vec::new());
+        a.decode_step_into(tokens, state_a, &mut out).unwrap();
+        b.decode_step_into(tokens, state_b, &mut want).unwrap();
+        let diff = worst_diff(&out, &want);
+        assert!(diff < 1e-4, "{what}: logits differ by {diff}");
+    }
+
     #[test]
     fn cpu_decoder_matches_tensor_decoder() {
         for act in [Activation::Swish, Activation::Relu, Activation::Gelu] {
@@ -228,15 +242,14 @@ mod tests {
                 &[2, 2, 1, 1, 0],
             ];
             let mut tokens = vec![cfg.decoder_start_token_id; expand.len()];
-            let (mut out, mut want) = (Vec::new(), Vec::new());
             for (step, sel) in selections.iter().enumerate() {
-                fast.decode_step_into(&tokens, &mut s_fast, &mut out)
-                    .unwrap();
-                reference
-                    .decode_step_into(&tokens, &mut s_ref, &mut want)
-                    .unwrap();
-                let diff = worst_diff(&out, &want);
-                assert!(diff < 1e-4, "{act:?} step {step}: logits differ by {diff}");
+                let what = format!("{act:?} step {step}");
+                step_agrees(
+                    (&fast, &mut s_fast),
+                    (&reference, &mut s_ref),
+                    &tokens,
+                    &what,
+                );
                 s_fast.select(sel).unwrap();
                 s_ref.select(sel).unwrap();
                 tokens = sel
@@ -274,15 +287,14 @@ mod tests {
         let mut s_ref = reference.start_decoding(&shared, Some(&expand)).unwrap();
         assert_eq!((s_ref.sentences(), s_ref.rows_per_sentence()), (3, 3));
         let mut tokens = vec![cfg.decoder_start_token_id; expand.len()];
-        let (mut out, mut want) = (Vec::new(), Vec::new());
         for step in 0..40u32 {
-            fast.decode_step_into(&tokens, &mut s_fast, &mut out)
-                .unwrap();
-            reference
-                .decode_step_into(&tokens, &mut s_ref, &mut want)
-                .unwrap();
-            let diff = worst_diff(&out, &want);
-            assert!(diff < 1e-4, "step {step}: logits differ by {diff}");
+            let what = format!("step {step}");
+            step_agrees(
+                (&fast, &mut s_fast),
+                (&reference, &mut s_ref),
+                &tokens,
+                &what,
+            );
             let blocks = (s_ref.rows() as u32) / beams;
             // Every beam takes a parent from its own sentence's block; at step 20 the middle
             // sentence finishes and leaves.

@@ -63,7 +63,13 @@ impl SelfCache {
     /// the buffer is full.
     fn write(&mut self, k: &Tensor, v: &Tensor) -> Result<()> {
         if self.len == self.capacity() {
-            let capacity = (2 * self.capacity()).min(self.limit).max(self.len + 1);
+            if self.len >= self.limit {
+                return Err(TranslateError::Input(format!(
+                    "cannot decode past the model's {} positions",
+                    self.limit
+                )));
+            }
+            let capacity = (2 * self.capacity()).min(self.limit);
             let extend = |old: &Tensor| -> Result<Tensor> {
                 let more = Self::empty(old, capacity - self.len)?;
                 Ok(Tensor::cat(&[old, &more], 2)?)
@@ -99,6 +105,9 @@ impl SelfCache {
         ))
     }
 
+    /// Reorder rows. The whole buffer is copied (at most twice the filled positions): that
+    /// keeps the room to write in place, where copying only the filled part would need a second
+    /// copy into a larger buffer.
     fn select(&mut self, idx: &Tensor) -> Result<()> {
         self.k = self.k.index_select(idx, 0)?;
         self.v = self.v.index_select(idx, 0)?;
@@ -265,8 +274,16 @@ mod tests {
             let diff = (vs + all).unwrap().abs().unwrap().max_all().unwrap();
             assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0, "step {step}");
         }
-        let cache = slot.unwrap();
+        let cache = slot.as_ref().unwrap();
         // 32 → 64 → 100 (the limit): two reallocations in 70 steps.
         assert_eq!((cache.capacity(), cache.grown), (100, 2));
+        // A full cache at the limit refuses another position rather than grow past it.
+        let mut slot = None;
+        let k = Tensor::zeros((1, 1, 1, 2), DType::F32, &Device::Cpu).unwrap();
+        for _ in 0..3 {
+            SelfCache::append(&mut slot, &k, &k, 3).unwrap();
+        }
+        let err = SelfCache::append(&mut slot, &k, &k, 3).unwrap_err();
+        assert!(err.to_string().contains("3 positions"), "{err}");
     }
 }

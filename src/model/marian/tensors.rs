@@ -135,7 +135,8 @@ impl QueryScale {
     /// Fold into the first `rows` outputs of `query` (or undo it, `fold` false) where exact.
     fn set_folded(&mut self, fold: bool, query: &mut Linear, rows: usize) -> Result<()> {
         let dtype = query.weight().dtype();
-        let exact = self.scale.log2().fract() == 0.0 && matches!(dtype, DType::F32 | DType::BF16);
+        let power_of_two = self.scale == 2f64.powi(self.scale.log2().round() as i32);
+        let exact = power_of_two && matches!(dtype, DType::F32 | DType::BF16);
         if fold == self.folded || (fold && !exact) {
             return Ok(());
         }
