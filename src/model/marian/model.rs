@@ -309,8 +309,8 @@ mod tests {
             assert_eq!(s_ref.rows_per_sentence(), beams as usize, "step {step}");
             tokens = keep.iter().map(|&r| (r * 5 + step * 3) % 60).collect();
         }
-        // 40 positions: 32, then 64; one reallocation per layer.
-        assert_eq!(s_ref.cache_capacity(), (64, cfg.decoder_layers));
+        // 40 positions: 8, 16, 32, then 64; three reallocations per layer.
+        assert_eq!(s_ref.cache_capacity(), (64, 3 * cfg.decoder_layers));
     }
 
     #[test]
