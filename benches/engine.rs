@@ -9,7 +9,8 @@
 //!   (32 sentences × 4 beams).
 //! - `marian/translate`: a whole batch of 32 sentences, greedy and beam 4, 8 tokens each
 //!   (EOS held back, as `tidings bench` does, so every run does the same work).
-//! - `embed/minilm`: all-MiniLM-L6-v2 on 32 sentences, when the real model is at
+//! - `embed/minilm`: all-MiniLM-L6-v2 on 32 sentences, and tokenizing 512 on one thread and in
+//!   parallel, when the real model is at
 //!   `$TIDINGS_MINILM_DIR` or `.cache/models/all-MiniLM-L6-v2` (`scripts/fetch-minilm.sh`);
 //!   skipped with a message otherwise.
 //! - `cluster/group`: average-linkage grouping of 10,000 random unit vectors (384 dimensions).
@@ -191,6 +192,21 @@ fn embed(c: &mut Criterion) {
     g.throughput(Throughput::Elements(texts.len() as u64));
     g.bench_function("minilm/batch32", |b| {
         b.iter(|| embedder.embed(&texts, 32).expect("embed"))
+    });
+    // Tokenizing alone, on one thread and in parallel (as `Embedder::embed` does): the part of
+    // an embedding run that stays on the CPU when the encoder is on a GPU.
+    let many = sentences(512);
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    g.throughput(Throughput::Elements(many.len() as u64));
+    g.bench_function("minilm/tokenize512/one-thread", |b| {
+        b.iter(|| {
+            many.iter()
+                .map(|t| embedder.token_ids(t).expect("tokenize"))
+                .collect::<Vec<_>>()
+        })
+    });
+    g.bench_function("minilm/tokenize512/parallel", |b| {
+        b.iter(|| embedder.token_id_rows(&many).expect("tokenize"))
     });
     g.finish();
 }

@@ -210,6 +210,22 @@ TINY_BATCH = [7, 0, 4, 3, 2, 5]
 TINY_BATCH_SIZE = 4
 
 
+# The tiny encoders' shape and special ids (<s> 0, <pad> 1, </s> 2), shared by XLM-R and MPNet.
+TINY_ENCODER = dict(
+    hidden_size=16,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=32,
+    hidden_act="gelu",
+    pad_token_id=1,
+    bos_token_id=0,
+    eos_token_id=2,
+    layer_norm_eps=1e-5,
+    # Larger than the default 0.02 so that different texts get clearly different vectors.
+    initializer_range=0.3,
+)
+
+
 def tiny_xlmr():
     import tempfile
 
@@ -235,20 +251,10 @@ def tiny_xlmr():
 
         config = XLMRobertaConfig(
             vocab_size=len(vocab),
-            hidden_size=16,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=32,
-            hidden_act="gelu",
             # Exactly enough positions for TINY_MAX_SEQ after the padding offset.
             max_position_embeddings=TINY_MAX_SEQ + 2,
             type_vocab_size=1,
-            pad_token_id=1,
-            bos_token_id=0,
-            eos_token_id=2,
-            layer_norm_eps=1e-5,
-            # Larger than the default 0.02 so that different texts get clearly different vectors.
-            initializer_range=0.3,
+            **TINY_ENCODER,
         )
         XLMRobertaModel(config, add_pooling_layer=False).save_pretrained(work / "hf")
 
@@ -267,23 +273,33 @@ def tiny_xlmr():
         sbert = json.loads(sbert_path.read_text())
         sbert["do_lower_case"] = True
         sbert_path.write_text(json.dumps(sbert, indent=4) + "\n")
-        for junk in ["README.md"]:
-            (work / "st" / junk).unlink(missing_ok=True)
-        if TINY_DIR.exists():
-            shutil.rmtree(TINY_DIR)
-        shutil.copytree(work / "st", TINY_DIR)
-
-    model = SentenceTransformer(str(TINY_DIR), device="cpu")
-    model.eval()
-    assert model.max_seq_length == TINY_MAX_SEQ
+        model = install(work / "st", TINY_DIR, TINY_MAX_SEQ)
     assert model.tokenize(["PRICES"])["input_ids"][0].tolist() == model.tokenize(["prices"])["input_ids"][0].tolist()
-    long_index = 7
-    data = record(model, TINY_TEXTS, TINY_BATCH, TINY_BATCH_SIZE, long_index)
-    assert data["texts"][long_index]["untruncated_len"] > TINY_MAX_SEQ
-    write_json(TINY_DIR / "reference.json", data)
-    for path in sorted(TINY_DIR.rglob("*")):
+    write_reference(model, TINY_DIR, TINY_TEXTS, TINY_BATCH, long_index=7)
+
+
+def install(saved, target, max_seq):
+    """Copy a saved sentence-transformers folder (less its README) to the fixture folder
+    `target` and load it from there."""
+    (saved / "README.md").unlink(missing_ok=True)
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(saved, target)
+    model = SentenceTransformer(str(target), device="cpu")
+    model.eval()
+    assert model.max_seq_length == max_seq
+    return model
+
+
+def write_reference(model, target, texts, batch, long_index):
+    """Record the model's outputs on `texts` (the one at `long_index` longer than its
+    max_seq_length) as `target`/reference.json, and list the fixture's files."""
+    data = record(model, texts, batch, TINY_BATCH_SIZE, long_index)
+    assert data["texts"][long_index]["untruncated_len"] > model.max_seq_length
+    write_json(target / "reference.json", data)
+    for path in sorted(target.rglob("*")):
         if path.is_file():
-            print(f"  {path.relative_to(TINY_DIR)}: {path.stat().st_size} bytes")
+            print(f"  {path.relative_to(target)}: {path.stat().st_size} bytes")
 
 
 # ---- tiny random MPNet ------------------------------------------------------------------------
@@ -316,39 +332,18 @@ def tiny_mpnet():
 
         config = MPNetConfig(
             vocab_size=len([v for v in vocab if v]),
-            hidden_size=16,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=32,
-            hidden_act="gelu",
             max_position_embeddings=TINY_MPNET_MAX_SEQ + 2,
             relative_attention_num_buckets=32,
-            pad_token_id=1,
-            bos_token_id=0,
-            eos_token_id=2,
-            layer_norm_eps=1e-5,
-            initializer_range=0.3,
+            **TINY_ENCODER,
         )
         MPNetModel(config, add_pooling_layer=False).save_pretrained(work / "hf")
         transformer = models.Transformer(str(work / "hf"), max_seq_length=TINY_MPNET_MAX_SEQ)
         pooling = models.Pooling(16, pooling_mode="mean")
         SentenceTransformer(modules=[transformer, pooling, models.Normalize()]).save(str(work / "st"))
-        (work / "st" / "README.md").unlink(missing_ok=True)
-        if TINY_MPNET_DIR.exists():
-            shutil.rmtree(TINY_MPNET_DIR)
-        shutil.copytree(work / "st", TINY_MPNET_DIR)
-
-    model = SentenceTransformer(str(TINY_MPNET_DIR), device="cpu")
-    model.eval()
-    assert model.max_seq_length == TINY_MPNET_MAX_SEQ
+        model = install(work / "st", TINY_MPNET_DIR, TINY_MPNET_MAX_SEQ)
     texts = TINY_TEXTS + [TINY_MPNET_LONG]
     long_index = len(texts) - 1
-    data = record(model, texts, TINY_BATCH + [long_index], TINY_BATCH_SIZE, long_index)
-    assert data["texts"][long_index]["untruncated_len"] > TINY_MPNET_MAX_SEQ
-    write_json(TINY_MPNET_DIR / "reference.json", data)
-    for path in sorted(TINY_MPNET_DIR.rglob("*")):
-        if path.is_file():
-            print(f"  {path.relative_to(TINY_MPNET_DIR)}: {path.stat().st_size} bytes")
+    write_reference(model, TINY_MPNET_DIR, texts, TINY_BATCH + [long_index], long_index)
 
 
 if __name__ == "__main__":

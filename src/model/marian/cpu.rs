@@ -144,7 +144,7 @@ impl CpuMarian {
         tensors: HashMap<String, Tensor>,
         compute: ComputeType,
     ) -> Result<Self> {
-        Self::pack(TensorMarian::new(cfg, tensors, &Device::Cpu)?, compute)
+        Self::pack(TensorMarian::unfolded(cfg, tensors, &Device::Cpu)?, compute)
     }
 
     /// Packs the tensor model's layers one by one, dropping each once packed so that the f32

@@ -74,7 +74,7 @@ impl MarianModel {
     ) -> Result<Self> {
         match (kind.resolve(device)?, compute) {
             (BackendKind::CpuKernels, ComputeType::F32 | ComputeType::Int8) => {
-                let model = TensorMarian::new(cfg, tensors, device)?;
+                let model = TensorMarian::unfolded(cfg, tensors, device)?;
                 Ok(MarianModel::Cpu(CpuMarian::pack(model, compute)?))
             }
             (BackendKind::CpuKernels, half) => Err(TranslateError::Config(format!(

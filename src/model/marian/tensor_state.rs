@@ -8,7 +8,7 @@
 //!   beam: a sentence's beams read them as several queries of one attention. Beam reordering
 //!   therefore never copies them; they are re-indexed only when sentences leave the batch.
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 
 use super::backend::DecoderState;
 use super::profile::{self, Phase};
@@ -141,7 +141,7 @@ impl CrossKeys {
         let unchanged = sentences.len() == self.sentences()
             && sentences.iter().enumerate().all(|(i, &s)| s as usize == i);
         if !unchanged {
-            let idx = Tensor::from_vec(sentences.clone(), sentences.len(), self.bias.device())?;
+            let idx = Tensor::from_slice(&sentences, sentences.len(), self.bias.device())?;
             for (k, v) in &mut self.kv {
                 *k = k.index_select(&idx, 0)?;
                 *v = v.index_select(&idx, 0)?;
@@ -208,11 +208,6 @@ impl TensorState {
     pub(super) fn device(&self) -> &Device {
         self.cross.bias.device()
     }
-
-    /// The dtype the caches hold.
-    pub fn dtype(&self) -> DType {
-        self.cross.bias.dtype()
-    }
 }
 
 impl DecoderState for TensorState {
@@ -247,6 +242,7 @@ impl DecoderState for TensorState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::DType;
 
     #[test]
     fn blocks_are_as_large_as_the_selection_allows() {

@@ -464,6 +464,27 @@ impl TensorMarian {
         device: &Device,
         compute: ComputeType,
     ) -> Result<Self> {
+        let mut model = Self::as_stored(cfg, tensors, device, compute)?;
+        model.fold_query_scales(true)?;
+        Ok(model)
+    }
+
+    /// The layers with the checkpoint's weights as they are (no scale folded): what the CPU
+    /// kernels pack, since they scale the scores themselves.
+    pub(super) fn unfolded(
+        cfg: &MarianConfig,
+        tensors: HashMap<String, Tensor>,
+        device: &Device,
+    ) -> Result<Self> {
+        Self::as_stored(cfg, tensors, device, ComputeType::F32)
+    }
+
+    fn as_stored(
+        cfg: &MarianConfig,
+        tensors: HashMap<String, Tensor>,
+        device: &Device,
+        compute: ComputeType,
+    ) -> Result<Self> {
         let dtype = tensor_dtype(compute).ok_or_else(|| {
             TranslateError::Config(format!(
                 "{compute} weights run on the CPU kernels only, not on candle tensors"
@@ -478,7 +499,7 @@ impl TensorMarian {
         let w = Checkpoint::new(tensors, prefix, device).with_dtype(dtype);
         let (emb, lm_head) = load_embeddings(cfg, &w, device)?;
         let (encoder, decoder) = load_layers(cfg, &w)?;
-        let mut model = Self {
+        Ok(Self {
             cfg: cfg.clone(),
             emb,
             layers: Layers {
@@ -488,9 +509,7 @@ impl TensorMarian {
             },
             device: device.clone(),
             dtype,
-        };
-        model.fold_query_scales(true)?;
-        Ok(model)
+        })
     }
 
     /// Fold every attention's scale into its query projection where that is exact (or undo it).
@@ -506,7 +525,8 @@ impl TensorMarian {
     }
 
     /// The parts, for the CPU backend to pack: the checkpoint's weights (its kernels scale the
-    /// scores themselves).
+    /// scores themselves). Loaded by [`Self::unfolded`] there is nothing to undo; a model built
+    /// with [`Self::new`] is unfolded here (exact).
     pub(super) fn into_parts(mut self) -> Result<(MarianConfig, Embeddings, Layers, Device)> {
         self.fold_query_scales(false)?;
         Ok((self.cfg, self.emb, self.layers, self.device))

@@ -205,8 +205,13 @@ pub(super) fn relative_buckets(s: usize, buckets: usize) -> Vec<u32> {
         };
         b as u32
     };
+    // The bucket depends on query - key only: one per distance (2s - 1 logarithms rather than
+    // s²), then laid out per pair.
+    let last = s.saturating_sub(1);
+    let by_distance: Vec<u32> = (0..=2 * last).map(|i| bucket(i, last)).collect();
     (0..s)
-        .flat_map(|q| (0..s).map(move |k| bucket(q, k)))
+        .flat_map(|q| (0..s).map(move |k| (q, k)))
+        .map(|(q, k)| by_distance[q + last - k])
         .collect()
 }
 
