@@ -10,7 +10,9 @@ use candle_core::Device;
 use serde::Deserialize;
 use tidings::model::hub::{HubOptions, ModelRepo, ModelSource};
 use tidings::model::marian::device_search::transfers;
-use tidings::model::marian::{BackendKind, ComputeType, TranslateOptions, Translator};
+use tidings::model::marian::{
+    BackendKind, ComputeType, MarianModel, SearchPath, TranslateOptions, Translator,
+};
 
 #[derive(Deserialize)]
 struct Generated {
@@ -203,6 +205,30 @@ fn tensor_backend_ids_equal_generate() {
     }
 }
 
+/// A tensor-backend translator whose beam steps search by `path`.
+fn searching_by(t: Translator, path: SearchPath) -> Translator {
+    let info = t.info().clone();
+    let (model, tokenizer, generation) = t.into_parts();
+    let MarianModel::Tensors(tensors) = model else {
+        panic!("the tensor backend was asked for")
+    };
+    let model = MarianModel::Tensors(tensors.with_search_path(path));
+    Translator::from_parts(model, tokenizer, generation, info).unwrap()
+}
+
+/// The fused beam-search operation (what a GPU runs once its kernels pass their check), here
+/// through its CPU reference: every id equal to transformers', greedy and beam 4, alone and in
+/// the reference's batches.
+#[test]
+fn fused_search_ids_equal_generate() {
+    for dir in fixtures() {
+        let (t, r) = load_on(&dir, BackendKind::Tensors);
+        let t = searching_by(t, SearchPath::Fused);
+        check_generation(&t, &r, &r.greedy, &format!("{} fused greedy", name(&dir)));
+        check_generation(&t, &r, &r.beam4, &format!("{} fused beam 4", name(&dir)));
+    }
+}
+
 /// f16 and bf16 on the tensor backend (run here on candle's CPU device; the product offers
 /// them on GPUs only): first-step logits within a stated bound of transformers' f32 ones, the
 /// top-1 token mostly the same, and every sentence's ids the same alone as in a batch.
@@ -295,7 +321,10 @@ fn device_decoding_copies_only_ids_and_scores_to_the_host() {
     let (t, r) = load_on(dir, BackendKind::Tensors);
     let vocab = t.model().config().target_vocab_size() as u64;
     let rows: Vec<Vec<u32>> = r.source_ids.iter().take(6).cloned().collect();
-    for beams in [1usize, 4] {
+    // Beam steps by candle's operations, then by the fused operation (as on a GPU).
+    let t = searching_by(t, SearchPath::Ops);
+    let fused = searching_by(load_on(dir, BackendKind::Tensors).0, SearchPath::Fused);
+    for (t, beams) in [(&t, 1usize), (&t, 4), (&fused, 4)] {
         let opts = TranslateOptions {
             num_beams: Some(beams),
             max_new_tokens: Some(12),

@@ -15,7 +15,9 @@ use tidings::app::bench::{
 use tidings::model::device::{self, DeviceChoice};
 use tidings::model::embed::Embedder;
 use tidings::model::hub::{ModelRepo, ModelSource};
-use tidings::model::marian::{profile, random, GenerationConfig, MarianModel, Translator};
+use tidings::model::marian::{
+    profile, random, GenerationConfig, MarianModel, SearchPath, Translator,
+};
 
 use super::ComputeArgs;
 use super::SourceArgs;
@@ -117,6 +119,9 @@ struct TranslationReport {
     model: String,
     input: String,
     load_seconds: f64,
+    /// Where beam steps pick their candidates: "host" (the CPU kernels' search), "fused
+    /// kernels" (a GPU's, once checked there) or "candle operations".
+    beam_search: &'static str,
     runs: Vec<TranslationRun>,
 }
 
@@ -343,10 +348,18 @@ fn bench_translation(
             runs.push(run);
         }
     }
+    let beam_search = if device.is_cpu() {
+        "host"
+    } else if SearchPath::Auto.fused_on(device) {
+        "fused kernels"
+    } else {
+        "candle operations"
+    };
     Ok(TranslationReport {
         model: name,
         input: described,
         load_seconds,
+        beam_search,
         runs,
     })
 }
@@ -453,8 +466,8 @@ fn print_table(out: &mut impl Write, report: &Report) -> std::io::Result<()> {
         writeln!(out)?;
         writeln!(
             out,
-            "translation: {}  load: {:.2}s",
-            t.model, t.load_seconds
+            "translation: {}  load: {:.2}s  beam search: {}",
+            t.model, t.load_seconds, t.beam_search
         )?;
         writeln!(out, "input: {}", t.input)?;
         writeln!(

@@ -14,6 +14,7 @@ use candle_core::{DType, Device, Tensor, D};
 
 use super::backend::{check_step, MarianBackend};
 use super::config::GenerationConfig;
+use super::fused_search::BeamCandidates;
 use super::profile::{self, Phase};
 use super::search::{banned_words, forced_eos, BeamQuery, StepSearch};
 use super::tensor_state::TensorState;
@@ -144,6 +145,8 @@ pub struct DeviceSearch<'a> {
     sequence_bans: Vec<(&'a [u32], u32)>,
     /// The forced-EOS row: 0 at EOS, -inf elsewhere.
     forced: Option<Tensor>,
+    /// Beam steps take their candidates from the fused operation where they can.
+    fused: bool,
 }
 
 impl<'a> DeviceSearch<'a> {
@@ -177,6 +180,36 @@ impl<'a> DeviceSearch<'a> {
             bans_and_eos: ban_row(&with_eos, vocab, device)?,
             sequence_bans,
             forced,
+            fused: model.search_path().fused_on(device),
+        })
+    }
+
+    /// The ban row of a beam step the fused operation can take, or `None` when the step needs
+    /// candle's operations: the first step (one row per sentence), forced EOS, a longer bad
+    /// word that bans here, or a shape the kernels do not serve.
+    fn fused_step(&self, prefixes: &[&[u32]], query: &BeamQuery<'_>) -> Option<Option<&Tensor>> {
+        if !self.fused
+            || query.rows_per_item != query.beams
+            || !BeamCandidates::fits(query.beams, query.want, self.vocab)
+        {
+            return None;
+        }
+        let cur_len = prefixes.first().map_or(1, |p| p.len());
+        if self.forced.is_some() && forced_eos(self.gen, cur_len).is_some() {
+            return None;
+        }
+        let banned_here = prefixes.iter().any(|prefix| {
+            self.sequence_bans
+                .iter()
+                .any(|(head, t)| prefix.ends_with(head) && (*t as usize) < self.vocab)
+        });
+        if banned_here {
+            return None;
+        }
+        Some(if cur_len < self.gen.min_length {
+            self.bans_and_eos.as_ref()
+        } else {
+            self.bans.as_ref()
         })
     }
 
@@ -253,47 +286,73 @@ impl StepSearch<TensorState> for DeviceSearch<'_> {
     ) -> Result<Vec<Vec<(usize, f32)>>> {
         let logits = self.logits(tokens, state)?;
         let _t = profile::time_on(Phase::Search, self.model.device());
-        let device = logits.device().clone();
-        let rows = tokens.len();
-        let items = rows / query.rows_per_item.max(1);
+        if let Some(ban) = self.fused_step(prefixes, &query) {
+            let running = Tensor::from_slice(query.scores, tokens.len(), logits.device())?;
+            let op = BeamCandidates {
+                beams: query.beams,
+                want: query.want,
+                renormalize: self.gen.renormalize_logits,
+            };
+            let both = op.apply(&logits, &running, ban)?;
+            return split_candidates(to_host::<f32>(&both)?, query.want);
+        }
         let mut scores = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
         scores = self.process(scores, prefixes)?;
         if self.gen.renormalize_logits {
             scores = candle_nn::ops::log_softmax(&scores, D::Minus1)?;
         }
-        // Accumulated log-prob of every (beam, token); on the first step every beam reads its
-        // sentence's one row.
-        let running = Tensor::from_slice(query.scores, (items, query.beams, 1), &device)?;
-        let total = scores
-            .reshape((items, query.rows_per_item, self.vocab))?
-            .broadcast_add(&running)?
-            .reshape((items, query.beams * self.vocab))?;
-        let (values, indices) = top_k_rows(&total, query.want, SORT_LIMIT)?;
-        let want = values.dim(1)?.max(1);
-        let (values, indices): (Vec<f32>, Vec<usize>) =
-            if query.beams * self.vocab < EXACT_F32_INDEX {
-                // One copy a step: each sentence's values, then its indices (exact as f32 here).
-                let both = Tensor::cat(&[&values, &indices.to_dtype(DType::F32)?], 1)?;
-                let both = to_host::<f32>(&both)?;
-                both.chunks(2 * want)
-                    .flat_map(|row| {
-                        let (v, i) = row.split_at(want);
-                        v.iter().copied().zip(i.iter().map(|&i| i as usize))
-                    })
-                    .unzip()
-            } else {
-                let indices = to_host::<u32>(&indices)?;
-                (
-                    to_host::<f32>(&values)?,
-                    indices.into_iter().map(|i| i as usize).collect(),
-                )
-            };
-        Ok(indices
-            .chunks(want)
-            .zip(values.chunks(want))
-            .map(|(i, v)| i.iter().copied().zip(v.iter().copied()).collect())
-            .collect())
+        best_by_ops(&scores, &query)
     }
+}
+
+/// Each sentence's `query.want` best (flat index `beam · vocab + token`, value) by candle's
+/// operations, from its rows' processed log-probabilities `scores` (rows × vocab).
+pub(super) fn best_by_ops(
+    scores: &Tensor,
+    query: &BeamQuery<'_>,
+) -> Result<Vec<Vec<(usize, f32)>>> {
+    let (rows, vocab) = scores.dims2()?;
+    let items = rows / query.rows_per_item.max(1);
+    // Accumulated log-prob of every (beam, token); on the first step every beam reads its
+    // sentence's one row.
+    let running = Tensor::from_slice(query.scores, (items, query.beams, 1), scores.device())?;
+    let total = scores
+        .reshape((items, query.rows_per_item, vocab))?
+        .broadcast_add(&running)?
+        .reshape((items, query.beams * vocab))?;
+    let (values, indices) = top_k_rows(&total, query.want, SORT_LIMIT)?;
+    let want = values.dim(1)?.max(1);
+    if query.beams * vocab < EXACT_F32_INDEX {
+        // One copy a step: each sentence's values, then its indices (exact as f32 here).
+        let both = Tensor::cat(&[&values, &indices.to_dtype(DType::F32)?], 1)?;
+        return split_candidates(to_host::<f32>(&both)?, want);
+    }
+    let indices = to_host::<u32>(&indices)?;
+    let values = to_host::<f32>(&values)?;
+    Ok(indices
+        .chunks(want)
+        .zip(values.chunks(want))
+        .map(|(i, v)| {
+            i.iter()
+                .map(|&i| i as usize)
+                .zip(v.iter().copied())
+                .collect()
+        })
+        .collect())
+}
+
+/// Sentences' candidates from rows of `want` values then `want` flat indices (as f32).
+fn split_candidates(both: Vec<f32>, want: usize) -> Result<Vec<Vec<(usize, f32)>>> {
+    Ok(both
+        .chunks(2 * want)
+        .map(|row| {
+            let (v, i) = row.split_at(want);
+            i.iter()
+                .map(|&i| i as usize)
+                .zip(v.iter().copied())
+                .collect()
+        })
+        .collect())
 }
 
 #[cfg(test)]

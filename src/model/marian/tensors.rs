@@ -14,6 +14,7 @@ use candle_nn::{LayerNorm, Linear};
 use super::backend::{DecoderState, EncodedBatch, MarianBackend};
 use super::config::{Activation, GenerationConfig, MarianConfig};
 use super::device_search::{record_transfer, DeviceSearch};
+use super::fused_search::SearchPath;
 use super::profile::{self, Phase};
 use super::tensor_state::{CrossKeys, SelfCache, TensorState};
 use super::TranslateError;
@@ -282,6 +283,8 @@ pub struct TensorMarian {
     device: Device,
     /// f32, f16 or bf16: the weights' and activations' type (scores are always f32).
     dtype: DType,
+    /// How beam steps pick their candidates.
+    search: SearchPath,
 }
 
 /// The tensor type a compute type runs in on candle tensors; `None` for int8 (CPU kernels only).
@@ -509,7 +512,19 @@ impl TensorMarian {
             },
             device: device.clone(),
             dtype,
+            search: SearchPath::Auto,
         })
+    }
+
+    /// The model with its beam steps searched by `search` (the default, `Auto`, fuses them on
+    /// a GPU whose kernels passed their check).
+    pub fn with_search_path(mut self, search: SearchPath) -> Self {
+        self.search = search;
+        self
+    }
+
+    pub fn search_path(&self) -> SearchPath {
+        self.search
     }
 
     /// Fold every attention's scale into its query projection where that is exact (or undo it).

@@ -1,0 +1,160 @@
+//! The project's CUDA kernels against the reference of their operation.
+//!
+//! Without a GPU: each kernel file is compiled with the host's C++ compiler under
+//! `tests/cuda_emulation/emulate.h` (one thread per CUDA thread, one block at a time) and run
+//! on the same inputs as the reference. That checks the kernels' logic: their reductions,
+//! their merges, their ties, their edges. With a GPU (and `--features cuda`), the same
+//! comparison runs on the device, as `fused_search::works_on` does before the kernels are used.
+//!
+//! A missing C++ compiler skips the emulated tests loudly; with `TIDINGS_REQUIRE_CXX=1` (set by
+//! CI) it fails them.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+use candle_core::{Device, Tensor};
+use tidings::model::marian::fused_search::{check, compare, sample, Case, CASES};
+
+/// The emulated beam-candidates kernels, built once per test run; `None` (after a loud skip)
+/// without a C++ compiler.
+fn harness() -> Option<&'static Path> {
+    static BUILT: OnceLock<Option<PathBuf>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+            let exe = Path::new(env!("CARGO_TARGET_TMPDIR")).join("beam_candidates_emulated");
+            let source = root.join("tests/cuda_emulation/beam_candidates.cpp");
+            let compiler = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
+            let built = Command::new(&compiler)
+                .args(["-std=c++20", "-O2", "-pthread", "-Wall", "-Werror", "-o"])
+                .arg(&exe)
+                .arg(&source)
+                .output();
+            match built {
+                Ok(out) if out.status.success() => Some(exe),
+                Ok(out) => panic!(
+                    "{compiler} could not build the emulated kernels:\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                ),
+                Err(e) => {
+                    assert!(
+                        std::env::var("TIDINGS_REQUIRE_CXX").as_deref() != Ok("1"),
+                        "TIDINGS_REQUIRE_CXX=1 but {compiler} cannot run ({e}); \
+                         apt-get install g++"
+                    );
+                    eprintln!(
+                        "\n*** SKIPPED: the emulated CUDA kernel tests need a C++20 compiler \
+                         ({compiler}: {e}).\n*** Install one with `apt-get install g++`.\n"
+                    );
+                    None
+                }
+            }
+        })
+        .as_deref()
+}
+
+/// The emulated kernels' output for `case` on the inputs of `seed` (sentences × 2·want).
+fn emulated(exe: &Path, case: &Case, seed: u32) -> Vec<Vec<f32>> {
+    let rows = case.sentences * case.beams;
+    let (logits, running, ban) = sample(seed, rows, case.beams, case.vocab);
+    emulated_on(exe, case, &logits, &running, case.ban.then_some(&ban[..]))
+}
+
+fn emulated_on(
+    exe: &Path,
+    case: &Case,
+    logits: &[f32],
+    running: &[f32],
+    ban: Option<&[f32]>,
+) -> Vec<Vec<f32>> {
+    let rows = case.sentences * case.beams;
+    let want = case.op.want;
+    let mut input = Vec::new();
+    let head = [
+        rows,
+        case.vocab,
+        case.beams,
+        want,
+        usize::from(ban.is_some()),
+        usize::from(case.op.renormalize),
+    ];
+    for n in head {
+        input.extend_from_slice(&(n as i32).to_le_bytes());
+    }
+    for v in logits.iter().chain(running).chain(ban.unwrap_or(&[])) {
+        input.extend_from_slice(&v.to_le_bytes());
+    }
+    let mut child = Command::new(exe)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the emulated kernels failed on {case}"
+    );
+    let floats: Vec<f32> = out
+        .stdout
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    assert_eq!(floats.len(), case.sentences * 2 * want, "{case}");
+    floats.chunks(2 * want).map(<[f32]>::to_vec).collect()
+}
+
+#[test]
+fn emulated_beam_kernels_equal_their_reference() {
+    let Some(exe) = harness() else { return };
+    for (n, case) in CASES.iter().enumerate() {
+        // Other inputs than the GPU's check takes.
+        let seed = 100 + n as u32;
+        let got = emulated(exe, case, seed);
+        let expected = case.run(seed, &Device::Cpu).unwrap();
+        if let Some(diff) = compare(&got, &expected, case.op.want) {
+            panic!("{case}: {diff}");
+        }
+    }
+}
+
+#[test]
+fn emulated_beam_kernels_break_ties_by_index() {
+    let Some(exe) = harness() else { return };
+    // Two beams of 600 equal logits but for a few: the best are the few, then the lowest
+    // indices, and the beams' equal values come lowest flat index first.
+    let vocab = 600;
+    let mut case = CASES[2];
+    (case.sentences, case.vocab, case.op.want, case.ban) = (1, vocab, 6, false);
+    let mut logits = vec![1.0f32; 2 * vocab];
+    logits[599] = 3.0;
+    logits[vocab + 300] = 3.0;
+    logits[vocab + 2] = 2.0;
+    let running = [0.0f32, 0.0];
+    let got = emulated_on(exe, &case, &logits, &running, None);
+    let indices: Vec<usize> = got[0][6..].iter().map(|&i| i as usize).collect();
+    assert_eq!(indices, [599, vocab + 300, vocab + 2, 0, 1, 2]);
+    let cpu = Device::Cpu;
+    let expected = case
+        .op
+        .apply(
+            &Tensor::from_slice(&logits, (2, vocab), &cpu).unwrap(),
+            &Tensor::from_slice(&running, 2, &cpu).unwrap(),
+            None,
+        )
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
+    assert_eq!(compare(&got, &expected, 6), None);
+}
+
+/// On a GPU: the kernels against the reference, as `works_on` checks them.
+#[test]
+fn gpu_beam_kernels_equal_their_reference() {
+    match Device::cuda_if_available(0) {
+        Ok(device) if device.is_cuda() => check(&device).unwrap(),
+        _ => eprintln!("*** SKIPPED: no CUDA GPU (the emulated tests above ran the kernels)"),
+    }
+}
