@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 use candle_core::{Device, Tensor};
-use tidings::model::marian::fused_search::{check, compare, sample, Case, CASES};
+use tidings::model::marian::fused_search::{check, compare, Case, CASES};
 
 /// The emulated beam-candidates kernels, built once per test run; `None` (after a loud skip)
 /// without a C++ compiler.
@@ -57,8 +57,7 @@ fn harness() -> Option<&'static Path> {
 
 /// The emulated kernels' output for `case` on the inputs of `seed` (sentences × 2·want).
 fn emulated(exe: &Path, case: &Case, seed: u32) -> Vec<Vec<f32>> {
-    let rows = case.sentences * case.beams;
-    let (logits, running, ban) = sample(seed, rows, case.beams, case.vocab);
+    let (logits, running, ban) = case.inputs(seed);
     emulated_on(exe, case, &logits, &running, case.ban.then_some(&ban[..]))
 }
 
@@ -156,5 +155,40 @@ fn gpu_beam_kernels_equal_their_reference() {
     match Device::cuda_if_available(0) {
         Ok(device) if device.is_cuda() => check(&device).unwrap(),
         _ => eprintln!("*** SKIPPED: no CUDA GPU (the emulated tests above ran the kernels)"),
+    }
+}
+
+#[test]
+fn emulated_beam_kernels_put_a_nan_row_last() {
+    let Some(exe) = harness() else { return };
+    // Beam 0 would win but for one NaN logit, which makes its log-probabilities NaN (as
+    // log-softmax does), and NaN counts as -inf: every pick comes from beam 1. The NaN is a
+    // thread's only entry (token 150 of 300), and then one after others (token 280).
+    let vocab = 300;
+    let mut case = CASES[2];
+    (case.sentences, case.vocab, case.op.want, case.ban) = (1, vocab, 4, false);
+    for nan_at in [150, 280] {
+        let mut logits: Vec<f32> = (0..2 * vocab).map(|i| (i % 17) as f32 * 0.1).collect();
+        logits[10] = 9.0;
+        logits[nan_at] = f32::NAN;
+        let running = [0.0f32, -1.0];
+        let got = emulated_on(exe, &case, &logits, &running, None);
+        assert!(
+            got[0][4..].iter().all(|&i| i as usize >= vocab),
+            "NaN at {nan_at}: {:?}",
+            got[0]
+        );
+        let cpu = Device::Cpu;
+        let expected = case
+            .op
+            .apply(
+                &Tensor::from_slice(&logits, (2, vocab), &cpu).unwrap(),
+                &Tensor::from_slice(&running, 2, &cpu).unwrap(),
+                None,
+            )
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        assert_eq!(compare(&got, &expected, 4), None, "NaN at {nan_at}");
     }
 }

@@ -1,12 +1,15 @@
 // Runs CUDA kernels on the CPU, one thread per CUDA thread, one block at a time, so that the
 // tests can check a kernel's logic on a machine without a GPU. It covers what the project's
 // kernels use: threadIdx/blockIdx/blockDim (x), __shared__ (one block runs at a time, so a
-// static is the block's), __syncthreads, __shfl_xor_sync and __int_as_float. It says nothing
-// of speed or of the GPU's memory model.
+// static is the block's), __syncthreads, __shfl_xor_sync, __int_as_float and __trap. It says
+// nothing of speed or of the GPU's memory model, and it can hide what needs several blocks at
+// once, reads of shared memory never written (a static starts at zero) and a handoff through
+// shared memory that relies on a shuffle alone (a shuffle here orders memory).
 #pragma once
 
 #include <barrier>
 #include <cmath>
+#include <cstdlib>
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -72,6 +75,8 @@ T __shfl_xor_sync(unsigned, T value, int lane_mask) {
     std::memcpy(&value, &bits, 4);
     return value;
 }
+
+inline void __trap() { std::abort(); }
 
 inline float __int_as_float(int bits) {
     float f;

@@ -27,7 +27,8 @@ const EXACT_F32_INDEX: usize = 1 << 24;
 /// (one a row) and an optional ban row (vocab: 0 or -inf); its output is sentences ×
 /// 2·`want`: a sentence's values best first, then their flat indices as f32. The values are
 /// transformers' beam scores: log_softmax(logits) + ban, or with `renormalize`
-/// log_softmax(logits + ban), plus the running score.
+/// log_softmax(logits + ban) (transformers takes log-softmax again after the ban; in one step
+/// it is equal to rounding), plus the running score. A NaN counts as -inf in the order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BeamCandidates {
     pub beams: usize,
@@ -361,6 +362,8 @@ pub struct Case {
     pub vocab: usize,
     pub op: BeamCandidates,
     pub ban: bool,
+    /// A NaN among the first row's logits (half precision can overflow).
+    pub nan: bool,
 }
 
 const fn case(
@@ -370,6 +373,7 @@ const fn case(
     want: usize,
     ban: bool,
     renormalize: bool,
+    nan: bool,
 ) -> Case {
     Case {
         sentences,
@@ -381,27 +385,39 @@ const fn case(
             renormalize,
         },
         ban,
+        nan,
     }
 }
 
 /// Shapes that exercise the kernels' paths: the opus-mt vocabulary, rows shorter than a
 /// block's threads, as many wanted as a thread holds, one beam, odd beam counts, more
 /// sentences than a merge block, with and without bans and renormalization.
-pub const CASES: [Case; 6] = [
-    case(3, 4, 58_101, 8, true, true),
-    case(2, 4, 58_101, 8, false, false),
-    case(2, 2, 300, 4, false, false),
-    case(1, 1, 40, 32, true, true),
-    case(5, 3, 1_000, 6, true, false),
-    case(130, 2, 64, 4, true, true),
+pub const CASES: [Case; 8] = [
+    case(3, 4, 58_101, 8, true, true, false),
+    case(2, 4, 58_101, 8, false, false, false),
+    case(2, 2, 300, 4, false, false, false),
+    case(1, 1, 40, 32, true, true, false),
+    case(5, 3, 1_000, 6, true, false, false),
+    case(130, 2, 64, 4, true, true, false),
+    case(2, 3, 500, 6, false, true, false),
+    case(2, 2, 300, 4, true, true, true),
 ];
 
 impl Case {
-    /// The operation's output (sentences × 2·want) on `device` for the inputs [`sample`] makes
-    /// from `seed`.
+    /// The case's logits, running scores and ban row from `seed` ([`sample`], plus its NaN).
+    pub fn inputs(&self, seed: u32) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let (mut logits, running, ban) =
+            sample(seed, self.sentences * self.beams, self.beams, self.vocab);
+        if self.nan {
+            logits[self.vocab / 2] = f32::NAN;
+        }
+        (logits, running, ban)
+    }
+
+    /// The operation's output (sentences × 2·want) on `device` for the inputs of `seed`.
     pub fn run(&self, seed: u32, device: &Device) -> candle_core::Result<Vec<Vec<f32>>> {
         let rows = self.sentences * self.beams;
-        let (logits, running, ban) = sample(seed, rows, self.beams, self.vocab);
+        let (logits, running, ban) = self.inputs(seed);
         let logits = Tensor::from_vec(logits, (rows, self.vocab), device)?;
         let running = Tensor::from_vec(running, rows, device)?;
         let ban = self
@@ -418,8 +434,14 @@ impl std::fmt::Display for Case {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} sentences × {} beams × {} tokens, {} wanted, ban {}, renormalize {}",
-            self.sentences, self.beams, self.vocab, self.op.want, self.ban, self.op.renormalize
+            "{} sentences × {} beams × {} tokens, {} wanted, ban {}, renormalize {}, NaN {}",
+            self.sentences,
+            self.beams,
+            self.vocab,
+            self.op.want,
+            self.ban,
+            self.op.renormalize,
+            self.nan
         )
     }
 }
@@ -492,7 +514,7 @@ pub fn compare(got: &[Vec<f32>], expected: &[Vec<f32>], want: usize) -> Option<S
             ));
         }
         for (a, b) in g[..want].iter().zip(&e[..want]) {
-            if !(a == b || (a - b).abs() <= 1e-4) {
+            if !(a == b || (a - b).abs() <= 1e-4 || (a.is_nan() && b.is_nan())) {
                 return Some(format!("sentence {item}: value {a}, not {b}"));
             }
         }
@@ -569,6 +591,9 @@ mod tests {
                     let beam = |i: usize| sentence[k + i] as usize / case.vocab;
                     for i in 0..k - 1 {
                         let (a, b) = (sentence[i], sentence[i + 1]);
+                        // NaN counts as -inf; equal -inf values are ordered by index.
+                        let key = |v: f32| if v.is_nan() { f32::NEG_INFINITY } else { v };
+                        let (a, b) = (key(a), key(b));
                         let apart = (a - b).abs() > 1e-4 || (a == f32::NEG_INFINITY && a == b);
                         assert!(
                             beam(i) == beam(i + 1) || apart,

@@ -13,9 +13,9 @@
 // values do: a log-probability is the logit less a constant of the row.
 //
 // The values are transformers' beam scores: log_softmax(logits) + ban, or with `renormalize`
-// (renormalize_logits) log_softmax(logits + ban) (the same as log-softmax taken again after
-// the ban), plus the running score. One log-sum-exp serves either: of the logits, or of the
-// processed logits.
+// (renormalize_logits) log_softmax(logits + ban) (log-softmax taken again after the ban, in
+// one step: equal to rounding), plus the running score. One log-sum-exp serves either: of the
+// logits, or of the processed logits.
 
 #include <stdint.h>
 
@@ -25,10 +25,15 @@
 
 __device__ __forceinline__ float minus_inf() { return __int_as_float(0xff800000); }
 
+// NaN counts as -inf (a NaN logit makes its row's log-sum-exp, so all its values, NaN).
+__device__ __forceinline__ float key(float v) { return v != v ? minus_inf() : v; }
+
 // Is (av, ai) ahead of (bv, bi)? An index below 0 is an empty slot, behind everything.
 __device__ __forceinline__ bool ahead(float av, int ai, float bv, int bi) {
     if (ai < 0) return false;
     if (bi < 0) return true;
+    av = key(av);
+    bv = key(bv);
     return av > bv || (av == bv && ai < bi);
 }
 
@@ -42,8 +47,11 @@ __device__ __forceinline__ void lse_push(float &m, float &s, float x) {
     }
 }
 
-// Merges two running (max, sum) pairs.
+// Merges two running (max, sum) pairs. A NaN sum (a NaN logit) spreads to the row, as in
+// log-softmax.
 __device__ __forceinline__ void lse_merge(float &m, float &s, float m2, float s2) {
+    if (s != s) return;
+    if (s2 != s2) { s = s2; return; }
     if (m2 == minus_inf()) return;
     if (m == minus_inf()) { m = m2; s = s2; return; }
     float top = fmaxf(m, m2);
@@ -73,6 +81,7 @@ extern "C" __global__ void beam_row_candidates(
     __shared__ float row_m, row_log_sum;
     __shared__ int chosen[MAX_K];
 
+    if (blockDim.x != ROW_THREADS) __trap();  // the reductions below assume it
     const int row = blockIdx.x;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const float *x = logits + (size_t)row * vocab;
