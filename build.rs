@@ -1,11 +1,14 @@
 //! With the `cuda` feature: compile the project's CUDA kernels to PTX, which the driver turns
 //! into machine code for the GPU it finds when a kernel is first loaded (candle does the same
-//! for its own). nvcc is called directly: one file, no build-time dependency needed.
+//! for its own). nvcc is called directly: a few files, no build-time dependency needed.
 
 use std::path::PathBuf;
 use std::process::Command;
 
-const KERNELS: &[&str] = &["src/model/marian/cuda/beam_candidates.cu"];
+const KERNELS: &[&str] = &[
+    "src/model/marian/cuda/beam_candidates.cu",
+    "src/model/marian/cuda/decode_attention.cu",
+];
 
 fn main() {
     println!("cargo::rerun-if-changed=build.rs");

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use tidings::model::hub::{HubOptions, ModelRepo, ModelSource};
 use tidings::model::marian::device_search::transfers;
 use tidings::model::marian::{
-    BackendKind, ComputeType, MarianModel, SearchPath, TranslateOptions, Translator,
+    BackendKind, ComputeType, FusedKernels, MarianModel, TranslateOptions, Translator,
 };
 
 #[derive(Deserialize)]
@@ -205,25 +205,25 @@ fn tensor_backend_ids_equal_generate() {
     }
 }
 
-/// A tensor-backend translator whose beam steps search by `path`.
-fn searching_by(t: Translator, path: SearchPath) -> Translator {
+/// A tensor-backend translator that runs the fused kernels or not.
+fn with_kernels(t: Translator, kernels: FusedKernels) -> Translator {
     let info = t.info().clone();
     let (model, tokenizer, generation) = t.into_parts();
     let MarianModel::Tensors(tensors) = model else {
         panic!("the tensor backend was asked for")
     };
-    let model = MarianModel::Tensors(tensors.with_search_path(path));
+    let model = MarianModel::Tensors(tensors.with_fused_kernels(kernels));
     Translator::from_parts(model, tokenizer, generation, info).unwrap()
 }
 
-/// The fused beam-search operation (what a GPU runs once its kernels pass their check), here
-/// through its CPU reference: every id equal to transformers', greedy and beam 4, alone and in
-/// the reference's batches.
+/// The fused kernels' operations (what a GPU runs once each kernel passes its check: a beam
+/// step's candidates, a decode step's attention), here through their CPU references: every id
+/// equal to transformers', greedy and beam 4, alone and in the reference's batches.
 #[test]
-fn fused_search_ids_equal_generate() {
+fn fused_kernels_ids_equal_generate() {
     for dir in fixtures() {
         let (t, r) = load_on(&dir, BackendKind::Tensors);
-        let t = searching_by(t, SearchPath::Fused);
+        let t = with_kernels(t, FusedKernels::On);
         check_generation(&t, &r, &r.greedy, &format!("{} fused greedy", name(&dir)));
         check_generation(&t, &r, &r.beam4, &format!("{} fused beam 4", name(&dir)));
     }
@@ -234,7 +234,11 @@ fn fused_search_ids_equal_generate() {
 /// top-1 token mostly the same, and every sentence's ids the same alone as in a batch.
 #[test]
 fn half_precision_stays_close_and_batch_invariant() {
-    for compute in [ComputeType::F16, ComputeType::BF16] {
+    // candle's operations, then the fused kernels' references (on a GPU: their kernels).
+    let runs = [ComputeType::F16, ComputeType::BF16]
+        .into_iter()
+        .flat_map(|c| [(c, FusedKernels::Off), (c, FusedKernels::On)]);
+    for (compute, kernels) in runs {
         // bf16 keeps 8 bits of mantissa, f16 11: relative to the largest logit of a row.
         let bound = if compute == ComputeType::BF16 {
             0.1
@@ -244,6 +248,7 @@ fn half_precision_stays_close_and_batch_invariant() {
         let (mut rows, mut top1_same) = (0usize, 0usize);
         for dir in fixtures() {
             let (t, r) = load_as(&dir, BackendKind::Tensors, compute);
+            let t = with_kernels(t, kernels);
             assert_eq!(t.model().compute_type(), compute);
             let mut worst = 0f32;
             for (ids, want) in r.source_ids.iter().zip(&r.first_step_logits) {
@@ -264,12 +269,13 @@ fn half_precision_stays_close_and_batch_invariant() {
                 top1_same += usize::from(argmax(&got[0]) == argmax(want));
             }
             eprintln!(
-                "{} {compute}: largest first-step logit difference {worst:.4} of the row's largest",
+                "{} {compute} {kernels:?}: largest first-step logit difference {worst:.4} of the \
+                 row's largest",
                 name(&dir)
             );
             assert!(
                 worst <= bound,
-                "{} {compute}: {worst} > {bound}",
+                "{} {compute} {kernels:?}: {worst} > {bound}",
                 name(&dir)
             );
             // Not f32 in disguise: half precision does change the logits.
@@ -286,13 +292,18 @@ fn half_precision_stays_close_and_batch_invariant() {
                 let together = t.generate_batch(&rows, &gen).unwrap();
                 for (row, out) in rows.iter().zip(together) {
                     let alone = t.generate_batch(std::slice::from_ref(row), &gen).unwrap();
-                    assert_eq!(out, alone[0], "{} {compute}: batched != alone", name(&dir));
+                    assert_eq!(
+                        out,
+                        alone[0],
+                        "{} {compute} {kernels:?}: batched != alone",
+                        name(&dir)
+                    );
                 }
             }
         }
         assert!(
             top1_same * 10 >= rows * 9,
-            "{compute}: top-1 equal on {top1_same} of {rows} rows"
+            "{compute} {kernels:?}: top-1 equal on {top1_same} of {rows} rows"
         );
     }
     // The product does not offer half precision on the CPU.
@@ -322,8 +333,8 @@ fn device_decoding_copies_only_ids_and_scores_to_the_host() {
     let vocab = t.model().config().target_vocab_size() as u64;
     let rows: Vec<Vec<u32>> = r.source_ids.iter().take(6).cloned().collect();
     // Beam steps by candle's operations, then by the fused operation (as on a GPU).
-    let t = searching_by(t, SearchPath::Ops);
-    let fused = searching_by(load_on(dir, BackendKind::Tensors).0, SearchPath::Fused);
+    let t = with_kernels(t, FusedKernels::Off);
+    let fused = with_kernels(load_on(dir, BackendKind::Tensors).0, FusedKernels::On);
     for (t, beams) in [(&t, 1usize), (&t, 4), (&fused, 4)] {
         let opts = TranslateOptions {
             num_beams: Some(beams),

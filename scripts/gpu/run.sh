@@ -7,7 +7,7 @@
 #   2. speed: random-weight opus-mt-base-shape Marian, 32 new tokens per sentence, 128 token-id
 #      rows with news-like lengths: `tidings bench` at batch 1 greedy and batch 32/128 beam 4 in
 #      f32, bf16 and f16; MiniLM-shape embeddings at batch 32/128 in f32 and bf16;
-#   3. beam search with the fused kernels beside candle's operations (f32, batch 32/128);
+#   3. the project's fused kernels beside candle's operations (f32 and bf16);
 #      where the time goes: the decoder's sections at batch 1 greedy and batch 128 beam 4, f32
 #      and bf16, timed on the host (TIDINGS_PROFILE=1) and on the device (=sync);
 #   4. the peers on the same GPU, model folders and rows: transformers `generate` fp32 and fp16,
@@ -56,13 +56,17 @@ if [ -d $m/minilm ]; then
       --batch-sizes 32,128 --json > "$out/tidings-embed-$ct.json" 2> "$out/tidings-embed-$ct.err"
   done
 fi
-echo "== fused search"
-# Beam steps' candidates by candle's operations (TIDINGS_FUSED_SEARCH=off) beside the default
-# (the fused kernels once their check passes on this GPU; the report's beam_search says which),
-# and the kernels' check itself.
-step env TIDINGS_FUSED_SEARCH=off timeout 90 "$bin" bench --model $m/marian --input $m/ids.json --device cuda \
-  --compute-type f32 --batch-sizes 32,128 --beams 4 --json > "$out/tidings-f32-b32-candle-ops.json" 2> "$out/tidings-f32-b32-candle-ops.err"
-grep -h '"beam_search"' "$out"/tidings-*-b32*.json | sort | uniq -c
+echo "== fused kernels"
+# The decoder with candle's operations only (TIDINGS_FUSED_KERNELS=off) beside the default (the
+# project's kernels, each once its check passes on this GPU; the report's fused_kernels says
+# which ran), batch 1 greedy and batch 32/128 beam 4 in f32 and bf16; then the checks' log.
+for ct in f32 bf16; do
+  step env TIDINGS_FUSED_KERNELS=off timeout 60 "$bin" bench --model $m/marian --input $m/ids.json --device cuda \
+    --compute-type $ct --batch-sizes 1 --beams 1 --sentences 16 --json > "$out/tidings-$ct-b1-candle-ops.json" 2> "$out/tidings-$ct-b1-candle-ops.err"
+  step env TIDINGS_FUSED_KERNELS=off timeout 90 "$bin" bench --model $m/marian --input $m/ids.json --device cuda \
+    --compute-type $ct --batch-sizes 32,128 --beams 4 --json > "$out/tidings-$ct-b32-candle-ops.json" 2> "$out/tidings-$ct-b32-candle-ops.err"
+done
+python3 -c 'import json, sys; [print(f, json.load(open(f))["translation"]["fused_kernels"]) for f in sys.argv[1:]]' "$out"/tidings-*-b*.json
 step env RUST_LOG=tidings=info timeout 60 "$bin" bench --model $m/marian --input $m/ids.json --device cuda \
   --batch-sizes 2 --beams 4 --sentences 2 --json 2>&1 >/dev/null | grep -i "fused" | tee "$out/fused-check.txt"
 echo "== profile"
@@ -89,7 +93,7 @@ for f in sorted(glob.glob(os.path.join(sys.argv[1], "tidings-*.json"))):
     for part in ("translation", "embedding"):
         for r in ((j.get(part) or {}).get("runs") or []):
             keep = ("batch_size", "num_beams", "generated_tokens_per_s", "texts_per_s", "batch_p50_ms")
-            print(os.path.basename(f), j.get("dtype"), (j.get("translation") or {}).get("beam_search", ""), part, {k: (round(v, 1) if isinstance(v, float) else v) for k, v in r.items() if k in keep},
+            print(os.path.basename(f), j.get("dtype"), (j.get("translation") or {}).get("fused_kernels", ""), part, {k: (round(v, 1) if isinstance(v, float) else v) for k, v in r.items() if k in keep},
                   "peak GPU MiB", round((j.get("peak_gpu_memory_bytes") or 0) / 2**20))
 PY
 

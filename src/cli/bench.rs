@@ -16,7 +16,7 @@ use tidings::model::device::{self, DeviceChoice};
 use tidings::model::embed::Embedder;
 use tidings::model::hub::{ModelRepo, ModelSource};
 use tidings::model::marian::{
-    profile, random, GenerationConfig, MarianModel, SearchPath, Translator,
+    profile, random, FusedKernels, GenerationConfig, MarianModel, Translator,
 };
 
 use super::ComputeArgs;
@@ -119,9 +119,9 @@ struct TranslationReport {
     model: String,
     input: String,
     load_seconds: f64,
-    /// Where beam steps pick their candidates: "host" (the CPU kernels' search), "fused
-    /// kernels" (a GPU's, once checked there) or "candle operations".
-    beam_search: &'static str,
+    /// The project's fused GPU kernels the decoder ran (each once checked on this device);
+    /// empty on the CPU, or where candle's operations ran.
+    fused_kernels: Vec<&'static str>,
     runs: Vec<TranslationRun>,
 }
 
@@ -348,18 +348,17 @@ fn bench_translation(
             runs.push(run);
         }
     }
-    let beam_search = if device.is_cpu() {
-        "host"
-    } else if SearchPath::Auto.fused_on(device) {
-        "fused kernels"
+    // The CPU runs its own kernels (no tensor backend), hence none of these.
+    let fused_kernels = if device.is_cpu() {
+        Vec::new()
     } else {
-        "candle operations"
+        FusedKernels::Auto.in_use(device)
     };
     Ok(TranslationReport {
         model: name,
         input: described,
         load_seconds,
-        beam_search,
+        fused_kernels,
         runs,
     })
 }
@@ -466,8 +465,14 @@ fn print_table(out: &mut impl Write, report: &Report) -> std::io::Result<()> {
         writeln!(out)?;
         writeln!(
             out,
-            "translation: {}  load: {:.2}s  beam search: {}",
-            t.model, t.load_seconds, t.beam_search
+            "translation: {}  load: {:.2}s  fused GPU kernels: {}",
+            t.model,
+            t.load_seconds,
+            if t.fused_kernels.is_empty() {
+                "none".to_string()
+            } else {
+                t.fused_kernels.join(", ")
+            }
         )?;
         writeln!(out, "input: {}", t.input)?;
         writeln!(

@@ -2,7 +2,8 @@
 //! ([`backend`]) and the two that do it ([`cpu`]: the CPU kernels, [`tensors`]: candle tensors on
 //! any device, f32 or half precision, with its decoder state in [`tensor_state`]), the model with its backend chosen at load ([`model`]),
 //! generation written once for every backend ([`generate`]), the search over each step's logits
-//! on the host ([`search`]) or where the tensors are ([`device_search`]), the profiler
+//! on the host ([`search`]) or where the tensors are ([`device_search`]), the project's own GPU
+//! kernels with their CPU references ([`fused`]), the profiler
 //! ([`profile`]), random-weight models of real shapes ([`random`]) and the tokenizer + model +
 //! batching a caller uses ([`translator`]).
 
@@ -10,7 +11,7 @@ pub mod backend;
 pub mod config;
 pub mod cpu;
 pub mod device_search;
-pub mod fused_search;
+pub mod fused;
 pub mod generate;
 pub mod model;
 pub mod profile;
@@ -26,7 +27,7 @@ pub use crate::model::compute::ComputeType;
 pub use backend::{BackendKind, DecoderState, EncodedBatch, MarianBackend};
 pub use config::{EarlyStopping, GenerationConfig, MarianConfig};
 pub use cpu::CpuMarian;
-pub use fused_search::SearchPath;
+pub use fused::FusedKernels;
 pub use model::MarianModel;
 pub use tensors::TensorMarian;
 pub use translator::{TranslateOptions, Translation, Translator};

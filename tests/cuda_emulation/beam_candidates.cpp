@@ -1,5 +1,5 @@
 // The beam-candidates kernels (src/model/marian/cuda/beam_candidates.cu) run on the CPU under
-// emulate.h, as the launch in src/model/marian/fused_search.rs makes them.
+// emulate.h, as the launch in src/model/marian/fused/beam_candidates.rs makes them.
 // stdin: rows vocab beams want has_ban renormalize (int32 each), then the logits (rows × vocab), running
 // scores (rows) and, when has_ban, the ban row (vocab), as little-endian f32.
 // stdout: sentences × 2·want f32, the kernels' output.

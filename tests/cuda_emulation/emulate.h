@@ -1,7 +1,9 @@
 // Runs CUDA kernels on the CPU, one thread per CUDA thread, one block at a time, so that the
 // tests can check a kernel's logic on a machine without a GPU. It covers what the project's
 // kernels use: threadIdx/blockIdx/blockDim (x), __shared__ (one block runs at a time, so a
-// static is the block's), __syncthreads, __shfl_xor_sync, __int_as_float and __trap. It says
+// static is the block's), dynamic shared memory (DYNAMIC_SHARED), __syncthreads,
+// __shfl_xor_sync, __int_as_float, __trap, and __half / __nv_bfloat16 with their conversions
+// (round to nearest even, as the device's). It says
 // nothing of speed or of the GPU's memory model, and it can hide what needs several blocks at
 // once, reads of shared memory never written (a static starts at zero) and a handoff through
 // shared memory that relies on a shuffle alone (a shuffle here orders memory).
@@ -9,6 +11,7 @@
 
 #include <barrier>
 #include <cmath>
+#include <cstddef>
 #include <cstdlib>
 #include <cstdint>
 #include <cstring>
@@ -33,17 +36,20 @@ struct Warp {
     uint32_t slot[32];
 };
 struct Block {
-    explicit Block(int threads) : meet(threads), warps((threads + 31) / 32) {}
+    Block(int threads, size_t shared_bytes)
+        : meet(threads), warps((threads + 31) / 32), shared((shared_bytes + 15) / 16) {}
     std::barrier<> meet;
     std::vector<Warp> warps;
+    std::vector<std::max_align_t> shared;  // the block's dynamic shared memory
 };
 inline thread_local Block *block = nullptr;
 
-// Runs kernel() as grid blocks of `threads` threads each.
+// Runs kernel() as grid blocks of `threads` threads each, with `shared_bytes` of dynamic
+// shared memory per block.
 template <class Kernel>
-void launch(unsigned grid, unsigned threads, Kernel kernel) {
+void launch(unsigned grid, unsigned threads, Kernel kernel, size_t shared_bytes = 0) {
     for (unsigned b = 0; b < grid; b++) {
-        Block shared(threads);
+        Block shared(threads, shared_bytes);
         std::vector<std::thread> team;
         for (unsigned t = 0; t < threads; t++) {
             team.emplace_back([&, t] {
@@ -58,6 +64,8 @@ void launch(unsigned grid, unsigned threads, Kernel kernel) {
     }
 }
 }  // namespace emulate
+
+#define DYNAMIC_SHARED(T, name) T *name = reinterpret_cast<T *>(emulate::block->shared.data())
 
 inline void __syncthreads() { emulate::block->meet.arrive_and_wait(); }
 
@@ -82,4 +90,36 @@ inline float __int_as_float(int bits) {
     float f;
     std::memcpy(&f, &bits, 4);
     return f;
+}
+
+struct __half {
+    uint16_t bits;
+};
+inline float __half2float(__half h) {
+    _Float16 f;
+    std::memcpy(&f, &h.bits, 2);
+    return (float)f;
+}
+inline __half __float2half(float x) {
+    const _Float16 f = (_Float16)x;  // round to nearest even
+    __half h;
+    std::memcpy(&h.bits, &f, 2);
+    return h;
+}
+
+struct __nv_bfloat16 {
+    uint16_t bits;
+};
+inline float __bfloat162float(__nv_bfloat16 b) {
+    const uint32_t u = (uint32_t)b.bits << 16;
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+}
+inline __nv_bfloat16 __float2bfloat16(float x) {
+    uint32_t u;
+    std::memcpy(&u, &x, 4);
+    if (x != x) return {0x7fc0};
+    u += 0x7fff + ((u >> 16) & 1);  // round to nearest even
+    return {(uint16_t)(u >> 16)};
 }

@@ -14,7 +14,8 @@ use candle_core::{DType, Device, Tensor, D};
 
 use super::backend::{check_step, MarianBackend};
 use super::config::GenerationConfig;
-use super::fused_search::BeamCandidates;
+use super::fused::beam_candidates::BeamCandidates;
+use super::fused::Kernel;
 use super::profile::{self, Phase};
 use super::search::{banned_words, forced_eos, BeamQuery, StepSearch};
 use super::tensor_state::TensorState;
@@ -180,7 +181,7 @@ impl<'a> DeviceSearch<'a> {
             bans_and_eos: ban_row(&with_eos, vocab, device)?,
             sequence_bans,
             forced,
-            fused: model.search_path().fused_on(device),
+            fused: model.fused_kernels().uses(Kernel::BeamCandidates, device),
         })
     }
 

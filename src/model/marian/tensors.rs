@@ -7,6 +7,7 @@
 //! once and shared by its beams ([`super::tensor_state`]).
 
 use std::collections::HashMap;
+use std::sync::OnceLock;
 
 use candle_core::{DType, Device, IndexOp, Module, Tensor};
 use candle_nn::{LayerNorm, Linear};
@@ -14,7 +15,8 @@ use candle_nn::{LayerNorm, Linear};
 use super::backend::{DecoderState, EncodedBatch, MarianBackend};
 use super::config::{Activation, GenerationConfig, MarianConfig};
 use super::device_search::{record_transfer, DeviceSearch};
-use super::fused_search::SearchPath;
+use super::fused::decode_attention::DecodeAttention;
+use super::fused::{FusedKernels, Kernel};
 use super::profile::{self, Phase};
 use super::tensor_state::{CrossKeys, SelfCache, TensorState};
 use super::TranslateError;
@@ -64,7 +66,7 @@ fn split_heads(xs: &Tensor, heads: usize) -> Result<Tensor> {
 
 /// Scaled dot-product attention of per-head queries over keys/values, with an additive bias
 /// broadcastable to (n, heads, t_q, t_k); returns (n, t_q, d).
-fn attention(
+pub(super) fn attention(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
@@ -283,8 +285,10 @@ pub struct TensorMarian {
     device: Device,
     /// f32, f16 or bf16: the weights' and activations' type (scores are always f32).
     dtype: DType,
-    /// How beam steps pick their candidates.
-    search: SearchPath,
+    /// Whether decode steps run the project's fused kernels (see [`FusedKernels`]).
+    kernels: FusedKernels,
+    /// Whether decode-step attention runs the fused kernel: `kernels` resolved on first use.
+    fused_attention: OnceLock<bool>,
 }
 
 /// The tensor type a compute type runs in on candle tensors; `None` for int8 (CPU kernels only).
@@ -512,19 +516,43 @@ impl TensorMarian {
             },
             device: device.clone(),
             dtype,
-            search: SearchPath::Auto,
+            kernels: FusedKernels::Auto,
+            fused_attention: OnceLock::new(),
         })
     }
 
-    /// The model with its beam steps searched by `search` (the default, `Auto`, fuses them on
-    /// a GPU whose kernels passed their check).
-    pub fn with_search_path(mut self, search: SearchPath) -> Self {
-        self.search = search;
+    /// The model with its decode steps run with `kernels` (the default, `Auto`, runs each
+    /// fused kernel on a GPU where its check passed).
+    pub fn with_fused_kernels(mut self, kernels: FusedKernels) -> Self {
+        self.kernels = kernels;
+        self.fused_attention = OnceLock::new();
         self
     }
 
-    pub fn search_path(&self) -> SearchPath {
-        self.search
+    pub fn fused_kernels(&self) -> FusedKernels {
+        self.kernels
+    }
+
+    /// A decode step's attention: the fused kernel where it runs, candle's operations
+    /// elsewhere. q (groups, heads, per, head_dim); k, v (groups, heads, len, head_dim).
+    fn step_attention(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        bias: Option<&Tensor>,
+        scale: f64,
+    ) -> Result<Tensor> {
+        let fused = *self
+            .fused_attention
+            .get_or_init(|| self.kernels.uses(Kernel::DecodeAttention, &self.device));
+        if fused && DecodeAttention::fits(k.dim(2)?) {
+            let op = DecodeAttention {
+                scale: scale as f32,
+            };
+            return Ok(op.apply(q, k, v, bias)?);
+        }
+        attention(q, k, v, bias, scale)
     }
 
     /// Fold every attention's scale into its query projection where that is exact (or undo it).
@@ -589,7 +617,7 @@ impl TensorMarian {
         let (k, v) = SelfCache::append(&mut state.self_kv[i], &k_new, &v_new, state.positions)?;
         drop(t_qkv);
         let t_att = profile::time_on(Phase::SelfAttend, &self.device);
-        let ctx = attention(&q, &k, &v, None, att.scale.on_scores())?;
+        let ctx = self.step_attention(&q, &k, &v, None, att.scale.on_scores())?;
         drop((t_att, k, v));
         let t_out = profile::time_on(Phase::SelfOut, &self.device);
         let attn = att.out.forward(&ctx)?;
@@ -615,7 +643,9 @@ impl TensorMarian {
         let t_att = profile::time_on(Phase::CrossAttend, &self.device);
         let (ck, cv) = &state.cross.kv[i];
         let bias = &state.cross.bias;
-        let ctx = attention(&q, ck, cv, Some(bias), cross.scale.on_scores())?.reshape((n, 1, d))?;
+        let ctx = self
+            .step_attention(&q, ck, cv, Some(bias), cross.scale.on_scores())?
+            .reshape((n, 1, d))?;
         drop(t_att);
         let t_out = profile::time_on(Phase::CrossOut, &self.device);
         let attn = cross.out.forward(&ctx)?;

@@ -5,8 +5,8 @@
 // 2. beam_merge_rows (one thread per sentence): a sentence's k best of its beams' k each,
 //    with flat indices beam · vocab + token.
 //
-// The contract, and a reference on the host, are in fused_search.rs; it checks these kernels
-// against candle's operations on the device before it uses them.
+// The contract, and a reference on the host, are in fused/beam_candidates.rs; the model checks
+// these kernels against it on the device before it uses them.
 //
 // Order: value descending, then index ascending (the order of the host search). The k best of
 // a row are chosen by the processed logit (logit + ban), which orders the row as its final

@@ -4,16 +4,13 @@
 //!
 //! candle's operations take 12 to 20 passes over the rows × vocabulary logits for the same
 //! result (log-softmax, again with `renormalize_logits`, the bans, the running scores, a
-//! chunked sort); on a GPU at batch 128, beam 4, a pass is 112 MB. Here a CUDA kernel (`cuda/beam_candidates.cu`, compiled to PTX
-//! at build time) reads each row once, keeping its log-sum-exp and its best tokens, and a
+//! chunked sort); on a GPU at batch 128, beam 4, a pass is 119 MB. Here a CUDA kernel
+//! (`cuda/beam_candidates.cu`, compiled to PTX at build time) reads each row once, keeping its log-sum-exp and its best tokens, and a
 //! second one merges a sentence's beams. On the CPU, [`BeamCandidates`] runs a plain reference
 //! of the same contract, which the tests hold to candle's operations and to transformers.
 //!
-//! A GPU's kernels are used only after [`works_on`] has checked them there against the
-//! reference; `TIDINGS_FUSED_SEARCH=off` keeps candle's operations.
-
-use std::collections::HashMap;
-use std::sync::Mutex;
+//! A GPU's kernels are used only after [`check`] has held them there to the reference (see
+//! [`super::FusedKernels`]).
 
 use candle_core::{CpuStorage, CustomOp3, Device, Layout, Shape, Tensor};
 
@@ -308,52 +305,6 @@ mod cuda {
     }
 }
 
-/// Which search a tensor model's beam steps use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SearchPath {
-    /// The fused operation on a GPU whose check passed; candle's operations elsewhere.
-    #[default]
-    Auto,
-    /// candle's operations.
-    Ops,
-    /// The fused operation on any device (on the CPU: its reference; for tests).
-    Fused,
-}
-
-impl SearchPath {
-    /// Whether beam steps on `device` use the fused operation.
-    pub fn fused_on(self, device: &Device) -> bool {
-        match self {
-            SearchPath::Ops => false,
-            SearchPath::Fused => true,
-            SearchPath::Auto => {
-                let off = std::env::var("TIDINGS_FUSED_SEARCH")
-                    .is_ok_and(|v| matches!(v.as_str(), "0" | "off" | "no" | "false"));
-                device.is_cuda() && !off && works_on(device)
-            }
-        }
-    }
-}
-
-/// Whether the fused operation gives its reference's result on `device`, checked once per
-/// device and process; a failure is logged and candle's operations are kept.
-pub fn works_on(device: &Device) -> bool {
-    static CHECKED: Mutex<Option<HashMap<String, bool>>> = Mutex::new(None);
-    let key = format!("{:?}", device.location());
-    let mut checked = CHECKED.lock().unwrap_or_else(|e| e.into_inner());
-    let checked = checked.get_or_insert_with(HashMap::new);
-    *checked.entry(key.clone()).or_insert_with(|| match check(device) {
-        Ok(()) => {
-            tracing::info!(device = %key, "fused beam-search kernels agree with their reference; in use");
-            true
-        }
-        Err(e) => {
-            tracing::warn!(device = %key, "fused beam-search kernels not used: {e}");
-            false
-        }
-    })
-}
-
 /// One input shape on which the kernels are checked.
 #[derive(Debug, Clone, Copy)]
 pub struct Case {
@@ -628,13 +579,6 @@ mod tests {
         assert!(!BeamCandidates::fits(0, 8, 100));
         // Flat indices past 2^24 would not be exact as f32.
         assert!(!BeamCandidates::fits(300, 8, 58_101));
-    }
-
-    #[test]
-    fn the_cpu_keeps_candle_operations_unless_asked() {
-        assert!(!SearchPath::Auto.fused_on(&Device::Cpu));
-        assert!(!SearchPath::Ops.fused_on(&Device::Cpu));
-        assert!(SearchPath::Fused.fused_on(&Device::Cpu));
     }
 
     #[test]

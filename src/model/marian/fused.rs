@@ -1,0 +1,117 @@
+//! The project's own CUDA kernels for the tensor backend, each an operation with a reference on
+//! the CPU: a beam step's candidates ([`beam_candidates`]) and a decode step's attention
+//! ([`decode_attention`]). Their sources are in `cuda/`, compiled to PTX at build time
+//! (build.rs). On a GPU each is held to its reference there before its first use, and candle's
+//! operations are kept if it fails; without a GPU the tests run them on the CPU, one thread per
+//! CUDA thread (tests/cuda_kernels.rs).
+
+pub mod beam_candidates;
+pub mod decode_attention;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use candle_core::Device;
+
+/// A kernel of this module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kernel {
+    BeamCandidates,
+    DecodeAttention,
+}
+
+impl Kernel {
+    pub const ALL: [Kernel; 2] = [Kernel::BeamCandidates, Kernel::DecodeAttention];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::BeamCandidates => "beam candidates",
+            Kernel::DecodeAttention => "decode attention",
+        }
+    }
+
+    /// The first difference between the kernel on `device` and its reference.
+    fn check(self, device: &Device) -> Result<(), String> {
+        match self {
+            Kernel::BeamCandidates => beam_candidates::check(device),
+            Kernel::DecodeAttention => decode_attention::check(device),
+        }
+    }
+}
+
+/// Whether a tensor model runs the fused kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FusedKernels {
+    /// On a GPU, each kernel whose check passed there (`TIDINGS_FUSED_KERNELS=off`: none);
+    /// candle's operations elsewhere.
+    #[default]
+    Auto,
+    /// candle's operations.
+    Off,
+    /// Every kernel, on any device (on the CPU: their references; for tests).
+    On,
+}
+
+impl FusedKernels {
+    /// Whether `kernel` runs on `device`.
+    pub fn uses(self, kernel: Kernel, device: &Device) -> bool {
+        match self {
+            FusedKernels::Off => false,
+            FusedKernels::On => true,
+            FusedKernels::Auto => {
+                let off = std::env::var("TIDINGS_FUSED_KERNELS")
+                    .is_ok_and(|v| matches!(v.as_str(), "0" | "off" | "no" | "false"));
+                device.is_cuda() && !off && works_on(kernel, device)
+            }
+        }
+    }
+
+    /// The kernels that run on `device`.
+    pub fn in_use(self, device: &Device) -> Vec<&'static str> {
+        Kernel::ALL
+            .into_iter()
+            .filter(|k| self.uses(*k, device))
+            .map(Kernel::name)
+            .collect()
+    }
+}
+
+/// Whether `kernel` gives its reference's results on `device`, checked once per device and
+/// process; a failure is logged and candle's operations are kept.
+fn works_on(kernel: Kernel, device: &Device) -> bool {
+    static CHECKED: Mutex<Option<HashMap<(Kernel, String), bool>>> = Mutex::new(None);
+    let place = format!("{:?}", device.location());
+    let mut checked = CHECKED.lock().unwrap_or_else(|e| e.into_inner());
+    let checked = checked.get_or_insert_with(HashMap::new);
+    *checked
+        .entry((kernel, place.clone()))
+        .or_insert_with(|| match kernel.check(device) {
+            Ok(()) => {
+                tracing::info!(device = %place, "fused {} kernel agrees with its reference; in use", kernel.name());
+                true
+            }
+            Err(e) => {
+                tracing::warn!(device = %place, "fused {} kernel not used: {e}", kernel.name());
+                false
+            }
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cpu_keeps_candle_operations_unless_asked() {
+        for kernel in Kernel::ALL {
+            assert!(!FusedKernels::Auto.uses(kernel, &Device::Cpu));
+            assert!(!FusedKernels::Off.uses(kernel, &Device::Cpu));
+            assert!(FusedKernels::On.uses(kernel, &Device::Cpu));
+        }
+        assert!(FusedKernels::Auto.in_use(&Device::Cpu).is_empty());
+        assert_eq!(
+            FusedKernels::On.in_use(&Device::Cpu),
+            ["beam candidates", "decode attention"]
+        );
+    }
+}
