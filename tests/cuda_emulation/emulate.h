@@ -1,7 +1,8 @@
 // Runs CUDA kernels on the CPU, one thread per CUDA thread, one block at a time, so that the
 // tests can check a kernel's logic on a machine without a GPU. It covers what the project's
 // kernels use: threadIdx/blockIdx/blockDim (x), __shared__ (one block runs at a time, so a
-// static is the block's), dynamic shared memory (DYNAMIC_SHARED), __syncthreads,
+// static is the block's, zero at the start), dynamic shared memory (DYNAMIC_SHARED, NaN bytes
+// at the start, sized exactly), __syncthreads,
 // __shfl_xor_sync, __int_as_float, __trap, and __half / __nv_bfloat16 with their conversions
 // (round to nearest even, as the device's). It says
 // nothing of speed or of the GPU's memory model, and it can hide what needs several blocks at
@@ -11,7 +12,6 @@
 
 #include <barrier>
 #include <cmath>
-#include <cstddef>
 #include <cstdlib>
 #include <cstdint>
 #include <cstring>
@@ -36,18 +36,25 @@ struct Warp {
     uint32_t slot[32];
 };
 struct Block {
+    // Dynamic shared memory is filled with 0xff bytes (NaN as floats): a read before a write
+    // shows.
     Block(int threads, size_t shared_bytes)
-        : meet(threads), warps((threads + 31) / 32), shared((shared_bytes + 15) / 16) {}
+        : meet(threads), warps((threads + 31) / 32), shared(shared_bytes, 0xff) {}
     std::barrier<> meet;
     std::vector<Warp> warps;
-    std::vector<std::max_align_t> shared;  // the block's dynamic shared memory
+    std::vector<unsigned char> shared;  // operator new aligns it for any scalar
 };
+
+// A block's shared memory without opting in to more: 48 KiB, of which the kernels' fixed
+// (static) shared memory takes up to 64 bytes.
+constexpr size_t max_dynamic_shared = 48 * 1024 - 64;
 inline thread_local Block *block = nullptr;
 
 // Runs kernel() as grid blocks of `threads` threads each, with `shared_bytes` of dynamic
 // shared memory per block.
 template <class Kernel>
 void launch(unsigned grid, unsigned threads, Kernel kernel, size_t shared_bytes = 0) {
+    if (shared_bytes > max_dynamic_shared || threads > 1024) std::abort();  // a failed launch
     for (unsigned b = 0; b < grid; b++) {
         Block shared(threads, shared_bytes);
         std::vector<std::thread> team;
