@@ -147,6 +147,21 @@ fn emulated_beam_kernels_equal_their_reference() {
     }
 }
 
+/// The beam operation's reference on given logits and running scores (no ban).
+fn reference_of(case: &Case, logits: &[f32], running: &[f32]) -> Vec<Vec<f32>> {
+    let cpu = Device::Cpu;
+    let rows = running.len();
+    case.op
+        .apply(
+            &Tensor::from_slice(logits, (rows, logits.len() / rows), &cpu).unwrap(),
+            &Tensor::from_slice(running, rows, &cpu).unwrap(),
+            None,
+        )
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap()
+}
+
 #[test]
 fn emulated_beam_kernels_break_ties_by_index() {
     let Some(exe) = harness("beam_candidates") else {
@@ -165,17 +180,7 @@ fn emulated_beam_kernels_break_ties_by_index() {
     let got = emulated_on(&exe, &case, &logits, &running, None);
     let indices: Vec<usize> = got[0][6..].iter().map(|&i| i as usize).collect();
     assert_eq!(indices, [599, vocab + 300, vocab + 2, 0, 1, 2]);
-    let cpu = Device::Cpu;
-    let expected = case
-        .op
-        .apply(
-            &Tensor::from_slice(&logits, (2, vocab), &cpu).unwrap(),
-            &Tensor::from_slice(&running, 2, &cpu).unwrap(),
-            None,
-        )
-        .unwrap()
-        .to_vec2::<f32>()
-        .unwrap();
+    let expected = reference_of(&case, &logits, &running);
     assert_eq!(compare(&got, &expected, 6), None);
 }
 
@@ -260,17 +265,7 @@ fn emulated_beam_kernels_put_a_nan_row_last() {
             "NaN at {nan_at}: {:?}",
             got[0]
         );
-        let cpu = Device::Cpu;
-        let expected = case
-            .op
-            .apply(
-                &Tensor::from_slice(&logits, (2, vocab), &cpu).unwrap(),
-                &Tensor::from_slice(&running, 2, &cpu).unwrap(),
-                None,
-            )
-            .unwrap()
-            .to_vec2::<f32>()
-            .unwrap();
+        let expected = reference_of(&case, &logits, &running);
         assert_eq!(compare(&got, &expected, 4), None, "NaN at {nan_at}");
     }
 }
