@@ -119,8 +119,8 @@ struct TranslationReport {
     model: String,
     input: String,
     load_seconds: f64,
-    /// The project's fused GPU kernels the decoder ran (each once checked on this device);
-    /// empty on the CPU, or where candle's operations ran.
+    /// The project's fused GPU kernels in use on this device (each passed its check here; the
+    /// beam kernels serve beam search only); empty on the CPU, or where candle's operations run.
     fused_kernels: Vec<&'static str>,
     runs: Vec<TranslationRun>,
 }
