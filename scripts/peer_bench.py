@@ -869,6 +869,10 @@ and tokenize inside the timed call; tidings' vectors match sentence-transformers
 ## Reading these numbers
 
 - **Where tidings' time goes** and how it got here: PROFILE.md.
+- **GPU**: no table yet, because no GPU has been available to this project's work so far.
+  `python scripts/peer_bench.py --device cuda` on a machine with an NVIDIA GPU times tidings
+  (f32, bf16, f16) beside transformers (fp32, fp16) and sentence-transformers on that GPU, with
+  the same models and rows, and checks f32 parity first (README, "NVIDIA GPUs").
 - **Threads on a busy machine.** torch and CTranslate2 parallelise with OpenMP, whose threads
   spin at every barrier by default. When another process holds one of the two cores, a
   spinning barrier waits for a whole scheduler time slice: on this machine, with another job
