@@ -94,41 +94,29 @@ fn emulated_on(
     running: &[f32],
     ban: Option<&[f32]>,
 ) -> Vec<Vec<f32>> {
-    let rows = case.sentences * case.beams;
     let want = case.op.want;
-    let mut input = Vec::new();
-    let head = [
-        rows,
+    let mut input = header(&[
+        case.rows(),
         case.vocab,
-        case.beams,
+        case.op.beams,
         want,
         usize::from(ban.is_some()),
         usize::from(case.op.renormalize),
-    ];
-    for n in head {
-        input.extend_from_slice(&(n as i32).to_le_bytes());
-    }
+    ]);
     for v in logits.iter().chain(running).chain(ban.unwrap_or(&[])) {
         input.extend_from_slice(&v.to_le_bytes());
     }
-    let mut child = Command::new(exe)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(&input).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "the emulated kernels failed on {case}"
-    );
-    let floats: Vec<f32> = out
-        .stdout
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect();
+    let floats = run_emulated(exe, &input, &case.to_string());
     assert_eq!(floats.len(), case.sentences * 2 * want, "{case}");
     floats.chunks(2 * want).map(<[f32]>::to_vec).collect()
+}
+
+/// A harness's input header: each number as a little-endian i32.
+fn header(numbers: &[usize]) -> Vec<u8> {
+    numbers
+        .iter()
+        .flat_map(|&n| i32::try_from(n).unwrap().to_le_bytes())
+        .collect()
 }
 
 #[test]
@@ -205,8 +193,7 @@ fn emulated_attention(exe: &Path, case: &attention::Case, seed: u32) -> Vec<f32>
         DType::BF16 => 2,
         other => panic!("{other:?}"),
     };
-    let mut input = Vec::new();
-    let head = [
+    let mut input = header(&[
         dtype,
         case.groups,
         case.heads,
@@ -215,10 +202,7 @@ fn emulated_attention(exe: &Path, case: &attention::Case, seed: u32) -> Vec<f32>
         case.capacity,
         case.head_dim,
         usize::from(case.bias),
-    ];
-    for n in head {
-        input.extend_from_slice(&(n as i32).to_le_bytes());
-    }
+    ]);
     input.extend_from_slice(&case.scale.to_le_bytes());
     let [q, k, v, bias] = case.inputs(seed);
     let bias = if case.bias { bias } else { Vec::new() };

@@ -10,6 +10,7 @@ use candle_core::Device;
 use serde::Deserialize;
 use tidings::model::hub::{HubOptions, ModelRepo, ModelSource};
 use tidings::model::marian::device_search::transfers;
+use tidings::model::marian::fused;
 use tidings::model::marian::{
     BackendKind, ComputeType, FusedKernels, MarianModel, TranslateOptions, Translator,
 };
@@ -224,8 +225,25 @@ fn fused_kernels_ids_equal_generate() {
     for dir in fixtures() {
         let (t, r) = load_on(&dir, BackendKind::Tensors);
         let t = with_kernels(t, FusedKernels::On);
+        let before = fused::runs();
         check_generation(&t, &r, &r.greedy, &format!("{} fused greedy", name(&dir)));
+        let greedy = fused::runs();
         check_generation(&t, &r, &r.beam4, &format!("{} fused beam 4", name(&dir)));
+        let beam = fused::runs();
+        // The fused operations did run: attention at every step, beam candidates in beam
+        // search only.
+        assert_eq!(
+            greedy[0],
+            before[0],
+            "{}: greedy ran the beam kernel",
+            name(&dir)
+        );
+        assert!(
+            greedy[1] > before[1],
+            "{}: greedy without fused attention",
+            name(&dir)
+        );
+        assert!(beam[0] > greedy[0] && beam[1] > greedy[1], "{}", name(&dir));
     }
 }
 
@@ -249,6 +267,7 @@ fn half_precision_stays_close_and_batch_invariant() {
         for dir in fixtures() {
             let (t, r) = load_as(&dir, BackendKind::Tensors, compute);
             let t = with_kernels(t, kernels);
+            let runs_before = fused::runs();
             assert_eq!(t.model().compute_type(), compute);
             let mut worst = 0f32;
             for (ids, want) in r.source_ids.iter().zip(&r.first_step_logits) {
@@ -300,6 +319,14 @@ fn half_precision_stays_close_and_batch_invariant() {
                     );
                 }
             }
+            // The fused operations ran exactly when asked for.
+            let ran = fused::runs() != runs_before;
+            assert_eq!(
+                ran,
+                kernels == FusedKernels::On,
+                "{} {compute} {kernels:?}",
+                name(&dir)
+            );
         }
         assert!(
             top1_same * 10 >= rows * 9,
@@ -343,8 +370,12 @@ fn device_decoding_copies_only_ids_and_scores_to_the_host() {
         };
         let gen = t.generation_config(&opts);
         let before = transfers();
+        let runs_before = fused::runs();
         let out = t.generate_batch(&rows, &gen).unwrap();
         let after = transfers();
+        // The fused run took the fused beam step; the others, candle's operations.
+        let fused_beams = fused::runs()[0] > runs_before[0];
+        assert_eq!(fused_beams, std::ptr::eq(t, &fused), "beams {beams}");
         assert_eq!(out.len(), rows.len());
         let copies = after.copies - before.copies;
         let steps = out.iter().map(Vec::len).max().unwrap() as u64;

@@ -413,6 +413,19 @@ fn bench_embedding(
     })
 }
 
+/// `items` joined by `sep`, or `none` when there are none.
+fn listed<S: AsRef<str>>(items: &[S], sep: &str, none: &str) -> String {
+    if items.is_empty() {
+        none.to_string()
+    } else {
+        items
+            .iter()
+            .map(AsRef::as_ref)
+            .collect::<Vec<_>>()
+            .join(sep)
+    }
+}
+
 fn print_table(out: &mut impl Write, report: &Report) -> std::io::Result<()> {
     let hw = &report.hardware;
     let rss = match report.peak_rss_bytes {
@@ -440,11 +453,7 @@ fn print_table(out: &mut impl Write, report: &Report) -> std::io::Result<()> {
         "cpu: {}  cores: {}  simd: {}  {}/{}",
         hw.cpu,
         hw.cores,
-        if hw.simd.is_empty() {
-            "none detected".to_string()
-        } else {
-            hw.simd.join(",")
-        },
+        listed(&hw.simd, ",", "none detected"),
         hw.os,
         hw.arch
     )?;
@@ -468,11 +477,7 @@ fn print_table(out: &mut impl Write, report: &Report) -> std::io::Result<()> {
             "translation: {}  load: {:.2}s  fused GPU kernels: {}",
             t.model,
             t.load_seconds,
-            if t.fused_kernels.is_empty() {
-                "none".to_string()
-            } else {
-                t.fused_kernels.join(", ")
-            }
+            listed(&t.fused_kernels, ", ", "none")
         )?;
         writeln!(out, "input: {}", t.input)?;
         writeln!(

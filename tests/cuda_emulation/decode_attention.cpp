@@ -14,11 +14,6 @@
 
 static bool read_all(void *to, size_t bytes) { return fread(to, 1, bytes, stdin) == bytes; }
 
-template <typename T> static T to_t(float x);
-template <> float to_t<float>(float x) { return x; }
-template <> __half to_t<__half>(float x) { return __float2half(x); }
-template <> __nv_bfloat16 to_t<__nv_bfloat16>(float x) { return __float2bfloat16(x); }
-
 template <typename T>
 static int run(int groups, int heads, int per, int len, int capacity, int head_dim, int has_bias,
                float scale, void (*kernel)(const T *, const T *, const T *, const T *, int, int,
@@ -28,7 +23,8 @@ static int run(int groups, int heads, int per, int len, int capacity, int head_d
     std::vector<float> in(nq + 2 * nk + (has_bias ? (size_t)groups * len : 1));
     if (!read_all(in.data(), (nq + 2 * nk + (has_bias ? (size_t)groups * len : 0)) * 4)) return 2;
     std::vector<T> typed(in.size());
-    for (size_t i = 0; i < in.size(); i++) typed[i] = to_t<T>(in[i]);
+    // Rounded to T by the kernel file's own conversion.
+    for (size_t i = 0; i < in.size(); i++) typed[i] = from_float<T>(in[i]);
     const T *q = typed.data(), *k = q + nq, *v = k + nk, *bias = v + nk;
     std::vector<T> out(nq);
     const long long head_stride = (long long)capacity * head_dim;

@@ -14,7 +14,7 @@ use candle_core::{DType, Device, Tensor, D};
 
 use super::backend::{check_step, MarianBackend};
 use super::config::GenerationConfig;
-use super::fused::beam_candidates::BeamCandidates;
+use super::fused::beam_candidates::{BeamCandidates, EXACT_F32_INDEX};
 use super::fused::Kernel;
 use super::profile::{self, Phase};
 use super::search::{banned_words, forced_eos, BeamQuery, StepSearch};
@@ -64,10 +64,6 @@ fn to_host<T: candle_core::WithDType>(t: &Tensor) -> Result<Vec<T>> {
     record_transfer(t.elem_count() * t.dtype().size_in_bytes());
     Ok(t.flatten_all()?.to_vec1::<T>()?)
 }
-
-/// Candidate indices below this are exact as f32, so values and indices can come back in one
-/// copy.
-const EXACT_F32_INDEX: usize = 1 << 24;
 
 /// The `k` largest entries of each row of `x` (rows × len, f32) as (values, indices), both
 /// rows × k, largest first.
@@ -181,65 +177,26 @@ impl<'a> DeviceSearch<'a> {
             bans_and_eos: ban_row(&with_eos, vocab, device)?,
             sequence_bans,
             forced,
-            fused: model.fused_kernels().uses(Kernel::BeamCandidates, device),
+            fused: model.runs_fused(Kernel::BeamCandidates),
         })
     }
 
-    /// The ban row of a beam step the fused operation can take, or `None` when the step needs
-    /// candle's operations: the first step (one row per sentence), forced EOS, a longer bad
-    /// word that bans here, or a shape the kernels do not serve.
-    fn fused_step(&self, prefixes: &[&[u32]], query: &BeamQuery<'_>) -> Option<Option<&Tensor>> {
-        if !self.fused
-            || query.rows_per_item != query.beams
-            || !BeamCandidates::fits(query.beams, query.want, self.vocab)
-        {
-            return None;
-        }
-        let cur_len = prefixes.first().map_or(1, |p| p.len());
-        if self.forced.is_some() && forced_eos(self.gen, cur_len).is_some() {
-            return None;
-        }
-        let banned_here = prefixes.iter().any(|prefix| {
-            self.sequence_bans
-                .iter()
-                .any(|(head, t)| prefix.ends_with(head) && (*t as usize) < self.vocab)
-        });
-        if banned_here {
-            return None;
-        }
-        Some(if cur_len < self.gen.min_length {
-            self.bans_and_eos.as_ref()
-        } else {
-            self.bans.as_ref()
-        })
-    }
-
-    /// The decoder's next-token logits (rows × vocab, f32, on the device).
-    fn logits(&self, tokens: &[u32], state: &mut TensorState) -> Result<Tensor> {
-        check_step(self.model.config(), tokens, state)?;
-        self.model.step_logits(tokens, state)
-    }
-
-    /// The processors on `scores` (rows × vocab), every row's decoder input `prefixes`.
-    fn process(&self, scores: Tensor, prefixes: &[&[u32]]) -> Result<Tensor> {
+    /// What the processors do at the step whose rows have the decoder inputs `prefixes`.
+    fn rule(&self, prefixes: &[&[u32]]) -> StepRule<'_> {
         let cur_len = prefixes.first().map_or(1, |p| p.len());
         if forced_eos(self.gen, cur_len).is_some() {
             if let Some(forced) = &self.forced {
-                return Ok(forced.broadcast_as(scores.shape())?.contiguous()?);
+                return StepRule::Forced(forced);
             }
         }
-        let bans = if cur_len < self.gen.min_length {
-            &self.bans_and_eos
+        let row = if cur_len < self.gen.min_length {
+            self.bans_and_eos.as_ref()
         } else {
-            &self.bans
-        };
-        let mut scores = match bans {
-            Some(row) => scores.broadcast_add(row)?,
-            None => scores,
+            self.bans.as_ref()
         };
         // Longer bad words depend on each row's prefix: the few banned entries are found on
-        // the host and set to -inf on the device.
-        let flat: Vec<u32> = prefixes
+        // the host.
+        let sequence = prefixes
             .iter()
             .enumerate()
             .flat_map(|(r, prefix)| {
@@ -249,10 +206,51 @@ impl<'a> DeviceSearch<'a> {
                     .map(move |&(_, t)| (r * self.vocab) as u32 + t)
             })
             .collect();
-        if !flat.is_empty() {
+        StepRule::Bans { row, sequence }
+    }
+
+    /// The ban row of a beam step the fused operation can take under `rule`, or `None` when
+    /// the step needs candle's operations: the first step (one row per sentence), forced EOS,
+    /// a longer bad word that bans here, or a shape the kernels do not serve.
+    fn fused_ban<'r>(
+        &self,
+        rule: &StepRule<'r>,
+        query: &BeamQuery<'_>,
+    ) -> Option<Option<&'r Tensor>> {
+        if !self.fused
+            || query.rows_per_item != query.beams
+            || !BeamCandidates::fits(query.beams, query.want, self.vocab)
+        {
+            return None;
+        }
+        match rule {
+            StepRule::Bans { row, sequence } if sequence.is_empty() => Some(*row),
+            _ => None,
+        }
+    }
+
+    /// The decoder's next-token logits (rows × vocab, f32, on the device).
+    fn logits(&self, tokens: &[u32], state: &mut TensorState) -> Result<Tensor> {
+        check_step(self.model.config(), tokens, state)?;
+        self.model.step_logits(tokens, state)
+    }
+
+    /// `rule` applied to `scores` (rows × vocab).
+    fn process(&self, scores: Tensor, rule: StepRule<'_>) -> Result<Tensor> {
+        let (row, sequence) = match rule {
+            StepRule::Forced(forced) => {
+                return Ok(forced.broadcast_as(scores.shape())?.contiguous()?)
+            }
+            StepRule::Bans { row, sequence } => (row, sequence),
+        };
+        let mut scores = match row {
+            Some(row) => scores.broadcast_add(row)?,
+            None => scores,
+        };
+        if !sequence.is_empty() {
             let device = scores.device();
-            let n = flat.len();
-            let idx = Tensor::from_vec(flat, n, device)?;
+            let n = sequence.len();
+            let idx = Tensor::from_vec(sequence, n, device)?;
             let minus = Tensor::full(f32::NEG_INFINITY, n, device)?;
             let shape = scores.shape().clone();
             scores = scores
@@ -262,6 +260,18 @@ impl<'a> DeviceSearch<'a> {
         }
         Ok(scores)
     }
+}
+
+/// What the logits processors do at one step.
+enum StepRule<'s> {
+    /// Every row becomes the forced-EOS row.
+    Forced(&'s Tensor),
+    /// The ban row, when there is one, is added to every row, and longer bad words ban the
+    /// `sequence` entries (flat: row · vocab + token).
+    Bans {
+        row: Option<&'s Tensor>,
+        sequence: Vec<u32>,
+    },
 }
 
 impl StepSearch<TensorState> for DeviceSearch<'_> {
@@ -274,7 +284,9 @@ impl StepSearch<TensorState> for DeviceSearch<'_> {
         let logits = self.logits(tokens, state)?;
         let _t = profile::time_on(Phase::Search, self.model.device());
         // No normalisation: it shifts a row by a constant, which cannot change its argmax.
-        let next = self.process(logits, prefixes)?.argmax(D::Minus1)?;
+        let next = self
+            .process(logits, self.rule(prefixes))?
+            .argmax(D::Minus1)?;
         to_host::<u32>(&next)
     }
 
@@ -287,7 +299,8 @@ impl StepSearch<TensorState> for DeviceSearch<'_> {
     ) -> Result<Vec<Vec<(usize, f32)>>> {
         let logits = self.logits(tokens, state)?;
         let _t = profile::time_on(Phase::Search, self.model.device());
-        if let Some(ban) = self.fused_step(prefixes, &query) {
+        let rule = self.rule(prefixes);
+        if let Some(ban) = self.fused_ban(&rule, &query) {
             let running = Tensor::from_slice(query.scores, tokens.len(), logits.device())?;
             let op = BeamCandidates {
                 beams: query.beams,
@@ -298,7 +311,7 @@ impl StepSearch<TensorState> for DeviceSearch<'_> {
             return split_candidates(to_host::<f32>(&both)?, query.want);
         }
         let mut scores = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-        scores = self.process(scores, prefixes)?;
+        scores = self.process(scores, rule)?;
         if self.gen.renormalize_logits {
             scores = candle_nn::ops::log_softmax(&scores, D::Minus1)?;
         }
@@ -324,7 +337,8 @@ pub(super) fn best_by_ops(
     let (values, indices) = top_k_rows(&total, query.want, SORT_LIMIT)?;
     let want = values.dim(1)?.max(1);
     if query.beams * vocab < EXACT_F32_INDEX {
-        // One copy a step: each sentence's values, then its indices (exact as f32 here).
+        // One copy a step: each sentence's values, then its indices (exact as f32 here), as the
+        // fused operation returns them.
         let both = Tensor::cat(&[&values, &indices.to_dtype(DType::F32)?], 1)?;
         return split_candidates(to_host::<f32>(&both)?, want);
     }

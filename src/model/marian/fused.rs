@@ -8,8 +8,9 @@
 pub mod beam_candidates;
 pub mod decode_attention;
 
+use std::cell::Cell;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{LazyLock, Mutex};
 
 use candle_core::Device;
 
@@ -22,6 +23,11 @@ pub enum Kernel {
 
 impl Kernel {
     pub const ALL: [Kernel; 2] = [Kernel::BeamCandidates, Kernel::DecodeAttention];
+
+    /// The kernel's place in [`Kernel::ALL`].
+    pub(super) fn index(self) -> usize {
+        self as usize
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -76,13 +82,32 @@ impl FusedKernels {
     }
 }
 
+thread_local! {
+    static RUNS: Cell<[u64; 2]> = const { Cell::new([0; 2]) };
+}
+
+/// How often each kernel's operation has run on this thread, on any device (kernel or CPU
+/// reference), in the order of [`Kernel::ALL`]: a test can see which path a decode took.
+pub fn runs() -> [u64; 2] {
+    RUNS.with(Cell::get)
+}
+
+/// Count one run of `kernel`'s operation.
+fn count_run(kernel: Kernel) {
+    RUNS.with(|r| {
+        let mut v = r.get();
+        v[kernel.index()] += 1;
+        r.set(v);
+    });
+}
+
 /// Whether `kernel` gives its reference's results on `device`, checked once per device and
 /// process; a failure is logged and candle's operations are kept.
 fn works_on(kernel: Kernel, device: &Device) -> bool {
-    static CHECKED: Mutex<Option<HashMap<(Kernel, String), bool>>> = Mutex::new(None);
+    static CHECKED: LazyLock<Mutex<HashMap<(Kernel, String), bool>>> =
+        LazyLock::new(Mutex::default);
     let place = format!("{:?}", device.location());
     let mut checked = CHECKED.lock().unwrap_or_else(|e| e.into_inner());
-    let checked = checked.get_or_insert_with(HashMap::new);
     *checked
         .entry((kernel, place.clone()))
         .or_insert_with(|| match kernel.check(device) {

@@ -107,8 +107,9 @@ pub struct TensorMarian {
     dtype: DType,
     /// Whether decode steps run the project's fused kernels (see [`FusedKernels`]).
     kernels: FusedKernels,
-    /// Whether decode-step attention runs the fused kernel: `kernels` resolved on first use.
-    fused_attention: OnceLock<bool>,
+    /// Whether each fused kernel runs (in the order of [`Kernel::ALL`]): `kernels` resolved
+    /// on first use, so a GPU checks a kernel once per model.
+    fused: [OnceLock<bool>; 2],
 }
 
 /// The tensor type a compute type runs in on candle tensors; `None` for int8 (CPU kernels only).
@@ -337,7 +338,7 @@ impl TensorMarian {
             device: device.clone(),
             dtype,
             kernels: FusedKernels::Auto,
-            fused_attention: OnceLock::new(),
+            fused: Default::default(),
         })
     }
 
@@ -345,12 +346,13 @@ impl TensorMarian {
     /// fused kernel on a GPU where its check passed).
     pub fn with_fused_kernels(mut self, kernels: FusedKernels) -> Self {
         self.kernels = kernels;
-        self.fused_attention = OnceLock::new();
+        self.fused = Default::default();
         self
     }
 
-    pub fn fused_kernels(&self) -> FusedKernels {
-        self.kernels
+    /// Whether decode steps run `kernel` (on a GPU: once its check passed there).
+    pub(super) fn runs_fused(&self, kernel: Kernel) -> bool {
+        *self.fused[kernel.index()].get_or_init(|| self.kernels.uses(kernel, &self.device))
     }
 
     /// A decode step's attention: the fused kernel where it runs, candle's operations
@@ -363,10 +365,7 @@ impl TensorMarian {
         bias: Option<&Tensor>,
         scale: f64,
     ) -> Result<Tensor> {
-        let fused = *self
-            .fused_attention
-            .get_or_init(|| self.kernels.uses(Kernel::DecodeAttention, &self.device));
-        if fused && DecodeAttention::fits(k.dim(2)?) {
+        if self.runs_fused(Kernel::DecodeAttention) && DecodeAttention::fits(k.dim(2)?) {
             let op = DecodeAttention {
                 scale: scale as f32,
             };

@@ -17,8 +17,9 @@ use candle_core::{CpuStorage, CustomOp3, Device, Layout, Shape, Tensor};
 /// The most candidates a sentence may ask for (2 × beams): the kernel's per-thread lists.
 pub const MAX_WANT: usize = 32;
 
-/// Flat indices must be exact as f32 (the output carries them beside the values).
-const EXACT_F32_INDEX: usize = 1 << 24;
+/// Flat candidate indices below this are exact as f32, so they can travel beside the values in
+/// one f32 output (one copy to the host).
+pub const EXACT_F32_INDEX: usize = 1 << 24;
 
 /// The operation on logits (rows × vocab, f32; rows are sentences × `beams`), running scores
 /// (one a row) and an optional ban row (vocab: 0 or -inf); its output is sentences ×
@@ -57,6 +58,7 @@ impl BeamCandidates {
         running: &Tensor,
         ban: Option<&Tensor>,
     ) -> candle_core::Result<Tensor> {
+        super::count_run(super::Kernel::BeamCandidates);
         let op = Op {
             c: *self,
             has_ban: ban.is_some(),
@@ -129,15 +131,16 @@ fn reference(
             let row = item * beams + b;
             let x = &logits[row * vocab..(row + 1) * vocab];
             // The log-sum-exp of the logits, or renormalized, of the processed logits.
-            let normalized: Vec<f32> = if op.renormalize {
-                (0..vocab).map(|j| processed(x, j)).collect()
-            } else {
-                x.to_vec()
+            let normalized = |j: usize| {
+                if op.renormalize {
+                    processed(x, j)
+                } else {
+                    x[j]
+                }
             };
-            let max = normalized.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-            let log_sum = normalized
-                .iter()
-                .map(|&v| (v - max).exp())
+            let max = (0..vocab).fold(f32::NEG_INFINITY, |m, j| m.max(normalized(j)));
+            let log_sum = (0..vocab)
+                .map(|j| (normalized(j) - max).exp())
                 .sum::<f32>()
                 .ln();
             // A row's best by processed logit: the order of its log-probabilities.
@@ -309,7 +312,6 @@ mod cuda {
 #[derive(Debug, Clone, Copy)]
 pub struct Case {
     pub sentences: usize,
-    pub beams: usize,
     pub vocab: usize,
     pub op: BeamCandidates,
     pub ban: bool,
@@ -328,7 +330,6 @@ const fn case(
 ) -> Case {
     Case {
         sentences,
-        beams,
         vocab,
         op: BeamCandidates {
             beams,
@@ -357,17 +358,21 @@ pub const CASES: [Case; 8] = [
 impl Case {
     /// The case's logits, running scores and ban row from `seed` ([`sample`], plus its NaN).
     pub fn inputs(&self, seed: u32) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-        let (mut logits, running, ban) =
-            sample(seed, self.sentences * self.beams, self.beams, self.vocab);
+        let (mut logits, running, ban) = sample(seed, self.rows(), self.op.beams, self.vocab);
         if self.nan {
             logits[self.vocab / 2] = f32::NAN;
         }
         (logits, running, ban)
     }
 
+    /// Logit rows: sentences × beams.
+    pub fn rows(&self) -> usize {
+        self.sentences * self.op.beams
+    }
+
     /// The operation's output (sentences × 2·want) on `device` for the inputs of `seed`.
     pub fn run(&self, seed: u32, device: &Device) -> candle_core::Result<Vec<Vec<f32>>> {
-        let rows = self.sentences * self.beams;
+        let rows = self.rows();
         let (logits, running, ban) = self.inputs(seed);
         let logits = Tensor::from_vec(logits, (rows, self.vocab), device)?;
         let running = Tensor::from_vec(running, rows, device)?;
@@ -387,7 +392,7 @@ impl std::fmt::Display for Case {
             f,
             "{} sentences × {} beams × {} tokens, {} wanted, ban {}, renormalize {}, NaN {}",
             self.sentences,
-            self.beams,
+            self.op.beams,
             self.vocab,
             self.op.want,
             self.ban,

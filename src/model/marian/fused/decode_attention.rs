@@ -61,6 +61,7 @@ impl DecodeAttention {
         v: &Tensor,
         bias: Option<&Tensor>,
     ) -> candle_core::Result<Tensor> {
+        super::count_run(super::Kernel::DecodeAttention);
         let op = Op {
             scale: self.scale,
             bias: bias.map(Tensor::contiguous).transpose()?,
@@ -423,20 +424,32 @@ impl Case {
         [q, k, v, bias]
     }
 
-    /// The operation's output on `device` for the inputs of `seed`, as f32.
-    pub fn run(&self, seed: u32, device: &Device) -> candle_core::Result<Vec<f32>> {
+    /// The inputs of `seed` as tensors of the case's type on `device`: queries, keys and
+    /// values (views of the first `len` of `capacity` positions) and the bias, if any.
+    pub fn tensors(
+        &self,
+        seed: u32,
+        device: &Device,
+    ) -> candle_core::Result<(Tensor, Tensor, Tensor, Option<Tensor>)> {
         let [q, k, v, bias] = self.inputs(seed);
         let (g, h, hd) = (self.groups, self.heads, self.head_dim);
         let typed = |x: Vec<f32>, shape: (usize, usize, usize, usize)| {
             Tensor::from_vec(x, shape, device)?.to_dtype(self.dtype)
         };
-        let q = typed(q, (g, h, self.per, hd))?;
-        let k = typed(k, (g, h, self.capacity, hd))?.narrow(2, 0, self.len)?;
-        let v = typed(v, (g, h, self.capacity, hd))?.narrow(2, 0, self.len)?;
-        let bias = self
-            .bias
-            .then(|| typed(bias, (g, 1, 1, self.len)))
-            .transpose()?;
+        let cache = |x: Vec<f32>| typed(x, (g, h, self.capacity, hd))?.narrow(2, 0, self.len);
+        Ok((
+            typed(q, (g, h, self.per, hd))?,
+            cache(k)?,
+            cache(v)?,
+            self.bias
+                .then(|| typed(bias, (g, 1, 1, self.len)))
+                .transpose()?,
+        ))
+    }
+
+    /// The operation's output on `device` for the inputs of `seed`, as f32.
+    pub fn run(&self, seed: u32, device: &Device) -> candle_core::Result<Vec<f32>> {
+        let (q, k, v, bias) = self.tensors(seed, device)?;
         DecodeAttention { scale: self.scale }
             .apply(&q, &k, &v, bias.as_ref())?
             .to_dtype(DType::F32)?
@@ -514,18 +527,7 @@ mod tests {
     fn reference_equals_candle_attention() {
         let cpu = Device::Cpu;
         for case in CASES.iter().filter(|c| c.dtype == DType::F32) {
-            let [q, k, v, bias] = case.inputs(3);
-            let (g, h, hd) = (case.groups, case.heads, case.head_dim);
-            let q = Tensor::from_vec(q, (g, h, case.per, hd), &cpu).unwrap();
-            let k = Tensor::from_vec(k, (g, h, case.capacity, hd), &cpu).unwrap();
-            let v = Tensor::from_vec(v, (g, h, case.capacity, hd), &cpu).unwrap();
-            let (k, v) = (
-                k.narrow(2, 0, case.len).unwrap(),
-                v.narrow(2, 0, case.len).unwrap(),
-            );
-            let bias = case
-                .bias
-                .then(|| Tensor::from_vec(bias, (g, 1, 1, case.len), &cpu).unwrap());
+            let (q, k, v, bias) = case.tensors(3, &cpu).unwrap();
             let op = DecodeAttention { scale: case.scale };
             let fused = op.apply(&q, &k, &v, bias.as_ref()).unwrap();
             let by_ops = attention(&q, &k, &v, bias.as_ref(), case.scale.into()).unwrap();
@@ -546,33 +548,15 @@ mod tests {
             let mut case = CASES[1];
             case.dtype = dtype;
             let half = case.run(5, &Device::Cpu).unwrap();
-            // The same inputs, rounded to the type first.
-            let [q, k, v, bias] = case.inputs(5);
-            let round = |x: Vec<f32>| -> Vec<f32> {
-                Tensor::from_vec(x.clone(), x.len(), &Device::Cpu)
-                    .unwrap()
-                    .to_dtype(dtype)
-                    .unwrap()
-                    .to_dtype(DType::F32)
-                    .unwrap()
-                    .to_vec1()
-                    .unwrap()
-            };
-            let (g, h, hd) = (case.groups, case.heads, case.head_dim);
-            let cpu = Device::Cpu;
-            let t = |x: Vec<f32>, s: (usize, usize, usize, usize)| {
-                Tensor::from_vec(round(x), s, &cpu).unwrap()
-            };
+            // The same inputs, rounded to the type, in f32.
+            let (q, k, v, bias) = case.tensors(5, &Device::Cpu).unwrap();
+            let widen = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
             let out = DecodeAttention { scale: case.scale }
                 .apply(
-                    &t(q, (g, h, case.per, hd)),
-                    &t(k, (g, h, case.capacity, hd))
-                        .narrow(2, 0, case.len)
-                        .unwrap(),
-                    &t(v, (g, h, case.capacity, hd))
-                        .narrow(2, 0, case.len)
-                        .unwrap(),
-                    Some(&t(bias, (g, 1, 1, case.len))),
+                    &widen(&q),
+                    &widen(&k),
+                    &widen(&v),
+                    bias.as_ref().map(widen).as_ref(),
                 )
                 .unwrap()
                 .flatten_all()
