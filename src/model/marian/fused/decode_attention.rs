@@ -14,7 +14,8 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Shape, Tensor};
 
 /// Positions one query may attend to: the kernel keeps a score per position in shared memory,
-/// 48 KiB with its 24 bytes of fixed shared memory (64 kept).
+/// 48 KiB with its fixed shared memory (24 bytes of variables, 32 as ptxas lays them out for
+/// sm_90; 64 kept).
 pub const MAX_LEN: usize = (48 * 1024 - 64) / 4;
 
 /// Attention of queries (groups, heads, per, head_dim; contiguous) over keys and values
