@@ -82,6 +82,26 @@ impl FusedKernels {
     }
 }
 
+/// The first case of `cases` on which an operation on `device` differs from its reference on
+/// the host, as `differ` names it; case n runs on the inputs of seed n + 1 (the tests take other
+/// seeds).
+fn check_cases<C: std::fmt::Display, O>(
+    cases: &[C],
+    device: &Device,
+    run: impl Fn(&C, u32, &Device) -> candle_core::Result<O>,
+    differ: impl Fn(&C, &O, &O) -> Option<String>,
+) -> Result<(), String> {
+    for (n, case) in cases.iter().enumerate() {
+        let seed = n as u32 + 1;
+        let on = |d: &Device| run(case, seed, d).map_err(|e| format!("{case}: {e}"));
+        let (got, expected) = (on(device)?, on(&Device::Cpu)?);
+        if let Some(diff) = differ(case, &got, &expected) {
+            return Err(format!("{case}: {diff}"));
+        }
+    }
+    Ok(())
+}
+
 thread_local! {
     static RUNS: Cell<[u64; 2]> = const { Cell::new([0; 2]) };
 }
@@ -138,5 +158,32 @@ mod tests {
             FusedKernels::On.in_use(&Device::Cpu),
             ["beam candidates", "decode attention"]
         );
+    }
+
+    #[test]
+    fn a_check_names_the_first_case_that_differs_or_fails() {
+        let cases = ["a", "b", "c"];
+        let differ = |_: &&str, g: &u32, e: &u32| (g != e).then(|| format!("{g}, not {e}"));
+        // Each case runs on the device first, then on the host; "b" is off by one there.
+        let calls = Cell::new(0);
+        let run = |case: &&str, seed: u32, _: &Device| {
+            calls.set(calls.get() + 1);
+            let on_device = calls.get() % 2 == 1;
+            Ok(seed + u32::from(*case == "b" && on_device))
+        };
+        assert_eq!(
+            check_cases(&cases, &Device::Cpu, run, differ),
+            Err("b: 3, not 2".to_string())
+        );
+        let fails = |case: &&str, seed: u32, _: &Device| match *case {
+            "c" => Err(candle_core::Error::Msg("no such shape".into())),
+            _ => Ok(seed),
+        };
+        assert_eq!(
+            check_cases(&cases, &Device::Cpu, fails, differ),
+            Err("c: no such shape".to_string())
+        );
+        let same = |_: &&str, seed: u32, _: &Device| Ok(seed);
+        assert_eq!(check_cases(&cases, &Device::Cpu, same, differ), Ok(()));
     }
 }

@@ -405,17 +405,9 @@ impl std::fmt::Display for Case {
 /// The first difference between the fused operation on `device` and its reference on the
 /// host, over [`CASES`] (ties included: the sampled logits repeat).
 pub fn check(device: &Device) -> Result<(), String> {
-    for (n, case) in CASES.iter().enumerate() {
-        let seed = n as u32 + 1;
-        let got = case.run(seed, device).map_err(|e| format!("{case}: {e}"))?;
-        let expected = case
-            .run(seed, &Device::Cpu)
-            .map_err(|e| format!("{case}: {e}"))?;
-        if let Some(diff) = compare(&got, &expected, case.op.want) {
-            return Err(format!("{case}: {diff}"));
-        }
-    }
-    Ok(())
+    super::check_cases(&CASES, device, Case::run, |c, g, e| {
+        compare(g, e, c.op.want)
+    })
 }
 
 /// Logits in coarse steps (so that many are equal), running scores (-inf for every second beam

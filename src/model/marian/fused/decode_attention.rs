@@ -504,17 +504,7 @@ pub fn compare(case: &Case, got: &[f32], expected: &[f32]) -> Option<String> {
 
 /// The first difference between the kernel on `device` and its reference on the host.
 pub fn check(device: &Device) -> Result<(), String> {
-    for (n, case) in CASES.iter().enumerate() {
-        let seed = n as u32 + 1;
-        let got = case.run(seed, device).map_err(|e| format!("{case}: {e}"))?;
-        let expected = case
-            .run(seed, &Device::Cpu)
-            .map_err(|e| format!("{case}: {e}"))?;
-        if let Some(diff) = compare(case, &got, &expected) {
-            return Err(format!("{case}: {diff}"));
-        }
-    }
-    Ok(())
+    super::check_cases(&CASES, device, Case::run, |c, g, e| compare(c, g, e))
 }
 
 #[cfg(test)]
